@@ -1,0 +1,1 @@
+/* netaddr.c — placeholder */

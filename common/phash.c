@@ -1,0 +1,1 @@
+/* phash.c — placeholder */

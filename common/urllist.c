@@ -1,0 +1,1 @@
+/* urllist.c — placeholder */
