@@ -1,1 +1,297 @@
-/* catalog.c — placeholder */
+/* catalog.c — SQLite catalog: open, migrate, statement cache, runs, collections (see catalog.h). */
+#include "catalog.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "catalog_migrations.h"
+#include "err.h"
+
+#define STMT_CACHE 64 /* distinct SQL texts a process uses; more is a programming error */
+
+struct catalog {
+    sqlite3 *db;
+    char *path;
+    int flags;
+    struct {
+        const char *sql; /* the caller's literal: compared by address, then by text */
+        sqlite3_stmt *st;
+    } cache[STMT_CACHE];
+    int ncache;
+};
+
+static int db_fail(catalog *c, const char *what)
+{
+    return lvd_fail("%s: %s: %s", c->path, what, sqlite3_errmsg(c->db));
+}
+
+int catalog_schema_latest(void) { return CATALOG_SCHEMA_VERSION; }
+
+int catalog_exec(catalog *c, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        lvd_fail("%s: %s", c->path, msg ? msg : sqlite3_errmsg(c->db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+int catalog_query_int(catalog *c, const char *sql, int64_t dflt, int64_t *out)
+{
+    sqlite3_stmt *st = catalog_stmt(c, sql);
+    if (!st)
+        return -1;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_type(st, 0) == SQLITE_NULL ? dflt : sqlite3_column_int64(st, 0);
+    else if (rc == SQLITE_DONE)
+        *out = dflt;
+    else
+        return db_fail(c, sql);
+    sqlite3_reset(st);
+    return 0;
+}
+
+int catalog_schema_version(catalog *c)
+{
+    int64_t has_meta = 0, v = 0;
+    if (catalog_query_int(c, "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='meta'", 0,
+                          &has_meta) != 0)
+        return -1;
+    if (!has_meta)
+        return 0;
+    if (catalog_query_int(c, "SELECT CAST(value AS INTEGER) FROM meta WHERE key='schema_version'", 0, &v) != 0)
+        return -1;
+    return (int)v;
+}
+
+/* Applies every migration past the file's version, each with its version bump in one transaction. */
+static int migrate(catalog *c)
+{
+    int v = catalog_schema_version(c);
+    if (v < 0)
+        return -1;
+    if (v > CATALOG_SCHEMA_VERSION)
+        return lvd_fail("%s: catalog schema version %d is newer than this lvd understands (%d); use a newer lvd",
+                        c->path, v, CATALOG_SCHEMA_VERSION);
+    for (int i = v; i < CATALOG_SCHEMA_VERSION; i++) {
+        if (catalog_exec(c, "BEGIN IMMEDIATE") != 0)
+            return -1;
+        char bump[160];
+        snprintf(bump, sizeof bump,
+                 "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', '%d');",
+                 i + 1);
+        if (catalog_exec(c, catalog_migrations[i]) != 0 || catalog_exec(c, bump) != 0) {
+            lvd_fail_ctx("migrating catalog to schema version %d", i + 1);
+            sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+        if (catalog_exec(c, "COMMIT") != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int catalog_open(catalog **out, const char *path, int flags)
+{
+    *out = NULL;
+    catalog *c = calloc(1, sizeof *c);
+    if (!c || !(c->path = strdup(path))) {
+        free(c);
+        return lvd_fail("%s: out of memory", path);
+    }
+    c->flags = flags;
+    int oflags = (flags & CATALOG_READONLY) ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    if (sqlite3_open_v2(path, &c->db, oflags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        lvd_fail("%s: cannot open catalog: %s", path, c->db ? sqlite3_errmsg(c->db) : "out of memory");
+        catalog_close(c);
+        return -1;
+    }
+    /* A busy timeout lets a status query or a second reader wait out a writer's commit. */
+    sqlite3_busy_timeout(c->db, 30000);
+    sqlite3_extended_result_codes(c->db, 1);
+    const char *pragmas = (flags & CATALOG_READONLY) ? "PRAGMA foreign_keys=ON;"
+                          : (flags & CATALOG_PART)   ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                                                       "PRAGMA foreign_keys=OFF;"
+                                                     : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                                                       "PRAGMA foreign_keys=ON;";
+    if (catalog_exec(c, pragmas) != 0)
+        goto fail;
+    if (flags & CATALOG_READONLY) {
+        int v = catalog_schema_version(c);
+        if (v < 0)
+            goto fail;
+        if (v != CATALOG_SCHEMA_VERSION) {
+            lvd_fail("%s: catalog schema version %d, this lvd expects %d (open it read-write once to migrate)",
+                     path, v, CATALOG_SCHEMA_VERSION);
+            goto fail;
+        }
+    } else if (migrate(c) != 0) {
+        goto fail;
+    }
+    *out = c;
+    return 0;
+fail:
+    catalog_close(c);
+    return -1;
+}
+
+void catalog_close(catalog *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < c->ncache; i++)
+        sqlite3_finalize(c->cache[i].st);
+    if (c->db)
+        sqlite3_close(c->db);
+    free(c->path);
+    free(c);
+}
+
+sqlite3 *catalog_db(catalog *c) { return c->db; }
+const char *catalog_path(const catalog *c) { return c->path; }
+
+sqlite3_stmt *catalog_stmt(catalog *c, const char *sql)
+{
+    for (int i = 0; i < c->ncache; i++) {
+        if (c->cache[i].sql == sql || strcmp(c->cache[i].sql, sql) == 0) {
+            sqlite3_stmt *st = c->cache[i].st;
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return st;
+        }
+    }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        db_fail(c, "preparing statement");
+        return NULL;
+    }
+    if (c->ncache == STMT_CACHE) {
+        sqlite3_finalize(st);
+        lvd_fail("%s: statement cache full (%d statements)", c->path, STMT_CACHE);
+        return NULL;
+    }
+    c->cache[c->ncache].sql = sql;
+    c->cache[c->ncache].st = st;
+    c->ncache++;
+    return st;
+}
+
+int catalog_step_done(catalog *c, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) {
+        sqlite3_reset(st);
+        return 0;
+    }
+    lvd_fail("%s: %s (in: %.120s)", c->path, sqlite3_errmsg(c->db), sqlite3_sql(st));
+    sqlite3_reset(st);
+    return -1;
+}
+
+int catalog_begin(catalog *c) { return catalog_exec(c, "BEGIN IMMEDIATE"); }
+int catalog_commit(catalog *c) { return catalog_exec(c, "COMMIT"); }
+
+void catalog_rollback(catalog *c)
+{
+    if (!sqlite3_get_autocommit(c->db))
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+void catalog_format_time(double t, char buf[32])
+{
+    time_t s = (time_t)t;
+    int ms = (int)((t - (double)s) * 1000.0);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, 32 - n, ".%03dZ", ms < 0 ? 0 : ms > 999 ? 999 : ms);
+}
+
+void catalog_now(char buf[32])
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    catalog_format_time((double)tv.tv_sec + (double)tv.tv_usec * 1e-6, buf);
+}
+
+int catalog_run_start(catalog *c, const char *stage, const char *part, const char *params_json,
+                      const char *fingerprint, int64_t *run_id)
+{
+    char now[32];
+    catalog_now(now);
+    sqlite3_stmt *st = catalog_stmt(
+        c, "INSERT INTO runs(stage, part, params, fingerprint, started_at) VALUES (?1, ?2, ?3, ?4, ?5)");
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, stage, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, part, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, params_json ? params_json : "{}", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, fingerprint ? fingerprint : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 5, now, -1, SQLITE_TRANSIENT);
+    if (catalog_step_done(c, st) != 0)
+        return -1;
+    *run_id = sqlite3_last_insert_rowid(c->db);
+    return 0;
+}
+
+int catalog_run_finish(catalog *c, int64_t run_id, const char *status, const char *summary_json)
+{
+    char now[32];
+    catalog_now(now);
+    sqlite3_stmt *st =
+        catalog_stmt(c, "UPDATE runs SET finished_at = ?1, status = ?2, summary = ?3 WHERE id = ?4");
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, now, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, status, -1, SQLITE_TRANSIENT);
+    if (summary_json)
+        sqlite3_bind_text(st, 3, summary_json, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, run_id);
+    return catalog_step_done(c, st);
+}
+
+int catalog_collection(catalog *c, const char *name, const char *role, int64_t *id)
+{
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT id, role FROM collections WHERE name = ?1");
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        const char *have = (const char *)sqlite3_column_text(st, 1);
+        int same = !role || strcmp(have, role) == 0;
+        char have_copy[16];
+        snprintf(have_copy, sizeof have_copy, "%s", have);
+        sqlite3_reset(st);
+        if (!same)
+            return lvd_fail("collection '%s' already exists with role '%s', not '%s'", name, have_copy, role);
+        return 0;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return db_fail(c, "looking up collection");
+    if (!role)
+        return lvd_fail("%s: no collection named '%s'", c->path, name);
+    if (strcmp(role, "pool") && strcmp(role, "seed") && strcmp(role, "benchmark"))
+        return lvd_fail("collection role must be pool, seed or benchmark, not '%s'", role);
+    char now[32];
+    catalog_now(now);
+    st = catalog_stmt(c, "INSERT INTO collections(name, role, created_at) VALUES (?1, ?2, ?3)");
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, role, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, now, -1, SQLITE_TRANSIENT);
+    if (catalog_step_done(c, st) != 0)
+        return -1;
+    *id = sqlite3_last_insert_rowid(c->db);
+    return 0;
+}

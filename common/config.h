@@ -10,7 +10,7 @@
 #define LVD_CONFIG_H
 
 /* Scans argv for "--config F" / "--config=F" (both forms are removed from the result). On success
- * *out_argc/*out_argv hold a new NULL-terminated argv (argv[0] first) owned by the caller: free it with
+ * out_argc and out_argv hold a new NULL-terminated argv (argv[0] first) owned by the caller: free it with
  * config_free_argv. With no --config, the result is a copy of argv. Returns 0 or -1 (message names the
  * file and line). */
 int config_expand_argv(int argc, char **argv, int *out_argc, char ***out_argv);

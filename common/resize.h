@@ -30,6 +30,17 @@ typedef struct resize_plan {
  * only_if_bigger: never enlarge (img2dataset's resize_only_if_bigger); the crop still applies. */
 resize_plan resize_compute(resize_mode m, uint32_t size, int only_if_bigger, uint32_t w, uint32_t h);
 
+/* Kernels for resize_plane. */
+typedef enum resize_filter {
+    RESIZE_FILTER_BICUBIC = 0, /* a = -0.5, support 2: Pillow's BICUBIC; what img_resize uses */
+    RESIZE_FILTER_LANCZOS      /* Lanczos-3: Pillow's LANCZOS (formerly ANTIALIAS); what phash uses */
+} resize_filter;
+
+/* The resampler behind img_resize for any channel count: src is sh rows of sw * nch interleaved bytes,
+ * dst (caller-owned) receives dh rows of dw * nch bytes. Returns 0 or -1. */
+int resize_plane(const uint8_t *src, uint32_t sw, uint32_t sh, uint32_t nch, uint8_t *dst, uint32_t dw,
+                 uint32_t dh, resize_filter f);
+
 /* Resamples src to dw x dh into dst (allocated here). Returns 0 or -1. */
 int img_resize(const img_rgb *src, uint32_t dw, uint32_t dh, img_rgb *dst);
 

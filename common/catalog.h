@@ -1,0 +1,68 @@
+/* catalog.h — the work directory's SQLite catalog: opening, migrations, transactions, runs, collections.
+ *
+ * One SQLite file per work directory (WORK/catalog.db), or per part of a partitioned run
+ * (WORK/parts/<stage>-I-of-N.db, same schema). Opened in WAL mode with foreign keys on (off for part files,
+ * whose rows refer to ids of catalog.db). The schema version is kept in the `meta` table; migrations from
+ * schemas/catalog-NNN.sql are applied in order on open, each in one transaction. All SQL goes through
+ * prepared statements; catalog_stmt() caches them by their SQL text.
+ */
+#ifndef LVD_CATALOG_H
+#define LVD_CATALOG_H
+
+#include <sqlite3.h>
+#include <stdint.h>
+
+typedef struct catalog catalog;
+
+enum catalog_flags {
+    CATALOG_READONLY = 1, /* open an existing catalog read-only (no migrations) */
+    CATALOG_PART = 2      /* a part file: foreign keys off */
+};
+
+/* Opens or creates the catalog at path and brings its schema up to date. A catalog whose version is newer
+ * than this build knows is refused with both versions in the message. */
+int catalog_open(catalog **out, const char *path, int flags);
+void catalog_close(catalog *c);
+
+sqlite3 *catalog_db(catalog *c);
+const char *catalog_path(const catalog *c);
+
+/* Schema version of the open file, and of this build. */
+int catalog_schema_version(catalog *c);
+int catalog_schema_latest(void);
+
+/* A cached prepared statement for sql (reset and with bindings cleared); NULL on error (message set).
+ * The cache is keyed by the text, so pass the same literal each time. */
+sqlite3_stmt *catalog_stmt(catalog *c, const char *sql);
+
+/* Runs SQL without results (may hold several statements). */
+int catalog_exec(catalog *c, const char *sql);
+
+/* Steps a statement to completion (SQLITE_DONE expected); -1 with the SQLite message otherwise. */
+int catalog_step_done(catalog *c, sqlite3_stmt *st);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK. */
+int catalog_begin(catalog *c);
+int catalog_commit(catalog *c);
+void catalog_rollback(catalog *c);
+
+/* Records the start of a stage run; *run_id gets its id. part is "I/N". */
+int catalog_run_start(catalog *c, const char *stage, const char *part, const char *params_json,
+                      const char *fingerprint, int64_t *run_id);
+/* status: "done" or "failed"; summary_json may be NULL. */
+int catalog_run_finish(catalog *c, int64_t run_id, const char *status, const char *summary_json);
+
+/* The id of collection `name`, creating it with `role` if new. An existing collection with another role is
+ * an error naming both roles. role NULL: look up only (-1 with a message if missing). */
+int catalog_collection(catalog *c, const char *name, const char *role, int64_t *id);
+
+/* Current time as ISO 8601 UTC with milliseconds, e.g. "2026-11-26T10:38:05.123Z". */
+void catalog_now(char buf[32]);
+
+/* The same format for t seconds since the epoch. */
+void catalog_format_time(double t, char buf[32]);
+
+/* Single-value queries: the first column of the first row, or dflt when there is no row. -1 on error. */
+int catalog_query_int(catalog *c, const char *sql, int64_t dflt, int64_t *out);
+
+#endif

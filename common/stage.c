@@ -1,0 +1,217 @@
+/* stage.c — work directory, target catalog, run record and part merging (see stage.h). */
+#include "stage.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "log.h"
+#include "sha256.h"
+
+void stage_fingerprint(const char *text, char out[65]) { sha256_hex(text, strlen(text), out); }
+
+static int ensure_dir(const char *path)
+{
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return lvd_fail_errno("cannot create directory %s", path);
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return lvd_fail("%s exists and is not a directory", path);
+    return 0;
+}
+
+int stage_open(stage *s, const char *name, const char *work, const char *part_arg, const char *params_json,
+               const char *fingerprint)
+{
+    memset(s, 0, sizeof *s);
+    s->name = name;
+    if (snprintf(s->work, sizeof s->work, "%s", work) >= (int)sizeof s->work)
+        return lvd_fail("work directory path too long");
+    if (part_resolve(part_arg, &s->part) != 0)
+        return -1;
+    snprintf(s->part_text, sizeof s->part_text, "%u/%u", s->part.index, s->part.count);
+    if (ensure_dir(work) != 0)
+        return -1;
+    char path[STAGE_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/catalog.db", work);
+    if (s->part.count == 1) {
+        if (catalog_open(&s->cat, path, 0) != 0)
+            return -1;
+    } else {
+        /* A partitioned run never writes catalog.db (SQLite locking is unsafe on network file systems);
+         * it reads it when present, to skip what is already done. */
+        if (access(path, F_OK) == 0 && catalog_open(&s->main_ro, path, CATALOG_READONLY) != 0)
+            return -1;
+        snprintf(s->shard_tag, sizeof s->shard_tag, "p%uof%u", s->part.index, s->part.count);
+        snprintf(path, sizeof path, "%s/parts", work);
+        if (ensure_dir(path) != 0)
+            goto fail;
+        snprintf(path, sizeof path, "%s/parts/%s-%u-of-%u.db", work, name, s->part.index, s->part.count);
+        if (catalog_open(&s->cat, path, CATALOG_PART) != 0)
+            goto fail;
+    }
+    if (catalog_run_start(s->cat, name, s->part_text, params_json, fingerprint, &s->run_id) != 0)
+        goto fail;
+    return 0;
+fail:
+    catalog_close(s->main_ro);
+    catalog_close(s->cat);
+    s->main_ro = s->cat = NULL;
+    return -1;
+}
+
+int stage_close(stage *s, const char *status, const char *summary_json)
+{
+    int rc = 0;
+    if (s->cat && catalog_run_finish(s->cat, s->run_id, status, summary_json) != 0)
+        rc = -1;
+    catalog_close(s->main_ro);
+    catalog_close(s->cat);
+    s->main_ro = s->cat = NULL;
+    return rc;
+}
+
+/* Folding one part file into catalog.db. Ids of runs and shards are shifted past the catalog's largest id;
+ * collections are matched by name and images by SHA-256 (bytes fetched by two parts are one image; the
+ * second copy stays unreferenced in its shard). Part rows win over catalog rows for the same URL or decode,
+ * because a part only holds what it (re)did. */
+static const char *merge_sql =
+    "CREATE TEMP TABLE IF NOT EXISTS off(runs INTEGER, shards INTEGER);"
+    "DELETE FROM temp.off;"
+    "INSERT INTO temp.off SELECT (SELECT coalesce(max(id), 0) FROM main.runs),"
+    "                            (SELECT coalesce(max(id), 0) FROM main.shards);"
+    "INSERT INTO main.runs(id, stage, part, params, fingerprint, started_at, finished_at, status, summary)"
+    "  SELECT id + (SELECT runs FROM temp.off), stage, part, params, fingerprint, started_at, finished_at,"
+    "         status, summary FROM p.runs;"
+    "INSERT OR IGNORE INTO main.collections(name, role, created_at)"
+    "  SELECT name, role, created_at FROM p.collections;"
+    "INSERT INTO main.shards(id, path, kind, committed, members)"
+    "  SELECT id + (SELECT shards FROM temp.off), path, kind, committed, members FROM p.shards;"
+    "INSERT OR IGNORE INTO main.images(sha256, bytes, format, shard_id, offset, run_id, created_at)"
+    "  SELECT sha256, bytes, format, shard_id + (SELECT shards FROM temp.off), offset,"
+    "         run_id + (SELECT runs FROM temp.off), created_at FROM p.images;"
+    /* Part-local image ids become catalog ids through the SHA-256. */
+    "CREATE TEMP TABLE IF NOT EXISTS imap(old INTEGER PRIMARY KEY, new INTEGER);"
+    "DELETE FROM temp.imap;"
+    "INSERT INTO temp.imap SELECT pi.id, mi.id FROM p.images pi JOIN main.images mi ON mi.sha256 = pi.sha256;"
+    "CREATE TEMP TABLE IF NOT EXISTS cmap(old INTEGER PRIMARY KEY, new INTEGER);"
+    "DELETE FROM temp.cmap;"
+    "INSERT INTO temp.cmap SELECT pc.id, mc.id FROM p.collections pc JOIN main.collections mc ON mc.name = pc.name;"
+    "INSERT INTO main.urls(url, collection_id, key, caption, extra, source, status, transient, http_status,"
+    "                      final_url, content_type, bytes, sha256, image_id, attempts, error, first_at, last_at,"
+    "                      run_id)"
+    "  SELECT u.url, (SELECT new FROM temp.cmap WHERE old = u.collection_id), u.key, u.caption, u.extra, u.source,"
+    "         u.status, u.transient, u.http_status, u.final_url, u.content_type, u.bytes, u.sha256,"
+    "         (SELECT new FROM temp.imap WHERE old = u.image_id), u.attempts, u.error, u.first_at, u.last_at,"
+    "         u.run_id + (SELECT runs FROM temp.off) FROM p.urls u WHERE true"
+    "  ON CONFLICT(url) DO UPDATE SET status = excluded.status, transient = excluded.transient,"
+    "     http_status = excluded.http_status, final_url = excluded.final_url,"
+    "     content_type = excluded.content_type, bytes = excluded.bytes, sha256 = excluded.sha256,"
+    "     image_id = excluded.image_id, attempts = main.urls.attempts + excluded.attempts,"
+    "     error = excluded.error, first_at = coalesce(main.urls.first_at, excluded.first_at),"
+    "     last_at = excluded.last_at, run_id = excluded.run_id;"
+    "INSERT OR REPLACE INTO main.members(collection_id, key, image_id, label, source, run_id)"
+    "  SELECT (SELECT new FROM temp.cmap WHERE old = m.collection_id), m.key,"
+    "         (SELECT new FROM temp.imap WHERE old = m.image_id), m.label, m.source,"
+    "         m.run_id + (SELECT runs FROM temp.off) FROM p.members m;"
+    /* Decode parts refer to catalog.db's image ids directly (they read images from it). */
+    "INSERT OR REPLACE INTO main.decodes(image_id, fingerprint, status, error, format, width, height, out_width,"
+    "                                    out_height, phash, shard_id, offset, size, out_format, run_id, created_at)"
+    "  SELECT image_id, fingerprint, status, error, format, width, height, out_width, out_height, phash,"
+    "         shard_id + (SELECT shards FROM temp.off), offset, size, out_format,"
+    "         run_id + (SELECT runs FROM temp.off), created_at FROM p.decodes;";
+
+static int merge_one(catalog *cat, const char *path)
+{
+    sqlite3_stmt *st = catalog_stmt(cat, "ATTACH DATABASE ?1 AS p");
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, path, -1, SQLITE_TRANSIENT);
+    if (catalog_step_done(cat, st) != 0)
+        return -1;
+    int rc = catalog_begin(cat);
+    if (rc == 0 && (rc = catalog_exec(cat, merge_sql)) == 0)
+        rc = catalog_commit(cat);
+    if (rc != 0) {
+        lvd_fail_ctx("merging %s", path);
+        catalog_rollback(cat);
+    }
+    if (catalog_exec(cat, "DETACH DATABASE p") != 0 && rc == 0)
+        rc = -1;
+    return rc;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int stage_merge(const char *name, const char *work, int *merged)
+{
+    *merged = 0;
+    char dir[STAGE_PATH_MAX + 16], path[STAGE_PATH_MAX + 300];
+    snprintf(dir, sizeof dir, "%s/parts", work);
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? 0 : lvd_fail_errno("cannot read %s", dir);
+    /* Sorted, so the merged ids do not depend on directory order. */
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    size_t plen = strlen(name);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, name, plen) != 0 || e->d_name[plen] != '-' || len < 4 ||
+            strcmp(e->d_name + len - 3, ".db") != 0 || !strstr(e->d_name, "-of-"))
+            continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **nn = realloc(names, cap * sizeof *names);
+            if (!nn)
+                break;
+            names = nn;
+        }
+        if (!(names[n] = strdup(e->d_name)))
+            break;
+        n++;
+    }
+    closedir(d);
+    qsort(names, n, sizeof *names, cmp_str);
+    int rc = 0;
+    catalog *cat = NULL;
+    if (n > 0) {
+        snprintf(path, sizeof path, "%s/catalog.db", work);
+        rc = catalog_open(&cat, path, 0);
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        /* Make sure the part file is at the current schema before attaching it. */
+        catalog *pc = NULL;
+        if ((rc = catalog_open(&pc, path, CATALOG_PART)) != 0)
+            break;
+        catalog_close(pc);
+        if ((rc = merge_one(cat, path)) != 0)
+            break;
+        char done[STAGE_PATH_MAX + 320];
+        snprintf(done, sizeof done, "%s.merged", path);
+        if (rename(path, done) != 0) {
+            rc = lvd_fail_errno("merged %s but cannot rename it to %s; remove it by hand before merging again",
+                                path, done);
+            break;
+        }
+        /* WAL side files of the part belong to the renamed database no more. */
+        snprintf(done, sizeof done, "%s-wal", path);
+        unlink(done);
+        snprintf(done, sizeof done, "%s-shm", path);
+        unlink(done);
+        log_info("merged %s", path);
+        (*merged)++;
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    catalog_close(cat);
+    return rc;
+}

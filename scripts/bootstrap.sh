@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs lvd's build and test dependencies from Debian 12 and builds it. Idempotent: packages already
+# present are skipped, the build is incremental. Usage: scripts/bootstrap.sh [BUILD_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+
+# Every package is a deliberate choice; README.md's dependency table says why.
+packages=(
+  build-essential meson ninja-build pkg-config    # C17 compiler and the build
+  libcurl4-openssl-dev                            # HTTP fetching (multi interface, HTTP/2)
+  libsqlite3-dev sqlite3                          # the catalog
+  libjpeg62-turbo-dev                             # JPEG decode (DCT scaling) and encode
+  libspng-dev                                     # PNG decode with size and chunk limits
+  libwebp-dev                                     # WebP decode and encode
+  libssl-dev                                      # SHA-256 (libcrypto)
+  libcjson-dev                                    # JSON in URL lists, metadata and summaries
+  libyaml-dev                                     # --config files
+  zlib1g-dev                                      # .gz URL lists
+  libcmocka-dev                                   # unit tests
+  python3 python3-pil python3-numpy               # test servers, fixtures, reference checks
+  dataset-fashion-mnist                           # real pictures for tests and the demo
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -f "$build/build.ninja" ]; then
+  meson setup "$build" --buildtype=debugoptimized >/dev/null
+fi
+ninja -C "$build" >/dev/null
+echo "bootstrap: built into $build/"
