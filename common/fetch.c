@@ -157,7 +157,7 @@ typedef struct xfer {
     size_t discarded;
     /* why a callback stopped the transfer */
     int too_large, opted_out, blocked, discard_abort, truncated, oom;
-    char blocked_msg[128]; /* "<address> is <class>", address at most INET6_ADDRSTRLEN */
+    char blocked_msg[256]; /* "<address> is a <class> address, ...", truncated when longer */
 } xfer;
 
 typedef struct timer {
@@ -858,8 +858,11 @@ static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_
             else if (a->family == AF_INET6)
                 inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)&a->addr)->sin6_addr, ip,
                           sizeof ip);
+            /* a name can resolve to several refused addresses: list them while they fit */
+            size_t used = strlen(t->blocked_msg);
+            snprintf(t->blocked_msg + used, sizeof t->blocked_msg - used, "%s%s is a %s address", used ? ", " : "",
+                     ip, addr_class_name(c));
             t->blocked = 1;
-            snprintf(t->blocked_msg, sizeof t->blocked_msg, "%s is a %s address", ip, addr_class_name(c));
             return CURL_SOCKET_BAD;
         }
     }

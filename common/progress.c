@@ -63,7 +63,7 @@ static void format_line(const progress *p, double now, int final, char *buf, siz
                      p->errors);
         } else {
             if (rate > 0 && p->done <= p->total) {
-                char eta[32];
+                char eta[sizeof when - 8];
                 format_duration(eta, sizeof eta, (double)(p->total - p->done) / rate);
                 snprintf(when, sizeof when, " ETA %s", eta);
             }

@@ -218,6 +218,7 @@ typedef struct decode {
     stage st;
     store *img;
     params p;
+    uint64_t shard_size;
     char fp[65];
     uint64_t done, ok, errors;
     uint64_t by_status_ok, by_status[8];
@@ -232,6 +233,10 @@ static int record(decode *d, job *j)
     int64_t shard = 0;
     uint64_t off = 0;
     if (j->out) {
+        /* Opened on first use: opening truncates the shard to its committed end, which a run with
+         * nothing to write should not do. */
+        if (!d->img && store_open(&d->img, cat, d->st.work, "img", d->st.shard_tag, d->shard_size) != 0)
+            return -1;
         char meta[256];
         snprintf(meta, sizeof meta, "{\"sha256\":\"%s\",\"width\":%u,\"height\":%u,\"phash\":\"%016" PRIx64 "\"}",
                  j->sha, j->ow, j->oh, j->phash);
@@ -426,8 +431,7 @@ int main(int argc, char **argv)
         goto out;
     if (catalog_query_int(src, "SELECT count(*) FROM images", 0, &todo) != 0)
         goto out;
-    if (store_open(&d->img, d->st.cat, work, "img", d->st.shard_tag, shard_size) != 0)
-        goto out;
+    d->shard_size = shard_size;
     progress_init(&prog, "decode", 0);
     int64_t last = 0;
     int in_batch = 0;
@@ -484,14 +488,14 @@ int main(int argc, char **argv)
                 goto fail_tx;
             }
             if (++in_batch >= batch) {
-                if (store_sync(d->img) != 0 || catalog_commit(d->st.cat) != 0 || catalog_begin(d->st.cat) != 0)
+                if ((d->img && store_sync(d->img) != 0) || catalog_commit(d->st.cat) != 0 || catalog_begin(d->st.cat) != 0)
                     goto fail_tx;
                 in_batch = 0;
             }
         }
         progress_update(&prog, d->done, d->errors);
     }
-    if (store_sync(d->img) != 0 || catalog_commit(d->st.cat) != 0)
+    if ((d->img && store_sync(d->img) != 0) || catalog_commit(d->st.cat) != 0)
         goto fail_tx;
     if (d->done)
         progress_finish(&prog);

@@ -15,6 +15,7 @@ Routes (GET; HEAD answers the same headers):
   /slow                     headers, then 1 byte per second until the client goes away
   /big?n=BYTES&cl=0|1       n bytes, with (cl=1, default) or without Content-Length
   /redirect/<n>             302 to /redirect/<n-1> (n=2 uses an absolute URL); /redirect/0 is the PNG
+  /to?url=U[&code=C]        a redirect (default 302) to U, which may be relative
   /loop                     302 to itself
   /tofile                   302 to file:///etc/passwd
   /noai                     X-Robots-Tag: noai and the PNG
@@ -253,6 +254,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.redirect("http://%s/redirect/1" % self.headers.get("Host", ""))
             else:
                 self.redirect("/redirect/%d" % (n - 1))
+        elif path == "/to":
+            self.redirect(query.get("url", ["/png"])[0], self.qint(query, "code", 302))
         elif path == "/loop":
             self.redirect("/loop")
         elif path == "/tofile":
@@ -279,6 +282,12 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
+
+    def handle_error(self, request, client_address):
+        # clients that give up (timeouts, aborted bodies) are part of the tests, not server errors
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def main():

@@ -142,6 +142,8 @@ def gen(d):
     # --- JPEG decodes
     base.save(j("jpeg_rgb.jpg"), quality=90)
     write_raw(j("jpeg_rgb.raw"), Image.open(j("jpeg_rgb.jpg")))
+    base.save(j("jpeg_prog.jpg"), quality=90, progressive=True)
+    write_raw(j("jpeg_prog.raw"), Image.open(j("jpeg_prog.jpg")))
     base.convert("L").save(j("jpeg_gray.jpg"), quality=90)
     write_raw(j("jpeg_gray.raw"), Image.open(j("jpeg_gray.jpg")))
     base.convert("CMYK").save(j("jpeg_cmyk.jpg"), quality=95)

@@ -305,6 +305,7 @@ static void test_decode_jpeg(void **state)
     (void)state;
     /* same libjpeg underneath, but allow for a different IDCT/upsampling choice */
     check_decode("jpeg_rgb.jpg", "jpeg_rgb.raw", 1.5, 12);
+    check_decode("jpeg_prog.jpg", "jpeg_prog.raw", 1.5, 12);
     check_decode("jpeg_gray.jpg", "jpeg_gray.raw", 1.5, 12);
     /* CMYK saved by Pillow (inverted, Adobe marker) vs Pillow's CMYK -> RGB; 1 level of rounding */
     check_decode("jpeg_cmyk.jpg", "jpeg_cmyk.raw", 1.5, 12);
