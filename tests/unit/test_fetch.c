@@ -199,6 +199,7 @@ typedef struct run {
     size_t delivered;
     size_t abort_after; /* done returns -1 after this many results (0: never) */
     int feed_fail_at;   /* feed returns -1 at this index (-1: never) */
+    size_t max_held;    /* most jobs pulled and not yet delivered at any time */
 } run;
 
 static char *dupn(const char *s)
@@ -216,6 +217,8 @@ static int feed_cb(void *ctx, uint64_t *id, char *url, size_t cap)
     assert_true(strlen(r->urls[r->next]) < cap);
     strcpy(url, r->urls[r->next]);
     *id = r->next++;
+    if (r->next - r->delivered > r->max_held)
+        r->max_held = r->next - r->delivered;
     return 1;
 }
 
@@ -825,6 +828,39 @@ static void test_host_interval(void **state)
     assert_true(start_span(&o, g_port) >= 3 * 0.3 * 0.95); /* four starts on one host, 0.3 s apart */
 }
 
+/* per_host 1: each request on the host starts only after the previous one (200 ms) ended. The server's
+ * concurrency counter alone cannot show this, as libcurl's per-host connection cap would queue them too. */
+static void test_per_host_serialises(void **state)
+{
+    (void)state;
+    fetch_opts o;
+    test_opts(&o);
+    o.respect_robots = 0;
+    o.per_host = 1;
+    counter_reset();
+    run r;
+    run_init(&r, 4);
+    char u[64];
+    for (int i = 0; i < 4; i++) {
+        snprintf(u, sizeof u, "/delay/200?s=%d", i);
+        run_set(&r, (size_t)i, u);
+    }
+    run_engine(&o, &r, NULL);
+    double first = 1e300, last = 0;
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(r.r[i].status, FETCH_OK);
+        if (r.r[i].started < first)
+            first = r.r[i].started;
+        if (r.r[i].started > last)
+            last = r.r[i].started;
+    }
+    assert_true(last - first >= 3 * 0.2 * 0.95);
+    char h[64];
+    snprintf(h, sizeof h, "127.0.0.1:%d", g_port);
+    assert_int_equal(max_concurrent(h), 1);
+    run_free(&r);
+}
+
 static void test_many_jobs(void **state)
 {
     (void)state;
@@ -863,6 +899,8 @@ static void test_many_jobs(void **state)
     assert_true(m1 >= 2 && m2 >= 2); /* and the engine does run transfers in parallel */
     assert_int_equal(st.robots_fetches, 2);
     assert_int_equal(count_of("/delay/10"), N - N / 10);
+    /* the feed is pulled lazily: at most 2 * concurrency parked plus concurrency running */
+    assert_true(r.max_held <= 3 * 8);
     run_free(&r);
 }
 
@@ -920,7 +958,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_robots),          cmocka_unit_test(test_empty),
         cmocka_unit_test(test_network_failures), cmocka_unit_test(test_blocked_address),
         cmocka_unit_test(test_bad_scheme_input), cmocka_unit_test(test_host_interval),
-        cmocka_unit_test(test_many_jobs),       cmocka_unit_test(test_abort),
+        cmocka_unit_test(test_per_host_serialises), cmocka_unit_test(test_many_jobs),       cmocka_unit_test(test_abort),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
