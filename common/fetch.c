@@ -673,10 +673,8 @@ static int can_retry(const fetch_engine *e, const job *j)
 
 static void schedule_retry(fetch_engine *e, job *j, double delay)
 {
-    if (heap_push(e, mono_now() + delay, j) != 0) {
+    if (heap_push(e, mono_now() + delay, j) != 0)
         finish_job(e, j, FETCH_ERROR, NULL, 0, "out of memory scheduling a retry of %s", j->cur_url);
-        return;
-    }
 }
 
 /* ------------------------------------------------------------------------------------------------------ */

@@ -20,13 +20,15 @@
 
 enum { RD_EOF = -1, RD_ERR = -2 };
 enum urllist_format { FMT_TXT, FMT_CSV, FMT_TSV, FMT_JSONL };
-enum { COL_URL, COL_CAPTION, COL_KEY, COL_COUNT };
+enum { COL_URL, COL_CAPTION, COL_KEY, COL_LABEL, COL_COUNT };
 
 struct urllist {
     char *path;
     gzFile gz;
     enum urllist_format fmt;
-    char *col_name[COL_COUNT]; /* names of the url/caption/key columns (or jsonl keys) */
+    char *col_name[COL_COUNT]; /* names of the url/caption/key/label columns (or jsonl keys); label may be NULL */
+    int label_required;
+    int paths;                 /* values_are_paths: the main column holds file paths */
 
     unsigned char in[URLLIST_CHUNK]; /* decompressed input not yet consumed: in[in_pos..in_len) */
     size_t in_pos, in_len;
@@ -46,12 +48,12 @@ struct urllist {
 
     char **hdr; /* csv/tsv header names, nhdr of them */
     size_t nhdr;
-    long col_idx[COL_COUNT]; /* header index of url/caption/key, -1 if absent */
+    long col_idx[COL_COUNT]; /* header index of url/caption/key/label, -1 if absent */
 
     /* Storage behind the strings of the last entry returned. */
-    cJSON *json;                  /* jsonl: the parsed line, minus the detached url/caption/key items */
-    cJSON *json_col[COL_COUNT];   /* jsonl: the detached url/caption/key items */
-    char *json_text[COL_COUNT];   /* jsonl: caption/key values that were not strings, as JSON text */
+    cJSON *json;                  /* jsonl: the parsed line, minus the detached url/caption/key/label items */
+    cJSON *json_col[COL_COUNT];   /* jsonl: the detached items (NULL for a name an earlier column took) */
+    char *json_text[COL_COUNT];   /* jsonl: caption/key/label values that were not strings, as JSON text */
     char *extra;                  /* other columns as JSON object text (cJSON allocation) */
 
     uint64_t n_entries, n_bad;
@@ -361,6 +363,23 @@ static const char *url_problem(const char *u)
     return NULL;
 }
 
+/* NULL if p is an acceptable path for a list entry, else why not. */
+static const char *path_problem(const char *p)
+{
+    if (!*p)
+        return "empty path";
+    for (const unsigned char *c = (const unsigned char *)p; *c; c++)
+        if (*c < 0x20 || *c == 0x7F)
+            return "path contains control characters";
+    return NULL;
+}
+
+/* NULL if the main column's value v is acceptable, else why not. */
+static const char *value_problem(const urllist *l, const char *v)
+{
+    return l->paths ? path_problem(v) : url_problem(v);
+}
+
 /* ---- open / close ---- */
 
 static enum urllist_format format_of(const char *path, int *ok)
@@ -383,7 +402,7 @@ static enum urllist_format format_of(const char *path, int *ok)
     return FMT_TXT;
 }
 
-/* Reads the csv/tsv header row (the first non-blank one) and finds the url/caption/key columns. */
+/* Reads the csv/tsv header row (the first non-blank one) and finds the url/caption/key/label columns. */
 static int read_header(urllist *l)
 {
     for (;;) {
@@ -413,7 +432,7 @@ static int read_header(urllist *l)
     }
     for (int c = 0; c < COL_COUNT; c++) {
         l->col_idx[c] = -1;
-        for (size_t i = 0; i < l->nhdr; i++) {
+        for (size_t i = 0; l->col_name[c] && i < l->nhdr; i++) {
             if (strcmp(l->hdr[i], l->col_name[c]) == 0) {
                 l->col_idx[c] = (long)i;
                 break;
@@ -421,8 +440,11 @@ static int read_header(urllist *l)
         }
     }
     if (l->col_idx[COL_URL] < 0)
-        return lvd_fail("%s:%llu: no \"%s\" column in the header", l->path, (unsigned long long)l->rec_line,
+        return lvd_fail("%s:%llu: no '%s' column in the header", l->path, (unsigned long long)l->rec_line,
                         l->col_name[COL_URL]);
+    if (l->label_required && l->col_name[COL_LABEL] && l->col_idx[COL_LABEL] < 0)
+        return lvd_fail("%s:%llu: no '%s' column in the header", l->path, (unsigned long long)l->rec_line,
+                        l->col_name[COL_LABEL]);
     return 0;
 }
 
@@ -437,7 +459,7 @@ int urllist_open(urllist **out, const char *path, const urllist_opts *opts)
     if (!l)
         return lvd_fail("%s: out of memory", path);
     l->fmt = fmt;
-    const char *names[COL_COUNT] = {"url", "caption", "key"};
+    const char *names[COL_COUNT] = {"url", "caption", "key", NULL};
     if (opts) {
         if (opts->url_col)
             names[COL_URL] = opts->url_col;
@@ -445,10 +467,15 @@ int urllist_open(urllist **out, const char *path, const urllist_opts *opts)
             names[COL_CAPTION] = opts->caption_col;
         if (opts->key_col)
             names[COL_KEY] = opts->key_col;
+        names[COL_LABEL] = opts->label_col;
+        l->label_required = opts->label_required;
+        l->paths = opts->values_are_paths;
     }
     l->path = strdup(path);
     int ok = l->path != NULL;
     for (int c = 0; c < COL_COUNT; c++) {
+        if (!names[c])
+            continue;
         l->col_name[c] = strdup(names[c]);
         ok = ok && l->col_name[c];
     }
@@ -527,7 +554,7 @@ static const char *entry_from_fields(urllist *l, urllist_entry *e, int *oom)
     if (l->nfld != l->nhdr)
         return l->nfld < l->nhdr ? "fewer fields than the header" : "more fields than the header";
     char *url = trim(l->rec + l->fld[l->col_idx[COL_URL]]);
-    const char *why = url_problem(url);
+    const char *why = value_problem(l, url);
     if (why)
         return why;
     e->url = url;
@@ -535,10 +562,15 @@ static const char *entry_from_fields(urllist *l, urllist_entry *e, int *oom)
         e->caption = nonempty(field(l, (size_t)l->col_idx[COL_CAPTION]));
     if (l->col_idx[COL_KEY] >= 0)
         e->key = nonempty(field(l, (size_t)l->col_idx[COL_KEY]));
+    if (l->col_idx[COL_LABEL] >= 0)
+        e->label = nonempty(field(l, (size_t)l->col_idx[COL_LABEL]));
     cJSON *obj = cJSON_CreateObject();
     int ok = obj != NULL, added = 0;
     for (size_t i = 0; ok && i < l->nhdr; i++) {
-        if ((long)i == l->col_idx[COL_URL] || (long)i == l->col_idx[COL_CAPTION] || (long)i == l->col_idx[COL_KEY])
+        int named = 0;
+        for (int c = 0; c < COL_COUNT; c++)
+            named |= (long)i == l->col_idx[c];
+        if (named)
             continue;
         ok = cJSON_AddStringToObject(obj, l->hdr[i], field(l, i)) != NULL;
         added++;
@@ -554,10 +586,21 @@ static const char *entry_from_fields(urllist *l, urllist_entry *e, int *oom)
     return NULL;
 }
 
-/* The text of a jsonl caption/key value: strings as they are, null as absent, anything else as JSON. */
+/* The detached item of column c; when c shares its name with an earlier column, that column's item. */
+static cJSON *json_item(const urllist *l, int c)
+{
+    for (int j = 0; j < c; j++)
+        if (l->col_name[j] && strcmp(l->col_name[j], l->col_name[c]) == 0)
+            return l->json_col[j];
+    return l->json_col[c];
+}
+
+/* The text of a jsonl caption/key/label value: strings as they are, null as absent, anything else as JSON. */
 static const char *json_value_text(urllist *l, int c, int *oom)
 {
-    cJSON *v = l->json_col[c];
+    if (!l->col_name[c])
+        return NULL;
+    cJSON *v = json_item(l, c);
     if (!v || cJSON_IsNull(v))
         return NULL;
     if (cJSON_IsString(v))
@@ -577,19 +620,21 @@ static const char *entry_from_json(urllist *l, urllist_entry *e, int *oom)
     if (!cJSON_IsObject(l->json))
         return "not a JSON object";
     for (int c = 0; c < COL_COUNT; c++)
-        l->json_col[c] = cJSON_DetachItemFromObjectCaseSensitive(l->json, l->col_name[c]);
+        if (l->col_name[c])
+            l->json_col[c] = cJSON_DetachItemFromObjectCaseSensitive(l->json, l->col_name[c]);
     cJSON *u = l->json_col[COL_URL];
     if (!u)
-        return "no URL";
+        return l->paths ? "no path" : "no URL";
     if (!cJSON_IsString(u) || !u->valuestring)
-        return "URL is not a JSON string";
+        return l->paths ? "path is not a JSON string" : "URL is not a JSON string";
     char *url = trim(u->valuestring);
-    const char *why = url_problem(url);
+    const char *why = value_problem(l, url);
     if (why)
         return why;
     e->url = url;
     e->caption = json_value_text(l, COL_CAPTION, oom);
     e->key = json_value_text(l, COL_KEY, oom);
+    e->label = json_value_text(l, COL_LABEL, oom);
     if (l->json->child) {
         l->extra = cJSON_PrintUnformatted(l->json);
         if (!l->extra)
@@ -627,7 +672,7 @@ int urllist_next(urllist *l, urllist_entry *e)
                 why = "NUL byte in the entry";
             else if (l->fmt == FMT_TXT) {
                 char *url = trim(l->rec);
-                why = url_problem(url);
+                why = value_problem(l, url);
                 e->url = url;
             } else if (l->fmt == FMT_JSONL)
                 why = entry_from_json(l, e, &oom);

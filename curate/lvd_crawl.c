@@ -476,7 +476,7 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0}};
     const char *work = NULL, *part_arg = NULL, *collection = "pool";
     int json = 0, merge = 0, force = 0;
-    urllist_opts uo = {"url", "caption", "key"};
+    urllist_opts uo = {.url_col = "url", .caption_col = "caption", .key_col = "key"};
     fetch_opts fo;
     fetch_opts_default(&fo);
     crawl *c = calloc(1, sizeof *c);

@@ -33,6 +33,7 @@
 #include "shard.h"
 #include "stage.h"
 #include "store.h"
+#include "urllist.h"
 
 #define PROG "lvd-import"
 #define EXIT_USAGE 2
@@ -450,157 +451,34 @@ static int walk_dir(importer *im, strbuf *path, size_t root_len, int label_dirs)
 
 /* ---- --list ---- */
 
-enum list_kind { LIST_TXT, LIST_CSV, LIST_TSV };
+typedef struct list_input {
+    urllist *l;
+    const char *name; /* as given, for messages */
+    char *dir;        /* absolute directory of the list: base of relative paths */
+} list_input;
 
-typedef struct list_reader {
-    FILE *f;
-    const char *name;  /* as given, for messages */
-    const char *path_col;
-    char *dir;         /* absolute directory of the list: base of relative paths */
-    enum list_kind kind;
-    long path_idx;     /* csv/tsv columns; label_idx -1 if absent */
-    long label_idx;
-    uint64_t line;     /* lines read so far */
-    uint64_t rec_line; /* line where the current record starts */
-    char *lbuf;        /* getline buffer */
-    size_t lcap;
-    strbuf rec;        /* fields of the current record, NUL-separated */
-    size_t *fields;    /* offsets of each field in rec */
-    size_t nfields, fcap;
-} list_reader;
-
-static int ends_with_ci(const char *s, const char *suffix)
+static void list_close(list_input *r)
 {
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcasecmp(s + n - m, suffix) == 0;
-}
-
-/* Next non-blank physical line into r->lbuf without its line end: 1 read, 0 EOF, -1 error. */
-static int list_line(list_reader *r, int skip_blank)
-{
-    for (;;) {
-        errno = 0;
-        ssize_t k = getline(&r->lbuf, &r->lcap, r->f);
-        if (k < 0) {
-            if (ferror(r->f))
-                return lvd_fail_errno("%s: reading line %" PRIu64, r->name, r->line + 1);
-            return 0;
-        }
-        r->line++;
-        while (k > 0 && (r->lbuf[k - 1] == '\n' || r->lbuf[k - 1] == '\r'))
-            r->lbuf[--k] = '\0';
-        if (!skip_blank || k > 0)
-            return 1;
-    }
-}
-
-static int field_start(list_reader *r)
-{
-    if (r->nfields == r->fcap) {
-        size_t cap = r->fcap ? r->fcap * 2 : 16;
-        size_t *f = realloc(r->fields, cap * sizeof *f);
-        if (!f)
-            return lvd_fail("out of memory");
-        r->fields = f;
-        r->fcap = cap;
-    }
-    r->fields[r->nfields++] = r->rec.len;
-    return 0;
-}
-
-/* Splits the next record into fields: 1 record (starting on line r->rec_line), 0 EOF, 2 malformed (message
- * set), -1 error. csv: RFC 4180 quotes, "" inside quotes, line ends inside quotes belong to the field. */
-static int list_record(list_reader *r)
-{
-    int rc = list_line(r, 1);
-    if (rc <= 0)
-        return rc;
-    uint64_t first = r->line;
-    r->rec_line = first;
-    sb_cut(&r->rec, 0);
-    r->nfields = 0;
-    char sep = r->kind == LIST_TSV ? '\t' : ',';
-    const char *p = r->lbuf;
-    if (field_start(r) != 0)
-        return -1;
-    int quoted = 0, at_start = 1;
-    for (;;) {
-        char c = *p;
-        if (c == '\0') {
-            if (!quoted)
-                break;
-            /* A quoted field goes on on the next line. */
-            if (sb_add(&r->rec, "\n") != 0)
-                return -1;
-            rc = list_line(r, 0);
-            if (rc < 0)
-                return -1;
-            if (rc == 0) {
-                lvd_fail("%s:%" PRIu64 ": unterminated quoted field", r->name, first);
-                return 2;
-            }
-            p = r->lbuf;
-            continue;
-        }
-        p++;
-        if (quoted) {
-            if (c == '"' && *p == '"') {
-                p++;
-            } else if (c == '"') {
-                quoted = 0;
-                continue;
-            }
-        } else if (c == sep) {
-            if (sb_addn(&r->rec, "", 1) != 0 || field_start(r) != 0)
-                return -1;
-            at_start = 1;
-            continue;
-        } else if (c == '"' && at_start && r->kind == LIST_CSV) {
-            quoted = 1;
-            at_start = 0;
-            continue;
-        }
-        at_start = 0;
-        if (sb_addn(&r->rec, &c, 1) != 0)
-            return -1;
-    }
-    return 1;
-}
-
-static const char *list_field(const list_reader *r, long i)
-{
-    return i >= 0 && (size_t)i < r->nfields ? r->rec.p + r->fields[i] : NULL;
-}
-
-static void list_close(list_reader *r)
-{
-    if (r->f)
-        fclose(r->f);
+    urllist_close(r->l);
     free(r->dir);
-    free(r->lbuf);
-    free(r->rec.p);
-    free(r->fields);
+    memset(r, 0, sizeof *r);
 }
 
-/* Opens the list and reads a csv/tsv header. label_required: --label-col was given explicitly. */
-static int list_open(list_reader *r, const char *path, const char *path_col, const char *label_col,
+/* Opens the list (a csv/tsv header must name path_col) and resolves its directory. label_required:
+ * --label-col was given explicitly, so a header without that column is an error too. */
+static int list_open(list_input *r, const char *path, const char *path_col, const char *label_col,
                      int label_required)
 {
     memset(r, 0, sizeof *r);
     r->name = path;
-    r->path_col = path_col;
-    r->label_idx = -1;
-    if (ends_with_ci(path, ".txt"))
-        r->kind = LIST_TXT;
-    else if (ends_with_ci(path, ".csv"))
-        r->kind = LIST_CSV;
-    else if (ends_with_ci(path, ".tsv"))
-        r->kind = LIST_TSV;
-    else
-        return lvd_fail("--list %s: unknown list format (the name must end in .txt, .csv or .tsv)", path);
-    r->f = fopen(path, "r");
-    if (!r->f)
-        return lvd_fail_errno("--list %s", path);
+    urllist_opts uo = {.url_col = path_col, .label_col = label_col, .label_required = label_required,
+                       .values_are_paths = 1};
+    if (urllist_open(&r->l, path, &uo) != 0) {
+        /* urllist's messages start with the path; the copy keeps lvd_fail from reading its own buffer. */
+        char msg[LVD_ERR_MAX];
+        snprintf(msg, sizeof msg, "%s", lvd_errmsg());
+        return lvd_fail("--list %s", msg);
+    }
     /* Relative paths in the list are relative to the list's own directory. */
     char *copy = strdup(path);
     if (!copy) {
@@ -616,85 +494,28 @@ static int list_open(list_reader *r, const char *path, const char *path_col, con
         list_close(r);
         return -1;
     }
-    if (r->kind == LIST_TXT)
-        return 0;
-    int rc = list_record(r);
-    if (rc != 1) {
-        if (rc == 0)
-            lvd_fail("--list %s: empty file, expected a header line", path);
-        list_close(r);
-        return -1;
-    }
-    r->path_idx = -1;
-    for (size_t i = 0; i < r->nfields; i++) {
-        const char *name = r->rec.p + r->fields[i];
-        if (i == 0 && (unsigned char)name[0] == 0xEF && (unsigned char)name[1] == 0xBB &&
-            (unsigned char)name[2] == 0xBF)
-            name += 3; /* UTF-8 byte order mark */
-        if (r->path_idx < 0 && strcmp(name, path_col) == 0)
-            r->path_idx = (long)i;
-        if (r->label_idx < 0 && label_col && strcmp(name, label_col) == 0)
-            r->label_idx = (long)i;
-    }
-    if (r->path_idx < 0) {
-        lvd_fail("--list %s: the header has no '%s' column (see --path-col)", path, path_col);
-        list_close(r);
-        return -1;
-    }
-    if (label_required && r->label_idx < 0) {
-        lvd_fail("--list %s: the header has no '%s' column (see --label-col)", path, label_col);
-        list_close(r);
-        return -1;
-    }
     return 0;
 }
 
-static int import_list(importer *im, list_reader *r, int label_dirs)
+static int import_list(importer *im, list_input *r, int label_dirs)
 {
     strbuf full = {0};
     char where[64 + PATH_MAX];
-    int rc = 0;
-    for (;;) {
-        const char *path, *label = NULL;
-        uint64_t line;
-        if (r->kind == LIST_TXT) {
-            int k = list_line(r, 1);
-            if (k <= 0) {
-                rc = k;
-                break;
-            }
-            path = r->lbuf;
-            line = r->line;
-        } else {
-            int k = list_record(r);
-            if (k < 0 || k == 0) {
-                rc = k;
-                break;
-            }
-            line = r->rec_line;
-            if (k == 2) {
-                im->n.files++;
-                input_error(im, lvd_errmsg());
-                continue;
-            }
-            path = list_field(r, r->path_idx);
-            label = list_field(r, r->label_idx);
-            if (label && !label[0])
-                label = NULL;
-            if (!path) {
-                im->n.files++;
-                log_error("%s:%" PRIu64 ": no '%s' field on this line", r->name, line, r->path_col);
-                im->n.errors++;
-                continue;
-            }
+    urllist_entry e;
+    int rc = 0, k;
+    while ((k = urllist_next(r->l, &e)) != URLLIST_EOF) {
+        if (k == URLLIST_ERROR) {
+            rc = -1;
+            break;
         }
-        snprintf(where, sizeof where, "%s:%" PRIu64 ": ", r->name, line);
-        if (!path[0]) {
+        snprintf(where, sizeof where, "%s:%" PRIu64 ": ", r->name, e.line);
+        if (k == URLLIST_BAD) {
             im->n.files++;
-            log_error("%sempty path", where);
+            log_error("%s%s", where, e.error);
             im->n.errors++;
             continue;
         }
+        const char *path = e.url, *label = e.label;
         sb_cut(&full, 0);
         if ((path[0] != '/' && (sb_add(&full, r->dir) != 0 || sb_add(&full, "/") != 0)) || sb_add(&full, path) != 0) {
             rc = -1;
@@ -1123,7 +944,7 @@ static char *summary_json(const counts *n)
 }
 
 /* Walks the chosen input; -1 only on a failure that stops the run. */
-static int run_import(importer *im, const options *o, list_reader *list)
+static int run_import(importer *im, const options *o, list_input *list)
 {
     if (o->dir) {
         /* Sources are absolute, so they still name the file when read from another directory. */
@@ -1160,7 +981,7 @@ int main(int argc, char **argv)
     int rc = parse_options(ac, av, &o);
     if (rc == 0 && check_inputs(&o) != 0)
         rc = -1;
-    list_reader list = {0};
+    list_input list = {0};
     if (rc == 0 && o.list && list_open(&list, o.list, o.path_col, o.label_col, o.label_col_given) != 0)
         rc = -1;
     if (rc != 0) {

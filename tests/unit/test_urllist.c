@@ -23,7 +23,7 @@ static char scratch[64];
 typedef struct got {
     int rc;
     uint64_t line;
-    char *url, *caption, *key, *extra, *error;
+    char *url, *caption, *key, *label, *extra, *error;
 } got;
 
 typedef struct got_list {
@@ -78,8 +78,14 @@ static got_list read_all(const char *path, const urllist_opts *opts)
             g.v = realloc(g.v, cap * sizeof *g.v);
             assert_non_null(g.v);
         }
-        g.v[g.n++] = (got){rc, e.line, dup_or_null(e.url), dup_or_null(e.caption), dup_or_null(e.key),
-                           dup_or_null(e.extra_json), dup_or_null(e.error)};
+        g.v[g.n++] = (got){rc,
+                           e.line,
+                           dup_or_null(e.url),
+                           dup_or_null(e.caption),
+                           dup_or_null(e.key),
+                           dup_or_null(e.label),
+                           dup_or_null(e.extra_json),
+                           dup_or_null(e.error)};
         if (rc == URLLIST_BAD) {
             assert_non_null(e.error);
             assert_null(e.url);
@@ -102,6 +108,7 @@ static void got_free(got_list *g)
         free(g->v[i].url);
         free(g->v[i].caption);
         free(g->v[i].key);
+        free(g->v[i].label);
         free(g->v[i].extra);
         free(g->v[i].error);
     }
@@ -349,7 +356,7 @@ static void test_csv_missing_url_column(void **state)
     assert_int_equal(urllist_open(&l, p, NULL), -1);
     assert_null(l);
     assert_non_null(strstr(lvd_errmsg(), p));
-    assert_non_null(strstr(lvd_errmsg(), "\"url\""));
+    assert_non_null(strstr(lvd_errmsg(), "'url'"));
 
     /* The same file read with url_col = "link". */
     urllist_opts o = {.url_col = "link", .caption_col = "caption"};
@@ -630,6 +637,215 @@ static void test_long_lines(void **state)
     free(huge);
 }
 
+static void expect_label(const got *g, const char *label)
+{
+    if (label)
+        assert_string_equal(g->label, label);
+    else
+        assert_null(g->label);
+}
+
+static const char labelled_csv[] = "url,label,caption,note\n"                           /* 1 */
+                                   "http://a.example/1,cat,one,n1\n"                   /* 2 */
+                                   "http://a.example/2,,two,n2\n"                      /* 3 */
+                                   "http://a.example/3,\"two\nlines, \"\"q\"\"\",,n3\n" /* 4-5 */
+                                   "http://a.example/4, spaced ,four,n4\n";            /* 6 */
+
+/* label_col: its value goes to e->label (empty -> NULL) and not into extra_json; without it (zero opts, as
+ * the crawler passes) a "label" column is an ordinary extra column, as before label_col existed. */
+static void test_label_column(void **state)
+{
+    (void)state;
+    char *p = write_plain("labelled.csv", labelled_csv, sizeof labelled_csv - 1);
+
+    got_list g = read_all(p, NULL);
+    assert_int_equal(g.n, 4);
+    expect_entry(&g.v[0], 2, "http://a.example/1", "one", NULL);
+    expect_label(&g.v[0], NULL);
+    expect_json(g.v[0].extra, "{\"label\":\"cat\",\"note\":\"n1\"}");
+    got_free(&g);
+
+    urllist_opts zero = {0};
+    g = read_all(p, &zero);
+    assert_int_equal(g.n, 4);
+    expect_label(&g.v[0], NULL);
+    expect_json(g.v[0].extra, "{\"label\":\"cat\",\"note\":\"n1\"}");
+    got_free(&g);
+
+    urllist_opts o = {.label_col = "label"};
+    g = read_all(p, &o);
+    assert_int_equal(g.n, 4);
+    expect_entry(&g.v[0], 2, "http://a.example/1", "one", NULL);
+    expect_label(&g.v[0], "cat");
+    expect_json(g.v[0].extra, "{\"note\":\"n1\"}");
+    expect_entry(&g.v[1], 3, "http://a.example/2", "two", NULL);
+    expect_label(&g.v[1], NULL);
+    expect_json(g.v[1].extra, "{\"note\":\"n2\"}");
+    expect_entry(&g.v[2], 4, "http://a.example/3", NULL, NULL);
+    expect_label(&g.v[2], "two\nlines, \"q\"");
+    expect_entry(&g.v[3], 6, "http://a.example/4", "four", NULL);
+    expect_label(&g.v[3], " spaced ");
+    got_free(&g);
+
+    /* An absent label column: no labels, no error, unless it is required. */
+    urllist_opts absent = {.label_col = "cls"};
+    g = read_all(p, &absent);
+    assert_int_equal(g.n, 4);
+    for (size_t i = 0; i < g.n; i++)
+        expect_label(&g.v[i], NULL);
+    expect_json(g.v[0].extra, "{\"label\":\"cat\",\"note\":\"n1\"}");
+    got_free(&g);
+    urllist_opts required = {.label_col = "cls", .label_required = 1};
+    urllist *l = (urllist *)1;
+    assert_int_equal(urllist_open(&l, p, &required), -1);
+    assert_null(l);
+    assert_non_null(strstr(lvd_errmsg(), p));
+    assert_non_null(strstr(lvd_errmsg(), "'cls'"));
+    required.label_col = "label";
+    g = read_all(p, &required);
+    assert_int_equal(g.n, 4);
+    expect_label(&g.v[0], "cat");
+    got_free(&g);
+    free(p);
+
+    /* tsv, with the label column first and renamed. */
+    static const char tsv[] = "class\tURL\textra\n"
+                              "dog\thttp://b.example/1\tx\n"
+                              "\thttp://b.example/2\ty\n";
+    p = write_plain("labelled.tsv", tsv, sizeof tsv - 1);
+    urllist_opts ot = {.url_col = "URL", .label_col = "class"};
+    g = read_all(p, &ot);
+    assert_int_equal(g.n, 2);
+    expect_entry(&g.v[0], 2, "http://b.example/1", NULL, NULL);
+    expect_label(&g.v[0], "dog");
+    expect_json(g.v[0].extra, "{\"extra\":\"x\"}");
+    expect_entry(&g.v[1], 3, "http://b.example/2", NULL, NULL);
+    expect_label(&g.v[1], NULL);
+    got_free(&g);
+    free(p);
+
+    /* jsonl: strings as they are, null or "" as absent, other values as JSON text; a label key shared
+     * with the caption key serves both. */
+    static const char jsonl[] = "{\"url\":\"http://c.example/1\",\"label\":\"bird\",\"w\":1}\n"
+                                "{\"url\":\"http://c.example/2\",\"label\":3}\n"
+                                "{\"url\":\"http://c.example/3\",\"label\":null}\n"
+                                "{\"url\":\"http://c.example/4\",\"label\":\"\"}\n"
+                                "{\"url\":\"http://c.example/5\"}\n";
+    p = write_plain("labelled.jsonl", jsonl, sizeof jsonl - 1);
+    g = read_all(p, NULL);
+    assert_int_equal(g.n, 5);
+    expect_label(&g.v[0], NULL);
+    expect_json(g.v[0].extra, "{\"label\":\"bird\",\"w\":1}");
+    got_free(&g);
+    g = read_all(p, &o);
+    assert_int_equal(g.n, 5);
+    expect_entry(&g.v[0], 1, "http://c.example/1", NULL, NULL);
+    expect_label(&g.v[0], "bird");
+    expect_json(g.v[0].extra, "{\"w\":1}");
+    expect_label(&g.v[1], "3");
+    assert_null(g.v[1].extra);
+    expect_label(&g.v[2], NULL);
+    expect_label(&g.v[3], NULL);
+    expect_label(&g.v[4], NULL);
+    got_free(&g);
+    urllist_opts shared = {.caption_col = "label", .label_col = "label"};
+    g = read_all(p, &shared);
+    expect_entry(&g.v[0], 1, "http://c.example/1", "bird", NULL);
+    expect_label(&g.v[0], "bird");
+    got_free(&g);
+    free(p);
+
+    /* txt has no columns: never a label. */
+    static const char txt[] = "http://d.example/1\n";
+    p = write_plain("labelled.txt", txt, sizeof txt - 1);
+    g = read_all(p, &required);
+    assert_int_equal(g.n, 1);
+    expect_entry(&g.v[0], 1, "http://d.example/1", NULL, NULL);
+    expect_label(&g.v[0], NULL);
+    got_free(&g);
+    free(p);
+}
+
+static const char paths_txt[] = "imgs/a.png\n"                   /* 1 */
+                                "  spaced name.png \t\n"         /* 2: trimmed */
+                                "/abs/dir/b.jpg\r\n"             /* 3 */
+                                "\n"                             /* 4 */
+                                "caf\xC3\xA9 \xC2\xA0x.png\n"    /* 5: non-ASCII, even a no-break space */
+                                "ctl\x01name.png\n"              /* 6 */
+                                "tab\tinside.png\n"              /* 7 */
+                                "del\x7F.png\n"                  /* 8 */
+                                "nul\0.png\n"                    /* 9 */
+                                "http://x.example/y\n";          /* 10: a URL is a path too */
+
+/* values_are_paths: the main column is a path: non-empty, no ASCII control characters, trimmed; the URL
+ * checks that would reject these lines do not apply. */
+static void test_values_are_paths(void **state)
+{
+    (void)state;
+    char *p = write_plain("paths.txt", paths_txt, sizeof paths_txt - 1);
+    urllist_opts o = {.values_are_paths = 1};
+    got_list g = read_all(p, &o);
+    assert_int_equal(g.n, 9);
+    expect_entry(&g.v[0], 1, "imgs/a.png", NULL, NULL);
+    expect_entry(&g.v[1], 2, "spaced name.png", NULL, NULL);
+    expect_entry(&g.v[2], 3, "/abs/dir/b.jpg", NULL, NULL);
+    expect_entry(&g.v[3], 5, "caf\xC3\xA9 \xC2\xA0x.png", NULL, NULL);
+    expect_bad(&g.v[4], 6, "path contains control characters");
+    expect_bad(&g.v[5], 7, "path contains control characters");
+    expect_bad(&g.v[6], 8, "path contains control characters");
+    expect_bad(&g.v[7], 9, "NUL");
+    expect_entry(&g.v[8], 10, "http://x.example/y", NULL, NULL);
+    got_free(&g);
+
+    /* The same lines as URLs: only the URL survives. */
+    g = read_all(p, NULL);
+    assert_int_equal(g.n, 9);
+    for (size_t i = 0; i < 8; i++)
+        assert_int_equal(g.v[i].rc, URLLIST_BAD);
+    expect_entry(&g.v[8], 10, "http://x.example/y", NULL, NULL);
+    got_free(&g);
+    free(p);
+
+    static const char csv[] = "id,file,cls\n"                     /* 1 */
+                              "1,imgs/a.png,coat\n"                /* 2 */
+                              "2,\" imgs/b, with comma.png \",\n"  /* 3 */
+                              "3,,bag\n"                           /* 4 */
+                              "4,   ,bag\n"                        /* 5 */
+                              "5,\"two\nlines.png\",x\n"           /* 6-7 */
+                              "6,../up.png,shirt\n";               /* 8 */
+    p = write_plain("paths.csv", csv, sizeof csv - 1);
+    urllist_opts oc = {.url_col = "file", .label_col = "cls", .values_are_paths = 1};
+    g = read_all(p, &oc);
+    assert_int_equal(g.n, 6);
+    expect_entry(&g.v[0], 2, "imgs/a.png", NULL, NULL);
+    expect_label(&g.v[0], "coat");
+    expect_json(g.v[0].extra, "{\"id\":\"1\"}");
+    expect_entry(&g.v[1], 3, "imgs/b, with comma.png", NULL, NULL);
+    expect_label(&g.v[1], NULL);
+    expect_bad(&g.v[2], 4, "empty path");
+    expect_bad(&g.v[3], 5, "empty path");
+    expect_bad(&g.v[4], 6, "path contains control characters");
+    expect_entry(&g.v[5], 8, "../up.png", NULL, NULL);
+    expect_label(&g.v[5], "shirt");
+    got_free(&g);
+    free(p);
+
+    static const char jsonl[] = "{\"file\":\"a/b.png\",\"cls\":\"x\"}\n"
+                                "{\"file\":7}\n"
+                                "{\"cls\":\"y\"}\n"
+                                "{\"file\":\" \"}\n";
+    p = write_plain("paths.jsonl", jsonl, sizeof jsonl - 1);
+    g = read_all(p, &oc);
+    assert_int_equal(g.n, 4);
+    expect_entry(&g.v[0], 1, "a/b.png", NULL, NULL);
+    expect_label(&g.v[0], "x");
+    expect_bad(&g.v[1], 2, "path is not a JSON string");
+    expect_bad(&g.v[2], 3, "no path");
+    expect_bad(&g.v[3], 4, "empty path");
+    got_free(&g);
+    free(p);
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
@@ -669,6 +885,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_100k_lines),
         cmocka_unit_test(test_long_lines),
+        cmocka_unit_test(test_label_column),
+        cmocka_unit_test(test_values_are_paths),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
