@@ -344,16 +344,17 @@ static int jpeg_find_orientation(j_decompress_ptr cinfo)
 
 /* Largest denominator in {8,4,2,1} keeping both output sides >= the minimum; libjpeg's scaled size is
  * ceil(side / denom). want_w/want_h are in stored orientation already. */
-static unsigned jpeg_pick_denom(uint32_t w, uint32_t h, uint32_t want_w, uint32_t want_h)
+/* The smallest M in 1..8 such that decoding at M/8 (libjpeg-turbo scales in the IDCT, output side
+ * ceil(side * M / 8)) keeps both sides >= the wanted ones. M/8 rather than only 1/2, 1/4, 1/8: a 480-px
+ * picture headed for 256 decodes at 5/8 instead of full size. */
+static unsigned jpeg_pick_scale(uint32_t w, uint32_t h, uint32_t want_w, uint32_t want_h)
 {
-    static const unsigned denoms[] = {8, 4, 2};
-    for (size_t i = 0; i < sizeof denoms / sizeof denoms[0]; i++) {
-        unsigned d = denoms[i];
-        uint64_t sw = ((uint64_t)w + d - 1) / d, sh = ((uint64_t)h + d - 1) / d;
+    for (unsigned m = 1; m < 8; m++) {
+        uint64_t sw = ((uint64_t)w * m + 7) / 8, sh = ((uint64_t)h * m + 7) / 8;
         if (sw >= want_w && sh >= want_h)
-            return d;
+            return m;
     }
-    return 1;
+    return 8;
 }
 
 /* CMYK as libjpeg returns it (4 bytes per pixel) to RGB. Adobe (Photoshop) files store inverted values,
@@ -434,7 +435,8 @@ static void jpeg_run(struct jpeg_job *j)
     if (j->min_w != 0 && j->min_h != 0) {
         int swap = j->orientation >= 5;
         cinfo->scale_num = 1;
-        cinfo->scale_denom = jpeg_pick_denom(j->w, j->h, swap ? j->min_h : j->min_w, swap ? j->min_w : j->min_h);
+        cinfo->scale_num = jpeg_pick_scale(j->w, j->h, swap ? j->min_h : j->min_w, swap ? j->min_w : j->min_h);
+        cinfo->scale_denom = 8;
     }
     jpeg_start_decompress(cinfo);
     uint32_t ow = cinfo->output_width, oh = cinfo->output_height;

@@ -104,7 +104,7 @@ static const char *img_status_text(img_status s)
 static void decode_one(job *j, const params *p)
 {
     uint8_t *data = malloc(j->bytes ? j->bytes : 1);
-    img_rgb im = {0}, outim = {0};
+    img_rgb im = {0}, rs = {0}, outim = {0};
     if (!data) {
         job_fail(j, "error", "%s", "out of memory");
         return;
@@ -160,11 +160,20 @@ static void decode_one(job *j, const params *p)
         job_fail(j, img_status_text(s), "%s", lvd_errmsg());
         goto done;
     }
-    j->phash = phash_compute(&im);
-    const img_rgb *final = &im;
-    if (p->mode != RESIZE_NO || im.w != w || im.h != h) {
-        /* RESIZE_NO after DCT scaling never happens (min = full size), so plans always match the decode. */
-        if (img_apply_plan(&im, &plan, &outim) != 0) {
+    /* Resample, hash, then crop: the pHash is taken from the uncropped working-size image, which costs a
+     * fraction of hashing the full decode and sees the same picture (its own 32x32 resample dominates). */
+    const img_rgb *base = &im;
+    if (plan.rw != im.w || plan.rh != im.h) {
+        if (img_resize(&im, plan.rw, plan.rh, &rs) != 0) {
+            job_fail(j, "error", "%s", lvd_errmsg());
+            goto done;
+        }
+        base = &rs;
+    }
+    j->phash = phash_compute(base);
+    const img_rgb *final = base;
+    if (plan.cw != base->w || plan.ch != base->h) {
+        if (img_crop(base, plan.cx, plan.cy, plan.cw, plan.ch, &outim) != 0) {
             job_fail(j, "error", "%s", lvd_errmsg());
             goto done;
         }
@@ -181,6 +190,7 @@ static void decode_one(job *j, const params *p)
     j->status = "ok";
 done:
     img_free(&im);
+    img_free(&rs);
     img_free(&outim);
     free(data);
 }

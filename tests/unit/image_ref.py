@@ -221,6 +221,8 @@ def gen(d):
     im.draft("RGB", (200, 150))
     assert im.size == (200, 150)
     write_raw(j("big_8.raw"), im)
+    # 5/8 has no Pillow draft(); the reference is Pillow's full decode resized to the 5/8 size.
+    write_raw(j("big_5of8.raw"), Image.open(j("big.jpg")).convert("RGB").resize((1000, 750), Image.BICUBIC))
     ex = Image.Exif()
     ex[0x0112] = 6
     big.save(j("big_o6.jpg"), quality=90, exif=ex.tobytes())
