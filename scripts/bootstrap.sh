@@ -35,7 +35,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ ! -f "$build/build.ninja" ]; then
-  meson setup "$build" --buildtype=debugoptimized >/dev/null
+  meson setup "$build" >/dev/null
 fi
 ninja -C "$build" >/dev/null
 echo "bootstrap: built into $build/"
