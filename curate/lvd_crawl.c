@@ -325,9 +325,29 @@ static int commit_batch(crawl *c)
     return 0;
 }
 
+static int record_result(crawl *c, const fetch_result *r, const char *key);
+
 static int done(void *ctx, const fetch_result *r)
 {
     crawl *c = ctx;
+    sqlite3_stmt *q = catalog_stmt(c->st.cat, "SELECT key FROM urls WHERE id = ?1");
+    if (!q)
+        return -1;
+    sqlite3_bind_int64(q, 1, (int64_t)r->id);
+    char *key = NULL; /* keys come from user lists: copied whole, never cut to a buffer */
+    if (sqlite3_step(q) == SQLITE_ROW)
+        key = strdup((const char *)sqlite3_column_text(q, 0));
+    sqlite3_reset(q);
+    if (!key)
+        return lvd_fail("url id %" PRIu64 ": no such row, or out of memory", r->id);
+    int rc = record_result(c, r, key);
+    free(key);
+    return rc;
+}
+
+/* Records one fetch result for the URL whose member key is `key`. */
+static int record_result(crawl *c, const fetch_result *r, const char *key)
+{
     catalog *cat = c->st.cat;
     int status = (int)r->status;
     int transient = fetch_status_transient(r->status, r->http_status);
@@ -336,15 +356,6 @@ static int done(void *ctx, const fetch_result *r)
         snprintf(err, sizeof err, "%s", r->error);
     int64_t image_id = -1;
     char sha[SHA256_HEX] = "";
-
-    sqlite3_stmt *q = catalog_stmt(cat, "SELECT key FROM urls WHERE id = ?1");
-    if (!q)
-        return -1;
-    sqlite3_bind_int64(q, 1, (int64_t)r->id);
-    char key[512] = "";
-    if (sqlite3_step(q) == SQLITE_ROW)
-        snprintf(key, sizeof key, "%s", (const char *)sqlite3_column_text(q, 0));
-    sqlite3_reset(q);
 
     if (r->status == FETCH_OK) {
         img_format fmt = img_sniff(r->body, r->body_len);

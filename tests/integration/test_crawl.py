@@ -206,6 +206,16 @@ class CrawlTest(WorkTestCase):
                 ref = got
             self.assertEqual(got, ref, kind)
 
+    def test_long_keys_are_kept_whole(self):
+        key = "k" + "x" * 599
+        lst = os.path.join(self.tmp, "long.csv")
+        with open(lst, "w") as f:
+            f.write("url,key\n%s,%s\n" % (self.furl(self.pool[0]["name"]), key))
+        run("lvd-crawl", "--work", self.work, *FAST, lst)
+        with db(self.work) as con:
+            self.assertEqual(con.execute("SELECT key FROM members").fetchall(), [(key,)])
+            self.assertEqual(con.execute("SELECT key, status FROM urls").fetchall(), [(key, "ok")])
+
     def test_retry_failed_retries_transient_only(self):
         flaky = self.server.url("/flaky/r1?fail=1")
         gone = self.server.url("/status/404")
