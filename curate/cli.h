@@ -11,6 +11,7 @@
 #include "config.h"
 #include "err.h"
 #include "log.h"
+#include "stage.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
@@ -22,6 +23,35 @@ enum { OPT_QUIET = 1000, OPT_VERBOSE, OPT_JSON, OPT_VERSION, OPT_HELP, OPT_WORK,
     {"quiet", no_argument, NULL, OPT_QUIET}, {"verbose", no_argument, NULL, OPT_VERBOSE},                    \
         {"json", no_argument, NULL, OPT_JSON}, {"version", no_argument, NULL, OPT_VERSION},                  \
         {"help", no_argument, NULL, OPT_HELP}, {"work", required_argument, NULL, OPT_WORK}
+
+/* The options of the partitioned, incremental stages (DESIGN.md section 5). */
+#define CLI_STAGE_OPTIONS                                                                                     \
+    {"part", required_argument, NULL, OPT_PART}, {"merge", no_argument, NULL, OPT_MERGE},                    \
+        {"force", no_argument, NULL, OPT_FORCE}, {"retry-failed", no_argument, NULL, OPT_RETRY_FAILED}
+
+/* Sets the program name for log lines and expands --config into the new argument vector; exits 2 on a bad config file. */
+static inline void cli_begin(const char *prog, int argc, char **argv, int *ac, char ***av)
+{
+    log_set_program(prog);
+    if (config_expand_argv(argc, argv, ac, av) != 0) {
+        log_error("%s", lvd_errmsg());
+        exit(EXIT_USAGE);
+    }
+}
+
+/* `lvd-<stage> --merge`: folds the stage's part files into catalog.db and reports; returns the exit code. */
+static inline int cli_merge(const char *stage_name, const char *work, int json)
+{
+    int n;
+    if (stage_merge(stage_name, work, &n) != 0) {
+        log_error("%s", lvd_errmsg());
+        return EXIT_FAIL;
+    }
+    log_info("merged %d part file%s into %s/catalog.db", n, n == 1 ? "" : "s", work);
+    if (json)
+        printf("{\"stage\":\"%s\",\"merged_parts\":%d}\n", stage_name, n);
+    return EXIT_OK;
+}
 
 /* Handles the options every stage shares; returns 1 if handled, 0 if not one of them, and exits for
  * --help/--version (main-level code only). */

@@ -450,19 +450,12 @@ static cJSON *summary(const crawl *c, uint64_t listed, uint64_t added, uint64_t 
 
 int main(int argc, char **argv)
 {
-    log_set_program("lvd-crawl");
     int ac;
     char **av;
-    if (config_expand_argv(argc, argv, &ac, &av) != 0) {
-        log_error("%s", lvd_errmsg());
-        return EXIT_USAGE;
-    }
+    cli_begin("lvd-crawl", argc, argv, &ac, &av);
     static const struct option longopts[] = {
         CLI_COMMON_OPTIONS,
-        {"part", required_argument, NULL, OPT_PART},
-        {"merge", no_argument, NULL, OPT_MERGE},
-        {"force", no_argument, NULL, OPT_FORCE},
-        {"retry-failed", no_argument, NULL, OPT_RETRY_FAILED},
+        CLI_STAGE_OPTIONS,
         {"collection", required_argument, NULL, OPT_COLLECTION},
         {"url-col", required_argument, NULL, OPT_URL_COL},
         {"caption-col", required_argument, NULL, OPT_CAPTION_COL},
@@ -535,17 +528,8 @@ int main(int argc, char **argv)
     }
     if (!work)
         cli_usage_error("lvd-crawl", "--work DIR is required");
-    if (merge) {
-        int n;
-        if (stage_merge("crawl", work, &n) != 0) {
-            log_error("%s", lvd_errmsg());
-            return EXIT_FAIL;
-        }
-        log_info("merged %d part file%s into %s/catalog.db", n, n == 1 ? "" : "s", work);
-        if (json)
-            printf("{\"stage\":\"crawl\",\"merged_parts\":%d}\n", n);
-        return EXIT_OK;
-    }
+    if (merge)
+        return cli_merge("crawl", work, json);
 
     /* Parameters that shape results go into the run record. */
     cJSON *params = cJSON_CreateObject();

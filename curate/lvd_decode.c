@@ -324,19 +324,12 @@ static char *select_sql(char **collections, int ncoll)
 
 int main(int argc, char **argv)
 {
-    log_set_program("lvd-decode");
     int ac;
     char **av;
-    if (config_expand_argv(argc, argv, &ac, &av) != 0) {
-        log_error("%s", lvd_errmsg());
-        return EXIT_USAGE;
-    }
+    cli_begin("lvd-decode", argc, argv, &ac, &av);
     static const struct option longopts[] = {
         CLI_COMMON_OPTIONS,
-        {"part", required_argument, NULL, OPT_PART},
-        {"merge", no_argument, NULL, OPT_MERGE},
-        {"force", no_argument, NULL, OPT_FORCE},
-        {"retry-failed", no_argument, NULL, OPT_RETRY_FAILED},
+        CLI_STAGE_OPTIONS,
         {"collection", required_argument, NULL, OPT_COLLECTION},
         {"resize-mode", required_argument, NULL, OPT_RESIZE_MODE},
         {"size", required_argument, NULL, OPT_SIZE},
@@ -398,17 +391,8 @@ int main(int argc, char **argv)
         cli_usage_error("lvd-decode", "--work DIR is required");
     if (optind < ac)
         cli_usage_error("lvd-decode", "unexpected argument");
-    if (merge) {
-        int n;
-        if (stage_merge("decode", work, &n) != 0) {
-            log_error("%s", lvd_errmsg());
-            return EXIT_FAIL;
-        }
-        log_info("merged %d part file%s into %s/catalog.db", n, n == 1 ? "" : "s", work);
-        if (json)
-            printf("{\"stage\":\"decode\",\"merged_parts\":%d}\n", n);
-        return EXIT_OK;
-    }
+    if (merge)
+        return cli_merge("decode", work, json);
     char ptext[256];
     snprintf(ptext, sizeof ptext,
              "{\"resize_mode\":\"%s\",\"size\":%u,\"resize_only_if_bigger\":%d,\"min_side\":%u,\"max_aspect\":%g,"
