@@ -190,6 +190,49 @@ int store_append(store *s, const char *key, const char *ext, const void *data, s
     return touch_current(s);
 }
 
+int store_find_image(catalog *cat, const char *sha, int64_t *image_id)
+{
+    sqlite3_stmt *q = catalog_stmt(cat, "SELECT id FROM images WHERE sha256 = ?1");
+    if (!q)
+        return -1;
+    sqlite3_bind_text(q, 1, sha, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(q), found = 0;
+    if (rc == SQLITE_ROW) {
+        *image_id = sqlite3_column_int64(q, 0);
+        found = 1;
+    } else if (rc != SQLITE_DONE) {
+        found = lvd_fail("%s: looking up image %s: %s", catalog_path(cat), sha, sqlite3_errmsg(catalog_db(cat)));
+    }
+    sqlite3_reset(q);
+    return found;
+}
+
+int store_add_image(store *s, const char *sha, const char *format, const char *ext, const void *data, size_t len,
+                    const char *meta_json, int64_t run_id, int64_t *image_id)
+{
+    int64_t shard;
+    uint64_t off;
+    if (store_append(s, sha, ext, data, len, meta_json, &shard, &off) != 0)
+        return -1;
+    char now[32];
+    catalog_now(now);
+    sqlite3_stmt *st = catalog_stmt(s->cat, "INSERT INTO images(sha256, bytes, format, shard_id, offset, run_id,"
+                                            " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, sha, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, (int64_t)len);
+    sqlite3_bind_text(st, 3, format, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, shard);
+    sqlite3_bind_int64(st, 5, (int64_t)off);
+    sqlite3_bind_int64(st, 6, run_id);
+    sqlite3_bind_text(st, 7, now, -1, SQLITE_TRANSIENT);
+    if (catalog_step_done(s->cat, st) != 0)
+        return -1;
+    *image_id = sqlite3_last_insert_rowid(catalog_db(s->cat));
+    return 0;
+}
+
 int store_sync(store *s)
 {
     if (s->ntouched == 0)

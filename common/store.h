@@ -32,6 +32,14 @@ int store_open(store **out, catalog *cat, const char *work, const char *kind, co
 int store_append(store *s, const char *key, const char *ext, const void *data, size_t len, const char *meta_json,
                  int64_t *shard_id, uint64_t *offset);
 
+/* Content addressing of original bytes. store_find_image: the id of the image whose bytes have this hex
+ * SHA-256: 1 found, 0 not stored yet, -1 error. store_add_image: appends bytes not stored yet as
+ * `<sha>.<ext>` (+ `<sha>.json` with meta_json) and inserts their `images` row (format: the sniffed format
+ * name) inside the caller's open batch transaction; *image_id gets the new row. */
+int store_find_image(catalog *cat, const char *sha, int64_t *image_id);
+int store_add_image(store *s, const char *sha, const char *format, const char *ext, const void *data, size_t len,
+                    const char *meta_json, int64_t run_id, int64_t *image_id);
+
 /* Step 3 above: call inside the batch's transaction. */
 int store_sync(store *s);
 

@@ -265,21 +265,12 @@ static int feed(void *ctx, uint64_t *id, char *url, size_t cap)
 }
 
 /* Stores a successful body; *image_id gets the image, new or already known. */
-static int store_body(crawl *c, const fetch_result *r, img_format fmt, const char *key, int64_t *image_id)
+static int store_body(crawl *c, const fetch_result *r, img_format fmt, const char *sha, const char *key,
+                      int64_t *image_id)
 {
-    char sha[SHA256_HEX];
-    sha256_hex(r->body, r->body_len, sha);
-    catalog *cat = c->st.cat;
-    sqlite3_stmt *q = catalog_stmt(cat, "SELECT id FROM images WHERE sha256 = ?1");
-    if (!q)
-        return -1;
-    sqlite3_bind_text(q, 1, sha, -1, SQLITE_TRANSIENT);
-    *image_id = -1;
-    if (sqlite3_step(q) == SQLITE_ROW)
-        *image_id = sqlite3_column_int64(q, 0);
-    sqlite3_reset(q);
-    if (*image_id >= 0)
-        return 0;
+    int found = store_find_image(c->st.cat, sha, image_id);
+    if (found != 0)
+        return found < 0 ? -1 : 0;
     cJSON *meta = cJSON_CreateObject();
     cJSON_AddStringToObject(meta, "url", r->url);
     cJSON_AddStringToObject(meta, "key", key);
@@ -290,28 +281,11 @@ static int store_body(crawl *c, const fetch_result *r, img_format fmt, const cha
     cJSON_Delete(meta);
     if (!meta_text)
         return lvd_fail("out of memory");
-    int64_t shard;
-    uint64_t off;
-    int rc = store_append(c->raw, sha, img_format_ext(fmt), r->body, r->body_len, meta_text, &shard, &off);
+    int rc = store_add_image(c->raw, sha, img_format_name(fmt), img_format_ext(fmt), r->body, r->body_len,
+                             meta_text, c->st.run_id, image_id);
     free(meta_text);
     if (rc != 0)
         return -1;
-    char now[32];
-    catalog_now(now);
-    sqlite3_stmt *st = catalog_stmt(cat, "INSERT INTO images(sha256, bytes, format, shard_id, offset, run_id,"
-                                         " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-    if (!st)
-        return -1;
-    sqlite3_bind_text(st, 1, sha, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, (int64_t)r->body_len);
-    sqlite3_bind_text(st, 3, img_format_name(fmt), -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, shard);
-    sqlite3_bind_int64(st, 5, (int64_t)off);
-    sqlite3_bind_int64(st, 6, c->st.run_id);
-    sqlite3_bind_text(st, 7, now, -1, SQLITE_TRANSIENT);
-    if (catalog_step_done(cat, st) != 0)
-        return -1;
-    *image_id = sqlite3_last_insert_rowid(catalog_db(cat));
     c->new_images++;
     c->stored_bytes += r->body_len;
     return 0;
@@ -368,9 +342,9 @@ static int record_result(crawl *c, const fetch_result *r, const char *key)
             snprintf(err, sizeof err, "body is not an image (Content-Type %s, first bytes %02x %02x %02x %02x)",
                      r->content_type ? r->content_type : "none", b[0], b[1], b[2], b[3]);
         } else {
-            if (store_body(c, r, fmt, key, &image_id) != 0)
-                return -1;
             sha256_hex(r->body, r->body_len, sha);
+            if (store_body(c, r, fmt, sha, key, &image_id) != 0)
+                return -1;
             sqlite3_stmt *m = catalog_stmt(cat, "INSERT OR IGNORE INTO members(collection_id, key, image_id, source,"
                                                 " run_id) VALUES (?1, ?2, ?3, ?4, ?5)");
             if (!m)

@@ -231,7 +231,7 @@ typedef struct decode {
     uint64_t shard_size;
     char fp[65];
     uint64_t done, ok, errors;
-    uint64_t by_status_ok, by_status[8];
+    uint64_t by_status[8];
 } decode;
 
 static const char *status_names[] = {"ok", "unsupported", "too_many_pixels", "truncated", "corrupt",
@@ -300,7 +300,7 @@ static int record(decode *d, job *j)
 
 /* SQL selecting the images to decode after id ?2, in id order, at most ?3. In a partitioned run this reads
  * catalog.db; images the part file already decoded with these parameters are skipped by the caller. */
-static char *select_sql(char **collections, int ncoll)
+static char *select_sql(int ncoll)
 {
     size_t cap = 1024 + (size_t)ncoll * 4;
     char *sql = malloc(cap);
@@ -318,7 +318,6 @@ static char *select_sql(char **collections, int ncoll)
         n += snprintf(sql + n, cap - (size_t)n, "))");
     }
     snprintf(sql + n, cap - (size_t)n, " ORDER BY i.id LIMIT ?3");
-    (void)collections;
     return sql;
 }
 
@@ -406,10 +405,9 @@ int main(int argc, char **argv)
     }
     int rc = EXIT_FAIL;
     job *jobs = calloc(CHUNK, sizeof *jobs);
-    char *sql = select_sql(collections, ncoll);
+    char *sql = select_sql(ncoll);
     /* Images come from catalog.db; a partitioned run reads it read-only. */
     catalog *src = d->st.part.count > 1 ? d->st.main_ro : d->st.cat;
-    int64_t todo = 0;
     progress prog;
     if (!jobs || !sql) {
         lvd_fail("out of memory");
@@ -422,8 +420,6 @@ int main(int argc, char **argv)
     }
     if (retry_failed && d->st.part.count == 1 &&
         catalog_exec(d->st.cat, "DELETE FROM decodes WHERE status = 'error'") != 0)
-        goto out;
-    if (catalog_query_int(src, "SELECT count(*) FROM images", 0, &todo) != 0)
         goto out;
     d->shard_size = shard_size;
     progress_init(&prog, "decode", 0);

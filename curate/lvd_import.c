@@ -191,27 +191,6 @@ static int member_sha(importer *im, const char *key, char have[SHA256_HEX])
     return found;
 }
 
-/* *image_id of the bytes with this digest: 1 found, 0 not stored yet, -1 error. */
-static int image_by_sha(importer *im, const char *sha, int64_t *image_id)
-{
-    catalog *cat = im->st->cat;
-    sqlite3_stmt *q = catalog_stmt(cat, "SELECT id FROM images WHERE sha256 = ?1");
-    if (!q)
-        return -1;
-    sqlite3_bind_text(q, 1, sha, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(q);
-    int found = 0;
-    if (rc == SQLITE_ROW) {
-        *image_id = sqlite3_column_int64(q, 0);
-        found = 1;
-    } else if (rc != SQLITE_DONE) {
-        lvd_fail("%s: looking up image %s: %s", catalog_path(cat), sha, sqlite3_errmsg(catalog_db(cat)));
-        found = -1;
-    }
-    sqlite3_reset(q);
-    return found;
-}
-
 /* Appends new bytes to the raw shard and inserts their image row (inside the open transaction). */
 static int store_new_image(importer *im, const char *sha, img_format fmt, const uint8_t *data, size_t len,
                            const char *key, const char *source, const char *label, int64_t *image_id)
@@ -222,30 +201,13 @@ static int store_new_image(importer *im, const char *sha, img_format fmt, const 
     char *meta = meta_json(im, key, source, label);
     if (!meta)
         return lvd_fail("out of memory");
-    int64_t shard_id = 0;
-    uint64_t offset = 0;
-    int rc = store_append(im->store, sha, img_format_ext(fmt), data, len, meta, &shard_id, &offset);
+    int rc = store_add_image(im->store, sha, img_format_name(fmt), img_format_ext(fmt), data, len, meta,
+                             st->run_id, image_id);
     /* Two members, each a 512-byte header and data padded to 512 bytes. */
     im->batch_bytes += 1024 + (len + 511) / 512 * 512 + (strlen(meta) + 511) / 512 * 512;
     free(meta);
     if (rc != 0)
         return lvd_fail_ctx("storing %s", source);
-    char now[32];
-    catalog_now(now);
-    sqlite3_stmt *q = catalog_stmt(st->cat, "INSERT INTO images(sha256, bytes, format, shard_id, offset, run_id, "
-                                            "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-    if (!q)
-        return -1;
-    sqlite3_bind_text(q, 1, sha, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 2, (int64_t)len);
-    sqlite3_bind_text(q, 3, img_format_name(fmt), -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 4, shard_id);
-    sqlite3_bind_int64(q, 5, (int64_t)offset);
-    sqlite3_bind_int64(q, 6, st->run_id);
-    sqlite3_bind_text(q, 7, now, -1, SQLITE_STATIC);
-    if (catalog_step_done(st->cat, q) != 0)
-        return -1;
-    *image_id = sqlite3_last_insert_rowid(catalog_db(st->cat));
     return 0;
 }
 
@@ -292,7 +254,7 @@ static int import_bytes(importer *im, const char *key, const uint8_t *data, size
         im->n.present++;
     } else {
         int64_t image_id = 0;
-        int stored = image_by_sha(im, sha, &image_id);
+        int stored = store_find_image(im->st->cat, sha, &image_id);
         if (stored < 0)
             return -1;
         if (stored) {

@@ -92,9 +92,6 @@ class DecodeTest(WorkTestCase):
             ref = Image.alpha_composite(white, rgba).convert("RGB")
             got = working_image(self.work, con, self.sha["alpha.png"])
             self.assertLess(mean_abs_diff(got, ref.resize(got.size, Image.BICUBIC)), 4.0)
-            self.assertEqual(got.getpixel((2, got.size[1] // 2)), (255, 255, 255)[:3]
-                             if max(abs(c - 255) for c in got.getpixel((2, got.size[1] // 2))) > 8
-                             else got.getpixel((2, got.size[1] // 2)))
             self.assertTrue(all(c > 240 for c in got.getpixel((2, got.size[1] // 2))), "left band is white")
             self.assertEqual(con.execute("PRAGMA integrity_check").fetchone()[0], "ok")
 
@@ -156,8 +153,6 @@ class DecodeTest(WorkTestCase):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         run("lvd-decode", *args[1:])
-        clean = os.path.join(self.tmp, "clean")
-        os.makedirs(clean)
         d = decodes(self.work)
         with db(self.work) as con:
             n_images = con.execute("SELECT count(*) FROM images").fetchone()[0]

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "scratch.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 
 #include "catalog.h"
 #include "err.h"
+#include "sha256.h"
 #include "shard.h"
 #include "store.h"
 
@@ -22,16 +25,13 @@ static char dir[256];
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/lvd-test-catalog-XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return scratch_make(dir, sizeof dir, "catalog");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return scratch_remove(dir);
 }
 
 static void path_in(char *buf, size_t cap, const char *name) { snprintf(buf, cap, "%s/%s", dir, name); }
@@ -256,6 +256,49 @@ static void test_store_reports_lost_committed_data(void **state)
     catalog_close(c);
 }
 
+static void test_store_content_addressing(void **state)
+{
+    (void)state;
+    char p[300];
+    path_in(p, sizeof p, "ca.db");
+    catalog *c;
+    assert_int_equal(catalog_open(&c, p, 0), 0);
+    store *s;
+    assert_int_equal(store_open(&s, c, dir, "raw", "ca", 0), 0);
+    static const char body[] = "\xff\xd8\xff not really a jpeg";
+    char sha[SHA256_HEX];
+    sha256_hex(body, sizeof body, sha);
+    int64_t id = -1, again = -1, run = 0;
+    assert_int_equal(catalog_run_start(c, "import", "0/1", "{}", "fp", &run), 0);
+    assert_int_equal(store_find_image(c, sha, &id), 0);
+    assert_int_equal(catalog_begin(c), 0);
+    assert_int_equal(store_add_image(s, sha, "jpeg", "jpg", body, sizeof body, "{}", run, &id), 0);
+    assert_int_equal(store_sync(s), 0);
+    assert_int_equal(catalog_commit(c), 0);
+    assert_true(id > 0);
+    assert_int_equal(store_find_image(c, sha, &again), 1);
+    assert_int_equal(again, id);
+    /* The same bytes cannot become a second image row. */
+    assert_int_equal(catalog_begin(c), 0);
+    assert_int_equal(store_add_image(s, sha, "jpeg", "jpg", body, sizeof body, NULL, run, &again), -1);
+    catalog_rollback(c);
+    /* The row points at the bytes. */
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(catalog_db(c), "SELECT shard_id, offset, bytes, format FROM images", -1, &st,
+                                        NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    char buf[sizeof body];
+    assert_int_equal(sqlite3_column_int64(st, 2), (int64_t)sizeof body);
+    assert_string_equal((const char *)sqlite3_column_text(st, 3), "jpeg");
+    assert_int_equal(store_read(c, dir, sqlite3_column_int64(st, 0), (uint64_t)sqlite3_column_int64(st, 1), buf,
+                                sizeof buf), 0);
+    assert_memory_equal(buf, body, sizeof body);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    store_close(s);
+    catalog_close(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_store_crash_between_append_and_commit),
         cmocka_unit_test(test_store_rollover),
         cmocka_unit_test(test_store_reports_lost_committed_data),
+        cmocka_unit_test(test_store_content_addressing),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

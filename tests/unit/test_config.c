@@ -5,8 +5,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "scratch.h"
+
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <math.h>
 #include <poll.h>
@@ -673,25 +674,16 @@ static void test_progress_clock(void **state)
     assert_true(b - a < 5.0);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     (void)state;
-    strcpy(scratch, "/tmp/lvd-test-config-XXXXXX");
-    return mkdtemp(scratch) ? 0 : -1;
+    return scratch_make(scratch, sizeof scratch, "config");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    return nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return scratch_remove(scratch);
 }
 
 int main(int argc, char **argv)

@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "scratch.h"
+
 #include "err.h"
 #include "image.h"
 #include "phash.h"
@@ -134,8 +136,7 @@ static void check_decode(const char *file, const char *ref, double max_mean, int
 static int setup(void **state)
 {
     (void)state;
-    strcpy(g_dir, "/tmp/lvd-test-image-XXXXXX");
-    if (mkdtemp(g_dir) == NULL)
+    if (scratch_make(g_dir, sizeof g_dir, "image") != 0)
         return -1;
     char cmd[8192];
     snprintf(cmd, sizeof cmd, PY " %s gen %s", g_script, g_dir);
@@ -151,9 +152,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return scratch_remove(g_dir);
 }
 
 /* ----------------------------------------------------------------------------------------------------------

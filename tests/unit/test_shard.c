@@ -5,8 +5,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "scratch.h"
+
 #include <errno.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -830,25 +831,16 @@ static void test_write_failures(void **state)
 
 /* ---------------------------------------------------------------------------------------------------- */
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static int setup(void **state)
 {
     (void)state;
-    snprintf(scratch, sizeof scratch, "/tmp/lvd-test-shard-XXXXXX");
-    return mkdtemp(scratch) ? 0 : -1;
+    return scratch_make(scratch, sizeof scratch, "shard");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    return nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return scratch_remove(scratch);
 }
 
 int main(int argc, char **argv)

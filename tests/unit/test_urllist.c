@@ -5,8 +5,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "scratch.h"
+
 #include <cjson/cJSON.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -846,25 +847,16 @@ static void test_values_are_paths(void **state)
     free(p);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     (void)state;
-    strcpy(scratch, "/tmp/lvd-test-urllist-XXXXXX");
-    return mkdtemp(scratch) ? 0 : -1;
+    return scratch_make(scratch, sizeof scratch, "urllist");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    return nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return scratch_remove(scratch);
 }
 
 int main(int argc, char **argv)
