@@ -12,7 +12,8 @@
 #   --per-host N, --concurrency N   passed to lvd-crawl (default: lvd's own defaults, 4 and 64; on
 #                    loopback 4 connections are not the limit: the crawl is a few % of lvd's time)
 #   --threads N      baseline download threads (32)
-# Environment: LVD_BENCH_CACHE (default benchmarks/.cache) holds the generated pictures between runs.
+# Environment: LVD_BENCH_CACHE (default benchmarks/.cache) holds the generated pictures between runs;
+#   LVD_BUILD (default build) is the meson build directory that is built and measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -51,7 +52,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 nginx_bin=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
-scripts/bootstrap.sh build >/dev/null
+bdir=${LVD_BUILD:-build}
+scripts/bootstrap.sh "$bdir" >/dev/null
 
 cache=${LVD_BENCH_CACHE:-benchmarks/.cache}
 images=$cache/images
@@ -140,21 +142,21 @@ lvd_crawl_opts=(--allow-private)
 [ -n "$concurrency" ] && lvd_crawl_opts+=(--concurrency "$concurrency")
 lvd_crawl_opts+=(--json --quiet)
 echo "== $reps repetition(s), alternating, each in fresh work directories:"
-echo "   lvd:      build/lvd-crawl --work W ${lvd_crawl_opts[*]} urls.txt"
-echo "             build/lvd-decode --work W --size 256 --json --quiet"
+echo "   lvd:      $bdir/lvd-crawl --work W ${lvd_crawl_opts[*]} urls.txt"
+echo "             $bdir/lvd-decode --work W --size 256 --json --quiet"
 echo "   baseline: $py benchmarks/baseline_img2dataset.py --urls urls.txt --out T.tar --threads $threads --size 256"
 for r in $(seq "$reps"); do
   rm -rf "$tmp/work-lvd" "$tmp/baseline.tar"
-  measure "lvd_crawl.$r" build/lvd-crawl --work "$tmp/work-lvd" "${lvd_crawl_opts[@]}" "$tmp/urls.txt"
-  measure "lvd_decode.$r" build/lvd-decode --work "$tmp/work-lvd" --size 256 --json --quiet
+  measure "lvd_crawl.$r" "$bdir"/lvd-crawl --work "$tmp/work-lvd" "${lvd_crawl_opts[@]}" "$tmp/urls.txt"
+  measure "lvd_decode.$r" "$bdir"/lvd-decode --work "$tmp/work-lvd" --size 256 --json --quiet
   measure "baseline.$r" $py benchmarks/baseline_img2dataset.py --urls "$tmp/urls.txt" --out "$tmp/baseline.tar" \
     --threads "$threads" --size 256
 done
 echo "== memory flatness: lvd-crawl alone, fresh work dirs, $n_files and $n_big URLs (?r=N query strings)"
-measure mem_small build/lvd-crawl --work "$tmp/work-small" "${lvd_crawl_opts[@]}" "$tmp/small.txt"
-measure mem_big build/lvd-crawl --work "$tmp/work-big" "${lvd_crawl_opts[@]}" "$tmp/big.txt"
+measure mem_small "$bdir"/lvd-crawl --work "$tmp/work-small" "${lvd_crawl_opts[@]}" "$tmp/small.txt"
+measure mem_big "$bdir"/lvd-crawl --work "$tmp/work-big" "${lvd_crawl_opts[@]}" "$tmp/big.txt"
 
-lvd_status=$(build/lvd-status --work "$tmp/work-lvd" 2>&1 || true)
+lvd_status=$("$bdir"/lvd-status --work "$tmp/work-lvd" 2>&1 || true)
 echo
 $py benchmarks/crawl_report.py --dir "$tmp" --reps "$reps" --files "$n_files" --bytes "$bytes" --big "$n_big" \
   --crawl-opts "${lvd_crawl_opts[*]}" --threads "$threads"

@@ -17,7 +17,7 @@ struct catalog {
     char *path;
     int flags;
     struct {
-        const char *sql; /* the caller's literal: compared by address, then by text */
+        const char *sql; /* SQLite's copy of the statement text (sqlite3_sql), compared by text */
         sqlite3_stmt *st;
     } cache[STMT_CACHE];
     int ncache;
@@ -160,7 +160,7 @@ const char *catalog_path(const catalog *c) { return c->path; }
 sqlite3_stmt *catalog_stmt(catalog *c, const char *sql)
 {
     for (int i = 0; i < c->ncache; i++) {
-        if (c->cache[i].sql == sql || strcmp(c->cache[i].sql, sql) == 0) {
+        if (strcmp(c->cache[i].sql, sql) == 0) {
             sqlite3_stmt *st = c->cache[i].st;
             sqlite3_reset(st);
             sqlite3_clear_bindings(st);
@@ -177,7 +177,8 @@ sqlite3_stmt *catalog_stmt(catalog *c, const char *sql)
         lvd_fail("%s: statement cache full (%d statements)", c->path, STMT_CACHE);
         return NULL;
     }
-    c->cache[c->ncache].sql = sql;
+    /* Keyed by SQLite's own copy of the text: callers may build SQL dynamically and free it. */
+    c->cache[c->ncache].sql = sqlite3_sql(st);
     c->cache[c->ncache].st = st;
     c->ncache++;
     return st;

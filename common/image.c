@@ -342,19 +342,29 @@ static int jpeg_find_orientation(j_decompress_ptr cinfo)
     return 1;
 }
 
-/* Largest denominator in {8,4,2,1} keeping both output sides >= the minimum; libjpeg's scaled size is
- * ceil(side / denom). want_w/want_h are in stored orientation already. */
-/* The smallest M in 1..8 such that decoding at M/8 (libjpeg-turbo scales in the IDCT, output side
- * ceil(side * M / 8)) keeps both sides >= the wanted ones. M/8 rather than only 1/2, 1/4, 1/8: a 480-px
- * picture headed for 256 decodes at 5/8 instead of full size. */
+/* The scale M/8 to decode at (libjpeg-turbo scales in the IDCT, output side ceil(side * M / 8)): the smallest
+ * M in 1..8 keeping both sides >= the wanted ones (want_w/want_h in stored orientation), except that 3 becomes
+ * 4 and 6 or 7 become 8. M/8 rather than only 1/2, 1/4, 1/8: a 480-px picture headed for 256 decodes at 5/8
+ * instead of full size. The exceptions are for speed: libjpeg-turbo has SIMD IDCTs only for 8x8, 4x4, 2x2
+ * and 1x1 blocks, and with 4:2:0 chroma the chroma blocks of an M/8 decode use a 2M x 2M IDCT, so M = 3, 6, 7
+ * run scalar 3x3/6x6/12x12 and 7x7/14x14 IDCTs. Measured on 600x800 photographs headed for 256, a 6/8
+ * decode plus resampling cost more CPU than a full SIMD decode plus resampling from full size; 5/8 still
+ * wins. Decoding larger never lowers the quality of the result. */
 static unsigned jpeg_pick_scale(uint32_t w, uint32_t h, uint32_t want_w, uint32_t want_h)
 {
-    for (unsigned m = 1; m < 8; m++) {
-        uint64_t sw = ((uint64_t)w * m + 7) / 8, sh = ((uint64_t)h * m + 7) / 8;
-        if (sw >= want_w && sh >= want_h)
-            return m;
+    unsigned m = 8;
+    for (unsigned k = 1; k < 8; k++) {
+        uint64_t sw = ((uint64_t)w * k + 7) / 8, sh = ((uint64_t)h * k + 7) / 8;
+        if (sw >= want_w && sh >= want_h) {
+            m = k;
+            break;
+        }
     }
-    return 8;
+    if (m == 3)
+        return 4;
+    if (m == 6 || m == 7)
+        return 8;
+    return m;
 }
 
 /* CMYK as libjpeg returns it (4 bytes per pixel) to RGB. Adobe (Photoshop) files store inverted values,

@@ -61,8 +61,8 @@ img_status img_probe(const uint8_t *data, size_t len, img_format *fmt, uint32_t 
 
 /* Decodes to RGB. Refuses with IMG_TOO_MANY_PIXELS if the header's w*h exceeds max_pixels, before
  * allocating. min_w/min_h (in output orientation; 0 = full size) let JPEG decode at the smallest M/8 scale,
- * M = 1..8 (libjpeg-turbo DCT scaling), that keeps both output sides >= min_w, min_h; other formats decode at full
- * size. On failure out->px is NULL and lvd_errmsg() holds the decoder's message. */
+ * M = 1..8 (libjpeg-turbo DCT scaling), that keeps both output sides >= min_w, min_h, rounded up from 3 to 4 and
+ * from 6 or 7 to 8 (scales without SIMD IDCTs; see jpeg_pick_scale); other formats decode at full size. On failure out->px is NULL and lvd_errmsg() holds the decoder's message. */
 img_status img_decode(const uint8_t *data, size_t len, uint64_t max_pixels, uint32_t min_w, uint32_t min_h,
                       img_rgb *out);
 

@@ -2,6 +2,7 @@
 #include "phash.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "resize.h"
@@ -13,6 +14,17 @@ static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* cos(pi k (2i + 1) / 2N) for the DCT below: the same for every image, computed once per process. */
+static double ph_cos[PH_K][PH_N];
+static pthread_once_t ph_cos_once = PTHREAD_ONCE_INIT;
+
+static void ph_cos_init(void)
+{
+    for (int k = 0; k < PH_K; k++)
+        for (int i = 0; i < PH_N; i++)
+            ph_cos[k][i] = cos(M_PI * k * (2 * i + 1) / (2.0 * PH_N));
 }
 
 /* An empty image or a failed allocation hashes to 0: the contract has no error channel, and 0 is what a
@@ -40,10 +52,8 @@ uint64_t phash_compute(const img_rgb *im)
     /* Unnormalised DCT-II, y[k] = sum_n x[n] cos(pi k (2n + 1) / 2N), first over rows (axis 0), then over
      * columns; only the PH_K lowest frequencies of each axis are needed. scipy's extra factor 2 per axis
      * scales every coefficient alike and cannot change the comparison with the median. */
-    double cs[PH_K][PH_N];
-    for (int k = 0; k < PH_K; k++)
-        for (int i = 0; i < PH_N; i++)
-            cs[k][i] = cos(M_PI * k * (2 * i + 1) / (2.0 * PH_N));
+    pthread_once(&ph_cos_once, ph_cos_init);
+    const double (*cs)[PH_N] = ph_cos;
     double t[PH_K][PH_N]; /* t[k][x]: frequency k along y, column x */
     for (int k = 0; k < PH_K; k++)
         for (int x = 0; x < PH_N; x++) {

@@ -124,7 +124,32 @@ static const char *merge_sql =
     "                                    out_height, phash, shard_id, offset, size, out_format, run_id, created_at)"
     "  SELECT image_id, fingerprint, status, error, format, width, height, out_width, out_height, phash,"
     "         shard_id + (SELECT shards FROM temp.off), offset, size, out_format,"
-    "         run_id + (SELECT runs FROM temp.off), created_at FROM p.decodes;";
+    "         run_id + (SELECT runs FROM temp.off), created_at FROM p.decodes;"
+    /* Embedding parts also refer to catalog.db's image ids. Models are matched by name; a part that gave the
+     * name another identity (lvd-embed --force) replaces it, and the name's old rows go. */
+    "DELETE FROM main.embeddings WHERE model_id IN (SELECT mm.id FROM main.models mm JOIN p.models pm"
+    "  ON pm.name = mm.name WHERE pm.sha256 IS NOT mm.sha256 OR pm.preprocess IS NOT mm.preprocess"
+    "  OR pm.dim IS NOT mm.dim);"
+    "UPDATE main.models SET (sha256, preprocess, dim, created_at) ="
+    "  (SELECT pm.sha256, pm.preprocess, pm.dim, pm.created_at FROM p.models pm WHERE pm.name = main.models.name)"
+    "  WHERE EXISTS (SELECT 1 FROM p.models pm WHERE pm.name = main.models.name AND (pm.sha256 IS NOT"
+    "  main.models.sha256 OR pm.preprocess IS NOT main.models.preprocess OR pm.dim IS NOT main.models.dim));"
+    "INSERT OR IGNORE INTO main.models(name, sha256, preprocess, dim, created_at)"
+    "  SELECT name, sha256, preprocess, dim, created_at FROM p.models;"
+    "CREATE TEMP TABLE IF NOT EXISTS mmap(old INTEGER PRIMARY KEY, new INTEGER);"
+    "DELETE FROM temp.mmap;"
+    "INSERT INTO temp.mmap SELECT pm.id, mm.id FROM p.models pm JOIN main.models mm ON mm.name = pm.name;"
+    "INSERT OR REPLACE INTO main.embeddings(model_id, image_id, file, row, run_id)"
+    "  SELECT (SELECT new FROM temp.mmap WHERE old = e.model_id), e.image_id, e.file, e.row,"
+    "         e.run_id + (SELECT runs FROM temp.off) FROM p.embeddings e;"
+    /* Dedup parts (lvd-dedup --part) hold search results keyed by catalog.db's model and image ids; the
+     * decisions are computed by lvd-dedup --merge after folding. */
+    "INSERT OR IGNORE INTO main.dedup_edges(model_id, image_a, image_b, sim, kind, phash_dist)"
+    "  SELECT model_id, image_a, image_b, sim, kind, phash_dist FROM p.dedup_edges;"
+    "INSERT OR IGNORE INTO main.dedup_benchmark_matches(model_id, image_id, collection_id, bench_image_id, sim)"
+    "  SELECT model_id, image_id, collection_id, bench_image_id, sim FROM p.dedup_benchmark_matches;"
+    "INSERT OR REPLACE INTO main.dedup_searched(model_id, image_id, fingerprint)"
+    "  SELECT model_id, image_id, fingerprint FROM p.dedup_searched;";
 
 static int merge_one(catalog *cat, const char *path)
 {

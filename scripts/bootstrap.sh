@@ -18,8 +18,11 @@ packages=(
   libyaml-dev                                     # --config files
   zlib1g-dev                                      # .gz URL lists
   libcmocka-dev                                   # unit tests
+  libopenblas-openmp-dev                          # SGEMM for the ViT, OpenMP build (one thread pool)
   python3 python3-pil python3-numpy               # test servers, fixtures, reference checks
+  python3-torch                                   # the PyTorch reference the ViT is checked against
   dataset-fashion-mnist                           # real pictures for tests and the demo
+  chromium chromium-driver                        # headless browser: tests load lvd-audit's HTML page
 )
 
 missing=()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: installs and builds lvd, makes a pool of a few thousand real pictures (Fashion-MNIST, upscaled
 # and coloured, as JPEG/PNG/WebP, with exact and near duplicates and a handful of hostile files), serves it
-# from a loopback HTTP server, crawls it, decodes it, shows lvd-status, and shows that a rerun does nothing.
+# from a loopback HTTP server, crawls it, decodes it, embeds it with a random model, shows lvd-status, and
+# shows that a rerun does nothing.
 # Usage: scripts/demo.sh [DIR]   (default build/demo; it is recreated)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,9 +33,47 @@ echo "== lvd-crawl (loopback is private: the demo passes --allow-private)"
 build/lvd-crawl --work "$work" --allow-private --timeout 10 "$dir/lists/urls.csv" "$dir/lists/special.txt"
 echo "== lvd-decode (keep_ratio 256)"
 build/lvd-decode --work "$work" --size 256
+model="$dir/vit_pico_random.safetensors"
+echo "== lvd-embed with a RANDOMLY INITIALISED model: no pretrained weights are on this machine, so the demo"
+echo "   embeds with a deterministic random vit_pico (lvd-vit init --seed 0). The pipeline is real; the vectors"
+echo "   carry no learned meaning. Pass a DINOv2 checkpoint (safetensors) to --model for real embeddings."
+build/lvd-vit init --arch vit_pico --seed 0 --img 224 --out "$model"
+build/lvd-embed --work "$work" --model "$model" --name vit_pico_random
 echo "== lvd-status"
 build/lvd-status --work "$work"
-echo "== rerunning both stages: nothing new to do"
+echo "== rerunning the stages: nothing new to do"
 build/lvd-crawl --work "$work" --allow-private "$dir/lists/urls.csv" "$dir/lists/special.txt"
 build/lvd-decode --work "$work" --size 256
-echo "== done: catalog $work/catalog.db, shards in $work/shards/"
+build/lvd-embed --work "$work" --model "$model" --name vit_pico_random
+echo "== done: catalog $work/catalog.db, shards in $work/shards/, embeddings in $work/embeddings/"
+
+echo "== benchmark decontamination and near-duplicate removal (lvd-dedup)"
+# A held-out benchmark (Fashion-MNIST t10k pictures) and near copies of some of its pictures planted in the pool.
+nb=${LVD_DEMO_BENCH:-200}
+$py scripts/fixtures.py pool "$dir/bench" --n "$nb" --seed 2 --split t10k --dup-exact 0 --dup-near 0 >/dev/null
+$py - "$dir/bench" "$dir/planted" <<'PY'
+import json, os, sys
+sys.path.insert(0, "scripts")
+import fixtures
+from PIL import Image
+src, out = sys.argv[1], sys.argv[2]
+os.makedirs(out, exist_ok=True)
+entries = json.load(open(os.path.join(src, "manifest.json")))
+for k, e in enumerate(entries[:20]):
+    t = fixtures.NEAR_TRANSFORMS[k % len(fixtures.NEAR_TRANSFORMS)]
+    with Image.open(e["path"]) as im:
+        fixtures._near(im.convert("RGB"), t).save(os.path.join(out, "bench_copy_%02d_%s.jpg" % (k, t)), quality=90)
+PY
+rm -f "$dir/bench/manifest.json"
+build/lvd-import --work "$work" --collection fmnist-t10k --role benchmark --dir "$dir/bench"
+build/lvd-import --work "$work" --collection planted --role pool --dir "$dir/planted"
+build/lvd-decode --work "$work" --size 256
+build/lvd-embed --work "$work" --model "$model" --name vit_pico_random
+# With the random demo model the similarities carry no meaning (see above); the thresholds are DINOv2's.
+build/lvd-dedup --work "$work" --model vit_pico_random --json
+echo "== rerunning lvd-dedup: nothing new"
+build/lvd-dedup --work "$work" --model vit_pico_random
+if [ -x build/lvd-audit ]; then
+    build/lvd-audit --work "$work" --html "$work/reports/audit"
+    echo "== audit report: $work/reports/audit/index.html"
+fi

@@ -9,7 +9,9 @@ import urllib.parse
 
 import lvdtest
 
-SCHEMA = os.path.join(os.path.dirname(lvdtest.TESTS), "schemas", "catalog-001.sql")
+SCHEMA_DIR = os.path.join(os.path.dirname(lvdtest.TESTS), "schemas")
+# Every migration in order, as lvd applies them when it creates a catalog.
+MIGRATIONS = sorted(f for f in os.listdir(SCHEMA_DIR) if f.startswith("catalog-") and f.endswith(".sql"))
 T0 = "2026-01-01T00:00:00.000Z"
 
 
@@ -24,10 +26,11 @@ class Catalog:
         os.makedirs(work, exist_ok=True)
         self.path = os.path.join(work, "catalog.db")
         self.con = sqlite3.connect(self.path)
-        with open(SCHEMA) as f:
-            self.con.executescript(f.read())
+        for name in MIGRATIONS:
+            with open(os.path.join(SCHEMA_DIR, name)) as f:
+                self.con.executescript(f.read())
         self.con.executescript("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                               "INSERT INTO meta VALUES('schema_version','1');")
+                               "INSERT INTO meta VALUES('schema_version','%d');" % len(MIGRATIONS))
         self.collections, self.runs, self.urls, self.images, self.members, self.decodes, self.shards = \
             {}, [], [], {}, [], {}, []
 

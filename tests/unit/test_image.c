@@ -776,6 +776,79 @@ static void test_resize_vs_pillow(void **state)
     img_free(&src);
 }
 
+/* The resampler has several code paths for the same arithmetic (vector rows for RGB and for one channel,
+ * portable rows for other channel counts and for rows whose vector reads would pass the end of the
+ * buffer). They must agree exactly: an RGB resample equals each channel resampled alone, and equals the RGB
+ * part of an RGBX resample. Sizes include 1-3 pixel sides, odd tap counts and enlargements. */
+static void test_resize_paths_agree(void **state)
+{
+    (void)state;
+    static const uint32_t sizes[][4] = {{300, 200, 256, 171}, {97, 61, 13, 7},  {5, 3, 11, 2},   {1, 9, 4, 3},
+                                        {2, 2, 1, 1},       {64, 40, 64, 17}, {33, 50, 100, 50}, {700, 3, 31, 5},
+                                        {8, 200, 3, 199},   {640, 480, 32, 32}};
+    uint32_t seed = 12345;
+    for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++) {
+        uint32_t sw = sizes[c][0], sh = sizes[c][1], dw = sizes[c][2], dh = sizes[c][3];
+        size_t sn = (size_t)sw * sh, dn = (size_t)dw * dh;
+        uint8_t *rgb = malloc(sn * 3), *rgbx = malloc(sn * 4), *plane = malloc(sn);
+        uint8_t *o3 = malloc(dn * 3), *o4 = malloc(dn * 4), *o1 = malloc(dn);
+        assert_non_null(rgb && rgbx && plane && o3 && o4 && o1);
+        for (size_t i = 0; i < sn * 3; i++) {
+            seed = seed * 1103515245u + 12345u;
+            /* extremes often, so that the clamp at 0 and 255 is exercised */
+            uint8_t v = (uint8_t)(seed >> 16);
+            rgb[i] = (seed >> 8) % 5 == 0 ? (v & 1 ? 255 : 0) : v;
+        }
+        for (size_t i = 0; i < sn; i++) {
+            memcpy(rgbx + 4 * i, rgb + 3 * i, 3);
+            rgbx[4 * i + 3] = (uint8_t)i;
+        }
+        for (int f = 0; f < 2; f++) {
+            resize_filter filt = f ? RESIZE_FILTER_LANCZOS : RESIZE_FILTER_BICUBIC;
+            assert_int_equal(resize_plane(rgb, sw, sh, 3, o3, dw, dh, filt), 0);
+            assert_int_equal(resize_plane(rgbx, sw, sh, 4, o4, dw, dh, filt), 0);
+            for (size_t i = 0; i < dn; i++)
+                if (memcmp(o3 + 3 * i, o4 + 4 * i, 3) != 0)
+                    fail_msg("%ux%u -> %ux%u filter %d: RGB and RGBX differ at pixel %zu", sw, sh, dw, dh, f, i);
+            for (int ch = 0; ch < 3; ch++) {
+                for (size_t i = 0; i < sn; i++)
+                    plane[i] = rgb[3 * i + (size_t)ch];
+                assert_int_equal(resize_plane(plane, sw, sh, 1, o1, dw, dh, filt), 0);
+                for (size_t i = 0; i < dn; i++)
+                    if (o1[i] != o3[3 * i + (size_t)ch])
+                        fail_msg("%ux%u -> %ux%u filter %d: channel %d alone differs at pixel %zu (%u vs %u)", sw,
+                                 sh, dw, dh, f, ch, i, o1[i], o3[3 * i + (size_t)ch]);
+            }
+        }
+        free(rgb);
+        free(rgbx);
+        free(plane);
+        free(o3);
+        free(o4);
+        free(o1);
+    }
+}
+
+/* Scales without SIMD IDCTs are rounded up: 1100x800 from 1600x1200 needs 6/8 and gets 8/8; 500x300 needs
+ * 3/8 and gets 4/8; 5/8 is kept (test_dct_scaling). */
+static void test_dct_scale_choice(void **state)
+{
+    (void)state;
+    img_rgb im;
+    assert_int_equal(decode_file(fx("big.jpg"), PIL_LIMIT, 1100, 800, &im), IMG_OK);
+    assert_int_equal(im.w, 1600);
+    assert_int_equal(im.h, 1200);
+    img_free(&im);
+    assert_int_equal(decode_file(fx("big.jpg"), PIL_LIMIT, 500, 300, &im), IMG_OK);
+    assert_int_equal(im.w, 800);
+    assert_int_equal(im.h, 600);
+    img_free(&im);
+    assert_int_equal(decode_file(fx("big.jpg"), PIL_LIMIT, 400, 300, &im), IMG_OK);
+    assert_int_equal(im.w, 400);
+    assert_int_equal(im.h, 300);
+    img_free(&im);
+}
+
 static void test_crop(void **state)
 {
     (void)state;
@@ -882,6 +955,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_truncated), cmocka_unit_test(test_garbage_after_soi),
         cmocka_unit_test(test_bombs), cmocka_unit_test(test_mutations), cmocka_unit_test(test_encoders),
         cmocka_unit_test(test_resize_compute), cmocka_unit_test(test_resize_vs_pillow),
+        cmocka_unit_test(test_resize_paths_agree), cmocka_unit_test(test_dct_scale_choice),
         cmocka_unit_test(test_crop), cmocka_unit_test(test_phash),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

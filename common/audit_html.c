@@ -1,0 +1,564 @@
+/* audit_html.c — the audit page: report sections, side-by-side pairs, inline SVG histograms, thumbnails. */
+#include "audit_html.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "audit_thumb.h"
+#include "err.h"
+#include "html.h"
+#include "log.h"
+#include "store.h"
+
+#define PATH_CAP 4096
+#define THUMB_QUALITY 85
+#define THUMB_BYTES_MAX (64u << 20) /* a working image larger than this is not read for a thumbnail */
+
+/* One image's thumbnail, written at most once per page. */
+typedef struct thumb_entry {
+    int64_t id;    /* images.id */
+    char file[48]; /* "thumbs/0123456789abcdef.jpg", "" when none could be made */
+    uint32_t w, h; /* pixels */
+} thumb_entry;
+
+typedef struct page {
+    catalog *c;
+    const char *work;
+    const char *dir;
+    uint32_t side;
+    FILE *f;
+    thumb_entry *thumbs;
+    size_t nthumbs, cap;
+    audit_html_stats *stats;
+} page;
+
+/* ---- report access ---- */
+
+static const cJSON *jget(const cJSON *o, const char *key) { return cJSON_GetObjectItemCaseSensitive(o, key); }
+
+static double jnumv(const cJSON *o, const char *key)
+{
+    const cJSON *v = jget(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static int64_t jint(const cJSON *o, const char *key)
+{
+    const cJSON *v = jget(o, key);
+    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+}
+
+static const char *jtext(const cJSON *o, const char *key)
+{
+    const cJSON *v = jget(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* ---- files ---- */
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[PATH_CAP];
+    if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp)
+        return lvd_fail("%s: path too long", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+                return lvd_fail_errno("cannot create directory %s", tmp);
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return lvd_fail_errno("cannot create directory %s", tmp);
+    return 0;
+}
+
+static int write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return lvd_fail_errno("cannot create %s", path);
+    int bad = len && fwrite(data, 1, len, f) != len;
+    if (fclose(f) != 0 || bad)
+        return lvd_fail_errno("writing %s", path);
+    return 0;
+}
+
+/* The encoded bytes of image id to show: its working image (decodes, status ok), else its original bytes.
+ * *data is malloc'ed. */
+static int image_bytes(page *p, int64_t id, uint8_t **data, size_t *len)
+{
+    *data = NULL;
+    sqlite3_stmt *st = catalog_stmt(p->c, "SELECT shard_id, offset, size FROM decodes"
+                                          " WHERE image_id = ?1 AND status = 'ok' AND shard_id IS NOT NULL"
+                                          " UNION ALL"
+                                          " SELECT shard_id, offset, bytes FROM images WHERE id = ?1");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? lvd_fail("image %" PRId64 ": not in the catalog", id)
+                                 : lvd_fail("%s: %s", catalog_path(p->c), sqlite3_errmsg(catalog_db(p->c)));
+    }
+    int64_t shard = sqlite3_column_int64(st, 0), off = sqlite3_column_int64(st, 1), n = sqlite3_column_int64(st, 2);
+    sqlite3_reset(st);
+    if (n <= 0 || n > THUMB_BYTES_MAX || off < 0)
+        return lvd_fail("image %" PRId64 ": %" PRId64 " bytes at offset %" PRId64 " is not a usable image", id, n, off);
+    if (!(*data = malloc((size_t)n)))
+        return lvd_fail("image %" PRId64 ": out of memory", id);
+    if (store_read(p->c, p->work, shard, (uint64_t)off, *data, (size_t)n) != 0) {
+        free(*data);
+        *data = NULL;
+        return lvd_fail_ctx("image %" PRId64, id);
+    }
+    *len = (size_t)n;
+    return 0;
+}
+
+/* The thumbnail entry of image obj ({id, sha256, ...}), making the file on first use. NULL only when out of
+ * memory; an entry with file "" means no thumbnail (placeholder). */
+static const thumb_entry *thumb_for(page *p, const cJSON *img)
+{
+    int64_t id = jint(img, "id");
+    for (size_t i = 0; i < p->nthumbs; i++)
+        if (p->thumbs[i].id == id)
+            return &p->thumbs[i];
+    if (p->nthumbs == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 64;
+        thumb_entry *t = realloc(p->thumbs, cap * sizeof *t);
+        if (!t)
+            return NULL;
+        p->thumbs = t;
+        p->cap = cap;
+    }
+    thumb_entry *e = &p->thumbs[p->nthumbs++];
+    *e = (thumb_entry){.id = id};
+    const char *sha = jtext(img, "sha256");
+    uint8_t *data = NULL, *th = NULL;
+    size_t len = 0, tlen = 0;
+    const char *ext = NULL;
+    char path[PATH_CAP + 64];
+    if (!sha || strlen(sha) < 16 || strspn(sha, "0123456789abcdef") < 16) {
+        log_warn("image %" PRId64 ": no SHA-256 in the catalog; shown without a thumbnail", id);
+    } else if (image_bytes(p, id, &data, &len) != 0 ||
+               audit_thumb(data, len, p->side, THUMB_QUALITY, &th, &tlen, &ext, &e->w, &e->h) != 0) {
+        log_warn("image %" PRId64 " (%.16s): %s; shown without a thumbnail", id, sha, lvd_errmsg());
+    } else {
+        snprintf(e->file, sizeof e->file, "thumbs/%.16s.%s", sha, ext);
+        snprintf(path, sizeof path, "%s/%s", p->dir, e->file);
+        if (write_file(path, th, tlen) != 0) {
+            log_warn("%s", lvd_errmsg());
+            e->file[0] = '\0';
+        } else {
+            p->stats->thumbs++;
+        }
+    }
+    if (!e->file[0])
+        p->stats->thumbs_failed++;
+    free(data);
+    free(th);
+    return e;
+}
+
+/* ---- page pieces ---- */
+
+static void put_sim(FILE *f, double v)
+{
+    if (isnan(v))
+        fputs("&#8211;", f);
+    else
+        fprintf(f, "%.4f", v);
+}
+
+/* <figure class="cls"> with the image's thumbnail (or a placeholder), its role, key and collection. */
+static int put_figure(page *p, const cJSON *img, const char *cls, const char *role, const char *note)
+{
+    FILE *f = p->f;
+    if (!cJSON_IsObject(img))
+        return 0;
+    const thumb_entry *t = thumb_for(p, img);
+    if (!t)
+        return lvd_fail("out of memory making thumbnails");
+    fprintf(f, "<figure class=\"%s\">", cls);
+    if (t->file[0]) {
+        fprintf(f, "<img src=\"%s\" width=\"%u\" height=\"%u\" alt=\"", t->file, t->w, t->h);
+        html_text(f, role);
+        fputs(": ", f);
+        html_text(f, jtext(img, "key"));
+        fputs("\">", f);
+    } else {
+        fputs("<div class=\"noimg\">no image</div>", f);
+    }
+    fputs("<figcaption><b>", f);
+    html_text(f, role);
+    fputs("</b> <span class=\"key\">", f);
+    html_text(f, jtext(img, "key"));
+    fputs("</span><br><span class=\"col\">", f);
+    html_text(f, jtext(img, "collection"));
+    fputs("</span>", f);
+    if (note) {
+        fputs("<br><span class=\"note\">", f);
+        html_text(f, note);
+        fputs("</span>", f);
+    }
+    fputs("</figcaption></figure>", f);
+    return 0;
+}
+
+static void put_hist(FILE *f, const cJSON *h, const char *title, double threshold, const char *label)
+{
+    const cJSON *e = jget(h, "edges"), *k = jget(h, "counts");
+    int32_t n = cJSON_GetArraySize(k);
+    if (n < 1 || cJSON_GetArraySize(e) != n + 1)
+        return;
+    double edges[128];
+    int64_t counts[128];
+    if (n > 127)
+        return;
+    for (int32_t i = 0; i <= n; i++)
+        edges[i] = cJSON_GetArrayItem(e, i)->valuedouble;
+    for (int32_t i = 0; i < n; i++)
+        counts[i] = (int64_t)cJSON_GetArrayItem(k, i)->valuedouble;
+    html_hist hh = {.title = title, .x_label = "cosine similarity", .nbins = n, .edges = edges, .counts = counts,
+                    .marker = threshold, .marker_label = label, .width = 640, .height = 200};
+    if (html_histogram_svg(f, &hh) != 0)
+        log_warn("histogram '%s' not drawn: %s", title, lvd_errmsg());
+}
+
+/* The pairs of one list: removed image | reference image (and the image that caused the removal when it is
+ * a third one). self: the reference is the other end of the removing edge. */
+static int put_pairs(page *p, const cJSON *list, int self, int64_t *count)
+{
+    FILE *f = p->f;
+    const cJSON *pr;
+    *count = 0;
+    cJSON_ArrayForEach(pr, list)
+    {
+        double sim = jnumv(pr, "sim");
+        fputs("<div class=\"pair\" data-sim=\"", f);
+        if (!isnan(sim))
+            fprintf(f, "%.6f", sim);
+        fprintf(f, "\" data-rank=\"%" PRId64 "\">", jint(pr, "rank"));
+        if (put_figure(p, jget(pr, "image"), "removed", self ? "removed duplicate" : "removed", NULL) != 0)
+            return -1;
+        fputs("<div class=\"sim\">", f);
+        put_sim(f, sim);
+        fprintf(f, "<br><small>#%" PRId64 "</small>", jint(pr, "rank"));
+        if (self && jtext(pr, "kind") && strcmp(jtext(pr, "kind"), "knn") != 0) {
+            fputs("<br><small>", f);
+            html_text(f, jtext(pr, "kind"));
+            fputs("</small>", f);
+        }
+        fputs("</div>", f);
+        if (self) {
+            const cJSON *ref = jget(pr, "ref"), *kept = jget(pr, "kept");
+            int same = cJSON_IsObject(ref) && cJSON_IsObject(kept) && jint(ref, "id") == jint(kept, "id");
+            char note[96];
+            snprintf(note, sizeof note, "direct similarity to the kept image %.4f", jnumv(pr, "kept_sim"));
+            if (put_figure(p, ref, "ref", same ? "kept" : "linked to", same ? NULL : note) != 0)
+                return -1;
+            if (!same && put_figure(p, kept, "kept", "kept", NULL) != 0)
+                return -1;
+        } else {
+            if (put_figure(p, jget(pr, "ref"), "ref", "benchmark", NULL) != 0)
+                return -1;
+            if (cJSON_IsObject(jget(pr, "via")) &&
+                put_figure(p, jget(pr, "via"), "via", "matched via", "its match removed the whole component") != 0)
+                return -1;
+        }
+        fputs("</div>\n", f);
+        (*count)++;
+    }
+    p->stats->pairs += *count;
+    return 0;
+}
+
+static int put_pair_lists(page *p, const cJSON *s, int self, int64_t removed)
+{
+    FILE *f = p->f;
+    int64_t n_top, n_low;
+    fputs("<h3>Highest similarity</h3>\n<div class=\"pairs top\">\n", f);
+    if (put_pairs(p, jget(s, "top_pairs"), self, &n_top) != 0)
+        return -1;
+    fputs("</div>\n", f);
+    if (cJSON_GetArraySize(jget(s, "threshold_pairs")) > 0) {
+        fputs("<h3>Nearest the threshold</h3>\n<div class=\"pairs low\">\n", f);
+        if (put_pairs(p, jget(s, "threshold_pairs"), self, &n_low) != 0)
+            return -1;
+        fputs("</div>\n", f);
+    } else {
+        n_low = 0;
+    }
+    fprintf(f, "<p class=\"shown\" data-pairs=\"%" PRId64 "\" data-removed=\"%" PRId64 "\"></p>\n", n_top + n_low,
+            removed);
+    return 0;
+}
+
+static int put_benchmark(page *p, const cJSON *b, int idx, const cJSON *params)
+{
+    FILE *f = p->f;
+    double t = jnumv(b, "threshold");
+    int64_t removed = jint(b, "removed");
+    fprintf(f, "<section class=\"benchmark\" id=\"benchmark-%d\" data-removed=\"%" PRId64 "\">\n<h2>Benchmark ",
+            idx, removed);
+    html_text(f, jtext(b, "name"));
+    fputs("</h2>\n<p class=\"facts\">", f);
+    fprintf(f, "%" PRId64 " pool images removed (threshold: cosine &gt; %.4g, rule <b>", removed, t);
+    html_text(f, jtext(params, "benchmark_rule"));
+    fprintf(f, "</b>): %" PRId64 " matched a benchmark image themselves, %" PRId64
+               " went with their component. %" PRId64 " pairs above the threshold join %" PRId64
+               " pool images to %" PRId64 " of the benchmark's %" PRId64 " images (%" PRId64 " embedded).</p>\n",
+            jint(b, "removed_direct"), jint(b, "removed_component"), jint(b, "matches"), jint(b, "matched_pool_images"),
+            jint(b, "matched_benchmark_images"), jint(b, "images"), jint(b, "embedded"));
+    fputs("<div class=\"charts\"><table class=\"bands\"><tr><th>similarity</th><th>removed</th></tr>\n", f);
+    const cJSON *band;
+    cJSON_ArrayForEach(band, jget(b, "bands"))
+    {
+        fprintf(f, "<tr><td>%.4g&#8211;%.4g</td><td class=\"n\">%" PRId64 "</td></tr>\n", jnumv(band, "lo"),
+                jnumv(band, "hi"), jint(band, "removed"));
+    }
+    fputs("</table>\n", f);
+    char label[64];
+    snprintf(label, sizeof label, "threshold %.4g", t);
+    put_hist(f, jget(b, "histogram"), "similarity that removed each pool image", t, label);
+    fputs("</div>\n", f);
+    if (put_pair_lists(p, b, 0, removed) != 0)
+        return -1;
+    fputs("</section>\n", f);
+    return 0;
+}
+
+static void put_component_table(page *p, const cJSON *list, const char *caption)
+{
+    FILE *f = p->f;
+    fputs("<table class=\"components\"><caption>", f);
+    html_text(f, caption);
+    fputs("</caption><tr><th>component</th><th>size</th><th>kept</th><th>duplicates</th><th>benchmark</th>"
+          "<th>weakest link</th><th>strongest</th></tr>\n",
+          f);
+    const cJSON *o;
+    cJSON_ArrayForEach(o, list)
+    {
+        fprintf(f, "<tr><td class=\"n\">%" PRId64 "</td><td class=\"n\">%" PRId64 "</td><td>", jint(o, "component"),
+                jint(o, "size"));
+        html_text(f, cJSON_IsObject(jget(o, "kept")) ? jtext(jget(o, "kept"), "key") : "(none)");
+        fprintf(f, "</td><td class=\"n\">%" PRId64 "</td><td class=\"n\">%" PRId64 "</td><td class=\"n\">",
+                jint(o, "removed_duplicate"), jint(o, "removed_benchmark"));
+        put_sim(f, jnumv(o, "weakest_sim"));
+        fputs("</td><td class=\"n\">", f);
+        put_sim(f, jnumv(o, "strongest_sim"));
+        fputs("</td></tr>\n", f);
+    }
+    fputs("</table>\n", f);
+}
+
+static int put_self(page *p, const cJSON *s)
+{
+    FILE *f = p->f;
+    double t = jnumv(s, "threshold");
+    int64_t removed = jint(s, "removed");
+    fprintf(f, "<section class=\"self\" id=\"self\" data-removed=\"%" PRId64 "\">\n<h2>Self-dedup</h2>\n", removed);
+    fprintf(f, "<p class=\"facts\">%" PRId64 " pool images in %" PRId64 " components, %" PRId64
+               " with more than one image (largest: %" PRId64 "). %" PRId64 " duplicates removed (an edge needs "
+               "cosine &gt; %.4g); %" PRId64 " of them are at or below the threshold from the image kept: "
+               "they were removed only through chaining.</p>\n",
+            jint(s, "images"), jint(s, "components"), jint(s, "multi_components"), jint(s, "largest_size"), removed, t,
+            jint(s, "chained"));
+    fputs("<div class=\"charts\"><table class=\"sizes\"><tr><th>component size</th><th>components</th>"
+          "<th>images</th><th></th></tr>\n",
+          f);
+    int64_t most = 1;
+    const cJSON *o;
+    cJSON_ArrayForEach(o, jget(s, "sizes")) if (jint(o, "components") > most) most = jint(o, "components");
+    cJSON_ArrayForEach(o, jget(s, "sizes"))
+    {
+        int64_t lo = jint(o, "min"), hi = jint(o, "max"), n = jint(o, "components");
+        if (lo == hi)
+            fprintf(f, "<tr><td>%" PRId64 "</td>", lo);
+        else
+            fprintf(f, "<tr><td>%" PRId64 "&#8211;%" PRId64 "</td>", lo, hi);
+        /* Bar length on a log scale, so singletons do not flatten every other bucket. */
+        double w = n > 0 ? 4.0 + 156.0 * log1p((double)n) / log1p((double)most) : 0.0;
+        fprintf(f, "<td class=\"n\">%" PRId64 "</td><td class=\"n\">%" PRId64 "</td>"
+                   "<td><span class=\"sizebar\" style=\"width:%.0fpx\"></span></td></tr>\n",
+                n, jint(o, "images"), w);
+    }
+    fputs("</table>\n", f);
+    char label[64];
+    snprintf(label, sizeof label, "threshold %.4g", t);
+    put_hist(f, jget(s, "histogram"), "the edge that removed each duplicate", t, label);
+    put_hist(f, jget(s, "kept_histogram"), "direct similarity of each duplicate to the image kept", t, label);
+    fputs("</div>\n", f);
+
+    /* Weakest links: the two ends of each component's weakest spanning edge. */
+    fputs("<h3>Components with the weakest links</h3>\n<p class=\"hint\">The weakest edge that still holds each "
+          "component together: below it the component would split. Chained components join images that do not "
+          "look alike.</p>\n<div class=\"pairs weak\">\n",
+          f);
+    int64_t weak = 0;
+    cJSON_ArrayForEach(o, jget(s, "weakest"))
+    {
+        double sim = jnumv(o, "weakest_sim");
+        fprintf(f, "<div class=\"pair\" data-sim=\"%.6f\" data-component=\"%" PRId64 "\">", sim, jint(o, "component"));
+        if (put_figure(p, jget(o, "weakest_a"), "a", "linked", NULL) != 0)
+            return -1;
+        fputs("<div class=\"sim\">", f);
+        put_sim(f, sim);
+        fprintf(f, "<br><small>component of %" PRId64 "</small>", jint(o, "size"));
+        if (jtext(o, "weakest_kind") && strcmp(jtext(o, "weakest_kind"), "knn") != 0) {
+            fputs("<br><small>", f);
+            html_text(f, jtext(o, "weakest_kind"));
+            fputs("</small>", f);
+        }
+        fputs("</div>", f);
+        if (put_figure(p, jget(o, "weakest_b"), "b", "linked", NULL) != 0)
+            return -1;
+        const cJSON *kept = jget(o, "kept");
+        if (cJSON_IsObject(kept) && jint(kept, "id") != jint(jget(o, "weakest_a"), "id") &&
+            jint(kept, "id") != jint(jget(o, "weakest_b"), "id") && put_figure(p, kept, "kept", "kept", NULL) != 0)
+            return -1;
+        fputs("</div>\n", f);
+        weak++;
+    }
+    p->stats->pairs += weak;
+    fputs("</div>\n", f);
+    put_component_table(p, jget(s, "largest"), "Largest components");
+    fputs("<h3>Removed duplicates</h3>\n<p class=\"hint\">Each removed image beside the image its strongest edge "
+          "joins (the edge that removed it), with the kept image when that is another one.</p>\n",
+          f);
+    if (put_pair_lists(p, s, 1, removed) != 0)
+        return -1;
+    fputs("</section>\n", f);
+    return 0;
+}
+
+static const char CSS[] =
+    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}"
+    "h1{font-size:1.5em}h2{border-bottom:2px solid #4a7fb5;padding-bottom:.2em;margin-top:2em}"
+    "table{border-collapse:collapse;margin:.5em 1em .5em 0;font-size:.9em}"
+    "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}td.n{text-align:right}"
+    "caption{font-weight:bold;text-align:left}"
+    ".charts{display:flex;flex-wrap:wrap;align-items:flex-start;gap:1em}"
+    ".pairs{display:flex;flex-direction:column;gap:.4em}"
+    ".pair{display:flex;align-items:center;gap:.8em;background:#fff;border:1px solid #ddd;padding:.4em}"
+    ".pair figure{margin:0;width:200px}.pair img{display:block;max-width:192px;height:auto;background:#eee}"
+    ".pair figure.via,.pair figure.kept{opacity:.85}"
+    ".pair figure.big{width:auto}.pair figure.big img{max-width:none;width:384px}"
+    "figcaption{font-size:.8em;overflow-wrap:anywhere}.note{color:#a33}"
+    ".sim{font-size:1.3em;font-weight:bold;min-width:5em;text-align:center}"
+    ".noimg{width:120px;height:90px;background:#ddd;display:flex;align-items:center;justify-content:center}"
+    ".sizebar{display:inline-block;height:.8em;background:#4a7fb5}.hint{color:#555;font-size:.9em}"
+    ".shown{color:#555;font-style:italic}";
+
+/* Counts the pairs each section shows once the page has loaded, and enlarges a thumbnail on click. */
+static const char SCRIPT[] =
+    "(function(){\n"
+    "document.querySelectorAll('section[data-removed]').forEach(function(s){\n"
+    "  var n=s.querySelectorAll('.pairs.top .pair, .pairs.low .pair').length;\n"
+    "  var p=s.querySelector('p.shown');\n"
+    "  if(p)p.textContent='Showing '+n+' of '+s.getAttribute('data-removed')+' removals, sorted by similarity.';\n"
+    "});\n"
+    "document.addEventListener('click',function(e){\n"
+    "  var f=e.target.closest?e.target.closest('.pair figure'):null; if(f)f.classList.toggle('big');\n"
+    "});\n"
+    "document.body.setAttribute('data-ready','1');\n"
+    "})();\n";
+
+static int put_page(page *p, const cJSON *r)
+{
+    FILE *f = p->f;
+    const cJSON *params = jget(r, "params"), *pool = jget(r, "pool");
+    fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>lvd-audit: ", f);
+    html_text(f, jtext(r, "model"));
+    fprintf(f, "</title>\n<style>%s</style>\n</head>\n<body>\n<h1>What dedup removed: model ", CSS);
+    html_text(f, jtext(r, "model"));
+    fputs("</h1>\n<table class=\"summary\">\n<tr><th>catalog</th><td>", f);
+    html_text(f, jtext(r, "catalog"));
+    fprintf(f, "</td></tr>\n<tr><th>dedup runs</th><td>%" PRId64 ", last ", jint(r, "dedup_runs"));
+    html_text(f, jtext(r, "last_run"));
+    fprintf(f, "</td></tr>\n<tr><th>parameters</th><td>k %" PRId64 ", self threshold %.4g, benchmark threshold %.4g "
+               "(rule ",
+            jint(params, "k"), jnumv(params, "threshold"), jnumv(params, "benchmark_threshold"));
+    html_text(f, jtext(params, "benchmark_rule"));
+    fputs("), keep ", f);
+    html_text(f, jtext(params, "keep_rule"));
+    if (cJSON_IsNumber(jget(params, "phash_distance")))
+        fprintf(f, ", pHash distance &lt;= %" PRId64, jint(params, "phash_distance"));
+    fputs("</td></tr>\n<tr><th>index</th><td>", f);
+    html_text(f, jtext(params, "index"));
+    fprintf(f, "</td></tr>\n<tr><th>pool</th><td>%" PRId64 " decided: %" PRId64 " kept, %" PRId64
+               " duplicates removed, %" PRId64 " removed for benchmarks; %" PRId64 " not decided yet</td></tr>\n",
+            jint(pool, "decided"), jint(pool, "kept"), jint(pool, "duplicate"), jint(pool, "benchmark"),
+            jint(pool, "undecided"));
+    fputs("</table>\n<p class=\"hint\">Pairs are sorted by similarity: first the highest, then those nearest the "
+          "threshold. Only pairs above the thresholds are recorded, so the histograms start at the threshold "
+          "line. Click a thumbnail to enlarge it.</p>\n<nav><ul>\n",
+          f);
+    const cJSON *b;
+    int idx = 0;
+    cJSON_ArrayForEach(b, jget(r, "benchmarks"))
+    {
+        fprintf(f, "<li><a href=\"#benchmark-%d\">", idx++);
+        html_text(f, jtext(b, "name"));
+        fprintf(f, "</a>: %" PRId64 " removed</li>\n", jint(b, "removed"));
+    }
+    fprintf(f, "<li><a href=\"#self\">self-dedup</a>: %" PRId64 " removed</li>\n</ul></nav>\n",
+            jint(jget(r, "self"), "removed"));
+    idx = 0;
+    cJSON_ArrayForEach(b, jget(r, "benchmarks"))
+    {
+        if (put_benchmark(p, b, idx++, params) != 0)
+            return -1;
+    }
+    if (put_self(p, jget(r, "self")) != 0)
+        return -1;
+    fprintf(f, "<script>\n%s</script>\n</body>\n</html>\n", SCRIPT);
+    return 0;
+}
+
+int audit_html_write(catalog *c, const char *work, const cJSON *report, const char *dir, uint32_t thumb_side,
+                     audit_html_stats *stats)
+{
+    *stats = (audit_html_stats){0};
+    char thumbs[PATH_CAP], path[PATH_CAP], tmp[PATH_CAP + 16];
+    if (snprintf(thumbs, sizeof thumbs, "%s/thumbs", dir) >= (int)sizeof thumbs ||
+        snprintf(path, sizeof path, "%s/index.html", dir) >= (int)sizeof path)
+        return lvd_fail("%s: path too long", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (mkdir_p(thumbs) != 0)
+        return -1;
+    page p = {.c = c, .work = work, .dir = dir, .side = thumb_side, .stats = stats};
+    if (!(p.f = fopen(tmp, "w")))
+        return lvd_fail_errno("cannot create %s", tmp);
+    /* One read transaction for the thumbnails' locations, as for the report. */
+    int rc = catalog_exec(c, "BEGIN");
+    if (rc == 0) {
+        rc = put_page(&p, report);
+        catalog_exec(c, "COMMIT"); /* read-only: nothing to lose if this fails */
+    }
+    free(p.thumbs);
+    if (rc != 0) {
+        fclose(p.f);
+        remove(tmp);
+        return -1;
+    }
+    if (ferror(p.f) | (fclose(p.f) != 0)) {
+        remove(tmp);
+        return lvd_fail_errno("writing %s", tmp);
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        remove(tmp);
+        errno = e;
+        return lvd_fail_errno("renaming %s to %s", tmp, path);
+    }
+    return 0;
+}

@@ -1,0 +1,38 @@
+/* audit_html.h — the dedup audit as one self-contained HTML page, for a person to scroll through and judge
+ * the thresholds.
+ *
+ * Writes DIR/index.html and DIR/thumbs/<first 16 hex digits of the image's SHA-256>.<jpg|png|webp>: the
+ * page refers only to those files (relative URLs), draws its histograms as inline SVG and has one small
+ * inline script (no external URL of any kind), so DIR can be copied anywhere and opened offline.
+ *
+ * Page: a summary table; one <section class="benchmark"> per benchmark collection (facts, the similarity
+ * bands, a histogram of the similarity that removed each image with the threshold marked, then the pairs
+ * "removed pool image | benchmark image" of highest similarity and those nearest the threshold); one
+ * <section class="self"> for self-dedup (component sizes, histograms of the removing edge and of the direct
+ * similarity to the kept image, the components with the weakest links, the largest components, and the pairs
+ * "removed duplicate | the image its edge joins"). Every pair is a <div class="pair" data-sim="..."> holding
+ * one <figure> per image; lists are sorted by similarity as in the report (audit_report.h).
+ */
+#ifndef LVD_AUDIT_HTML_H
+#define LVD_AUDIT_HTML_H
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+
+#include "catalog.h"
+
+typedef struct audit_html_stats {
+    int64_t pairs;       /* <div class="pair"> elements written */
+    int64_t thumbs;      /* thumbnail files written */
+    int64_t thumbs_failed; /* images shown as a placeholder (no readable working image) */
+} audit_html_stats;
+
+/* report: from audit_report(). work: the work directory (shards are read through c). dir is created if
+ * missing (parents too); an existing index.html is replaced atomically (written to a temporary name, then
+ * renamed). thumb_side: longest thumbnail side in pixels. Returns 0, or -1 naming the file concerned. An
+ * image whose bytes cannot be read or decoded does not fail the page: it is shown as a placeholder and
+ * counted in thumbs_failed (the log says why). */
+int audit_html_write(catalog *c, const char *work, const cJSON *report, const char *dir, uint32_t thumb_side,
+                     audit_html_stats *stats);
+
+#endif

@@ -1,0 +1,812 @@
+/* audit_report.c — the dedup audit report, built from SELECTs over the schema-3 dedup tables. */
+#include "audit_report.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+/* ---- cJSON and SQL helpers: each returns 0, or -1 with a message ---- */
+
+static int oom(void) { return lvd_fail("out of memory building the audit report"); }
+
+static int jnum(cJSON *o, const char *key, double v) { return cJSON_AddNumberToObject(o, key, v) ? 0 : oom(); }
+
+static int jstr(cJSON *o, const char *key, const char *v)
+{
+    if (!v)
+        return cJSON_AddNullToObject(o, key) ? 0 : oom();
+    return cJSON_AddStringToObject(o, key, v) ? 0 : oom();
+}
+
+/* Adds column i of st under key: its number, or null when the column is NULL. */
+static int jcol_num(cJSON *o, const char *key, sqlite3_stmt *st, int i)
+{
+    if (sqlite3_column_type(st, i) == SQLITE_NULL)
+        return cJSON_AddNullToObject(o, key) ? 0 : oom();
+    return jnum(o, key, sqlite3_column_double(st, i));
+}
+
+static int jadd(cJSON *o, const char *key, cJSON *v)
+{
+    if (!v)
+        return -1;
+    if (!cJSON_AddItemToObject(o, key, v)) {
+        cJSON_Delete(v);
+        return oom();
+    }
+    return 0;
+}
+
+static int step_fail(catalog *c, sqlite3_stmt *st)
+{
+    lvd_fail("%s: %s (in: %.160s)", catalog_path(c), sqlite3_errmsg(catalog_db(c)), sqlite3_sql(st));
+    sqlite3_reset(st);
+    return -1;
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? (const char *)t : NULL;
+}
+
+/* Up to 4 integers of the first row of sql (parameters ?1 = a, ?2 = b when present); NULL reads as 0. */
+static int query_ints(catalog *c, const char *sql, int64_t a, int64_t b, int64_t *out, int n)
+{
+    sqlite3_stmt *st = catalog_stmt(c, sql);
+    if (!st)
+        return -1;
+    int np = sqlite3_bind_parameter_count(st);
+    if (np >= 1)
+        sqlite3_bind_int64(st, 1, a);
+    if (np >= 2)
+        sqlite3_bind_int64(st, 2, b);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return step_fail(c, st);
+    for (int i = 0; i < n; i++)
+        out[i] = rc == SQLITE_ROW ? sqlite3_column_int64(st, i) : 0;
+    sqlite3_reset(st);
+    return 0;
+}
+
+/* ---- model ---- */
+
+int audit_model(catalog *c, const char *name, int64_t *model_id, char **name_out)
+{
+    if (name_out)
+        *name_out = NULL;
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT m.id, m.name FROM models m WHERE EXISTS"
+                                       " (SELECT 1 FROM dedup_runs r WHERE r.model_id = m.id) ORDER BY m.name");
+    if (!st)
+        return -1;
+    int64_t found = -1, n = 0;
+    char names[512] = "";
+    size_t used = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *nm = col_text(st, 1);
+        if (!nm)
+            nm = "";
+        if (used < sizeof names - 1) {
+            int w = snprintf(names + used, sizeof names - used, "%s%s", n ? ", " : "", nm);
+            used = w > 0 && (size_t)w < sizeof names - used ? used + (size_t)w : sizeof names - 1;
+        }
+        n++;
+        if (name ? strcmp(nm, name) == 0 : n == 1)
+            found = sqlite3_column_int64(st, 0);
+    }
+    if (rc != SQLITE_DONE)
+        return step_fail(c, st);
+    sqlite3_reset(st);
+    if (n == 0)
+        return lvd_fail("%s: no dedup results for any model; run lvd-dedup first", catalog_path(c));
+    if (name && found < 0)
+        return lvd_fail("%s: model '%s' has no dedup results (models with results: %s)", catalog_path(c), name,
+                        names);
+    if (!name && n > 1)
+        return lvd_fail("%s: %" PRId64 " models have dedup results (%s); choose one with --model", catalog_path(c),
+                        n, names);
+    *model_id = found;
+    if (name_out) {
+        if (name) {
+            *name_out = strdup(name);
+        } else {
+            size_t l = strcspn(names, ",");
+            *name_out = strndup(names, l);
+        }
+        if (!*name_out)
+            return oom();
+    }
+    return 0;
+}
+
+/* ---- bands and bins ---- */
+
+void audit_bands(double t, double *edges, int32_t *n)
+{
+    int32_t k = 0;
+    edges[k++] = t;
+    for (int i = 1; i <= 9; i++) {
+        double e = i / 10.0;
+        if (e > t)
+            edges[k++] = e;
+    }
+    if (0.95 > t)
+        edges[k++] = 0.95;
+    /* A threshold at or above 1 (nothing can pass it) still gets one band. */
+    double last = 1.0 > t ? 1.0 : t + 0.05;
+    edges[k++] = last;
+    *n = k - 1;
+}
+
+void audit_hist_bins(double lo_value, double t, double *edges, int32_t *n)
+{
+    static const double widths[] = {0.01, 0.02, 0.025, 0.05, 0.1, 0.2};
+    double lo = lo_value < t ? lo_value : t;
+    if (!isfinite(lo) || lo < -1.0)
+        lo = -1.0;
+    if (lo > 0.99)
+        lo = 0.99;
+    double w = 0.2, start = -1.0;
+    int32_t nb = 0;
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) {
+        w = widths[i];
+        start = floor(lo / w) * w;
+        if (fabs(start - t) < 1e-12)
+            start -= w;
+        nb = (int32_t)ceil((1.0 - start) / w - 1e-9);
+        if (nb <= 40)
+            break;
+    }
+    if (nb < 1)
+        nb = 1;
+    if (nb > AUDIT_BINS_MAX)
+        nb = AUDIT_BINS_MAX;
+    for (int32_t i = 0; i < nb; i++)
+        edges[i] = start + i * w;
+    edges[nb] = 1.0;
+    *n = nb;
+}
+
+int32_t audit_bin_of(const double *edges, int32_t n, double v)
+{
+    if (!(v >= edges[0]))
+        return -1;
+    for (int32_t i = n - 1; i > 0; i--)
+        if (v >= edges[i])
+            return i;
+    return 0;
+}
+
+/* {edges, counts} of values (edges from audit_hist_bins) as a cJSON object, or NULL. */
+static cJSON *hist_obj(const double *edges, int32_t n, const int64_t *counts)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *e = cJSON_AddArrayToObject(o, "edges"), *k = e ? cJSON_AddArrayToObject(o, "counts") : NULL;
+    if (!k) {
+        cJSON_Delete(o);
+        oom();
+        return NULL;
+    }
+    for (int32_t i = 0; i <= n; i++)
+        if (!cJSON_AddItemToArray(e, cJSON_CreateNumber(round(edges[i] * 1e9) / 1e9)))
+            goto fail;
+    for (int32_t i = 0; i < n; i++)
+        if (!cJSON_AddItemToArray(k, cJSON_CreateNumber((double)counts[i])))
+            goto fail;
+    return o;
+fail:
+    cJSON_Delete(o);
+    oom();
+    return NULL;
+}
+
+/* Histogram of the non-NULL first column of sql (?1 = a, ?2 = b) around threshold t; bins start at the
+ * smallest value or t. */
+static cJSON *hist_query(catalog *c, const char *min_sql, const char *sql, int64_t a, int64_t b, double t)
+{
+    double lo = t;
+    sqlite3_stmt *st = catalog_stmt(c, min_sql);
+    if (!st)
+        return NULL;
+    sqlite3_bind_int64(st, 1, a);
+    if (sqlite3_bind_parameter_count(st) >= 2)
+        sqlite3_bind_int64(st, 2, b);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        lo = sqlite3_column_double(st, 0);
+    else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        step_fail(c, st);
+        return NULL;
+    }
+    sqlite3_reset(st);
+    double edges[AUDIT_BINS_MAX + 1];
+    int64_t counts[AUDIT_BINS_MAX] = {0};
+    int32_t n;
+    audit_hist_bins(lo, t, edges, &n);
+    if (!(st = catalog_stmt(c, sql)))
+        return NULL;
+    sqlite3_bind_int64(st, 1, a);
+    if (sqlite3_bind_parameter_count(st) >= 2)
+        sqlite3_bind_int64(st, 2, b);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_type(st, 0) == SQLITE_NULL)
+            continue;
+        int32_t i = audit_bin_of(edges, n, sqlite3_column_double(st, 0));
+        if (i >= 0)
+            counts[i]++;
+    }
+    if (rc != SQLITE_DONE) {
+        step_fail(c, st);
+        return NULL;
+    }
+    sqlite3_reset(st);
+    return hist_obj(edges, n, counts);
+}
+
+/* ---- images ---- */
+
+/* {id, key, collection, sha256} of image id, with the key of its membership in collection prefer (0: its
+ * first pool membership); cJSON null for id <= 0. NULL on failure. */
+static cJSON *image_obj(catalog *c, int64_t id, int64_t prefer)
+{
+    if (id <= 0) {
+        cJSON *n = cJSON_CreateNull();
+        if (!n)
+            oom();
+        return n;
+    }
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT i.sha256, m.key, col.name FROM images i"
+                                       " LEFT JOIN members m ON m.image_id = i.id"
+                                       " LEFT JOIN collections col ON col.id = m.collection_id"
+                                       " WHERE i.id = ?1"
+                                       " ORDER BY (m.collection_id = ?2) DESC, (col.role = 'pool') DESC,"
+                                       " m.collection_id, m.key LIMIT 1");
+    if (!st)
+        return NULL;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, prefer);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        step_fail(c, st);
+        return NULL;
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (!o || jnum(o, "id", (double)id) || jstr(o, "key", rc == SQLITE_ROW ? col_text(st, 1) : NULL) ||
+        jstr(o, "collection", rc == SQLITE_ROW ? col_text(st, 2) : NULL) ||
+        jstr(o, "sha256", rc == SQLITE_ROW ? col_text(st, 0) : NULL)) {
+        sqlite3_reset(st);
+        cJSON_Delete(o);
+        oom();
+        return NULL;
+    }
+    sqlite3_reset(st);
+    return o;
+}
+
+/* ---- header: parameters and pool counts ---- */
+
+static int params_report(catalog *c, int64_t model, cJSON *r, double *threshold, double *bthreshold)
+{
+    int64_t v[2];
+    if (query_ints(c, "SELECT count(*), max(id) FROM dedup_runs WHERE model_id = ?1", model, 0, v, 2) != 0 ||
+        jnum(r, "dedup_runs", (double)v[0]))
+        return -1;
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT k, threshold, benchmark_threshold, benchmark_rule, keep_rule,"
+                                       " phash_distance, index_desc, fingerprint, created_at"
+                                       " FROM dedup_runs WHERE id = ?1");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, v[1]);
+    if (sqlite3_step(st) != SQLITE_ROW)
+        return step_fail(c, st);
+    *threshold = sqlite3_column_double(st, 1);
+    *bthreshold = sqlite3_column_double(st, 2);
+    cJSON *p = cJSON_AddObjectToObject(r, "params");
+    int bad = !p || jstr(r, "last_run", col_text(st, 8)) || jnum(p, "k", sqlite3_column_double(st, 0)) ||
+              jnum(p, "threshold", *threshold) || jnum(p, "benchmark_threshold", *bthreshold) ||
+              jstr(p, "benchmark_rule", col_text(st, 3)) || jstr(p, "keep_rule", col_text(st, 4)) ||
+              jcol_num(p, "phash_distance", st, 5) || jstr(p, "index", col_text(st, 6)) ||
+              jstr(p, "fingerprint", col_text(st, 7));
+    sqlite3_reset(st);
+    return bad ? (p ? -1 : oom()) : 0;
+}
+
+static int pool_report(catalog *c, int64_t model, cJSON *r)
+{
+    int64_t v[4], undecided;
+    if (query_ints(c,
+                   "SELECT count(*), total(decision = 'kept'), total(decision = 'duplicate'),"
+                   " total(decision = 'benchmark') FROM dedup_decisions WHERE model_id = ?1",
+                   model, 0, v, 4) != 0 ||
+        query_ints(c,
+                   "SELECT count(*) FROM embeddings e WHERE e.model_id = ?1"
+                   " AND EXISTS (SELECT 1 FROM members m JOIN collections col ON col.id = m.collection_id"
+                   "             WHERE m.image_id = e.image_id AND col.role = 'pool')"
+                   " AND NOT EXISTS (SELECT 1 FROM dedup_decisions d"
+                   "                 WHERE d.model_id = ?1 AND d.image_id = e.image_id)",
+                   model, 0, &undecided, 1) != 0)
+        return -1;
+    cJSON *p = cJSON_AddObjectToObject(r, "pool");
+    if (!p)
+        return oom();
+    return jnum(p, "decided", (double)v[0]) || jnum(p, "kept", (double)v[1]) ||
+                   jnum(p, "duplicate", (double)v[2]) || jnum(p, "benchmark", (double)v[3]) ||
+                   jnum(p, "removed", (double)(v[2] + v[3])) || jnum(p, "undecided", (double)undecided)
+               ? -1
+               : 0;
+}
+
+/* ---- benchmarks ---- */
+
+/* Benchmark pair lists of collection bench: `limit` rows of sql (?1 model, ?2 bench, ?3 limit, ?4 offset
+ * unused), each (image_id, bench_image_id, bench_sim, bench_via_image_id, component); ranks start at rank0
+ * and step by dir (+1 or -1). */
+static int bench_pairs(catalog *c, const char *sql, int64_t model, int64_t bench, int64_t limit, int64_t rank0,
+                       int dir, cJSON *arr)
+{
+    if (limit <= 0)
+        return 0;
+    sqlite3_stmt *st = catalog_stmt(c, sql);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, model);
+    sqlite3_bind_int64(st, 2, bench);
+    sqlite3_bind_int64(st, 3, limit);
+    int rc;
+    int64_t rank = rank0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t img = sqlite3_column_int64(st, 0), via = sqlite3_column_int64(st, 3);
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            sqlite3_reset(st);
+            return oom();
+        }
+        /* image_obj reuses one cached statement, distinct from st. */
+        if (jnum(o, "rank", (double)rank) || jcol_num(o, "sim", st, 2) ||
+            jadd(o, "image", image_obj(c, img, 0)) ||
+            jadd(o, "ref", image_obj(c, sqlite3_column_int64(st, 1), bench)) ||
+            jadd(o, "via", image_obj(c, via != img ? via : 0, 0)) ||
+            jnum(o, "component", (double)sqlite3_column_int64(st, 4))) {
+            sqlite3_reset(st);
+            return -1;
+        }
+        rank += dir;
+    }
+    if (rc != SQLITE_DONE)
+        return step_fail(c, st);
+    sqlite3_reset(st);
+    return 0;
+}
+
+static int benchmark_report(catalog *c, int64_t model, int64_t bench, double t, int32_t top, cJSON *o)
+{
+    int64_t images[2], removed[2], matches[3];
+    if (query_ints(c,
+                   "SELECT count(DISTINCT m.image_id), count(DISTINCT e.image_id) FROM members m"
+                   " LEFT JOIN embeddings e ON e.image_id = m.image_id AND e.model_id = ?1"
+                   " WHERE m.collection_id = ?2",
+                   model, bench, images, 2) != 0 ||
+        query_ints(c,
+                   "SELECT count(*), total(bench_via_image_id = image_id) FROM dedup_decisions"
+                   " WHERE model_id = ?1 AND decision = 'benchmark' AND bench_collection_id = ?2",
+                   model, bench, removed, 2) != 0 ||
+        query_ints(c,
+                   "SELECT count(*), count(DISTINCT image_id), count(DISTINCT bench_image_id)"
+                   " FROM dedup_benchmark_matches WHERE model_id = ?1 AND collection_id = ?2",
+                   model, bench, matches, 3) != 0)
+        return -1;
+    if (jnum(o, "images", (double)images[0]) || jnum(o, "embedded", (double)images[1]) ||
+        jnum(o, "threshold", t) || jnum(o, "removed", (double)removed[0]) ||
+        jnum(o, "removed_direct", (double)removed[1]) ||
+        jnum(o, "removed_component", (double)(removed[0] - removed[1])) || jnum(o, "matches", (double)matches[0]) ||
+        jnum(o, "matched_pool_images", (double)matches[1]) || jnum(o, "matched_benchmark_images", (double)matches[2]))
+        return -1;
+
+    /* Bands of the similarity that removed each image. */
+    double edges[AUDIT_BANDS_MAX + 1];
+    int64_t counts[AUDIT_BANDS_MAX] = {0};
+    int32_t nb;
+    audit_bands(t, edges, &nb);
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT bench_sim FROM dedup_decisions WHERE model_id = ?1"
+                                       " AND decision = 'benchmark' AND bench_collection_id = ?2");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, model);
+    sqlite3_bind_int64(st, 2, bench);
+    int rc;
+    int64_t below = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int32_t i = audit_bin_of(edges, nb, sqlite3_column_double(st, 0));
+        if (i >= 0)
+            counts[i]++;
+        else
+            below++;
+    }
+    if (rc != SQLITE_DONE)
+        return step_fail(c, st);
+    sqlite3_reset(st);
+    cJSON *bands = cJSON_AddArrayToObject(o, "bands");
+    if (!bands)
+        return oom();
+    for (int32_t i = 0; i < nb; i++) {
+        cJSON *b = cJSON_CreateObject();
+        if (!b || !cJSON_AddItemToArray(bands, b)) {
+            cJSON_Delete(b);
+            return oom();
+        }
+        if (jnum(b, "lo", round(edges[i] * 1e9) / 1e9) || jnum(b, "hi", round(edges[i + 1] * 1e9) / 1e9) ||
+            jnum(b, "removed", (double)counts[i]))
+            return -1;
+    }
+    if (below > 0 && jnum(o, "removed_below_threshold", (double)below)) /* only from an inconsistent catalog */
+        return -1;
+    if (jadd(o, "histogram",
+             hist_query(c,
+                        "SELECT min(bench_sim) FROM dedup_decisions WHERE model_id = ?1"
+                        " AND decision = 'benchmark' AND bench_collection_id = ?2",
+                        "SELECT bench_sim FROM dedup_decisions WHERE model_id = ?1"
+                        " AND decision = 'benchmark' AND bench_collection_id = ?2",
+                        model, bench, t)))
+        return -1;
+
+    cJSON *tp = cJSON_AddArrayToObject(o, "top_pairs"), *np = tp ? cJSON_AddArrayToObject(o, "threshold_pairs") : NULL;
+    if (!np)
+        return oom();
+    int64_t n_top = removed[0] < top ? removed[0] : top;
+    int64_t n_low = removed[0] - n_top < top ? removed[0] - n_top : top;
+    if (bench_pairs(c,
+                    "SELECT image_id, bench_image_id, bench_sim, bench_via_image_id, component FROM dedup_decisions"
+                    " WHERE model_id = ?1 AND decision = 'benchmark' AND bench_collection_id = ?2"
+                    " ORDER BY bench_sim DESC, image_id LIMIT ?3",
+                    model, bench, n_top, 1, 1, tp) != 0 ||
+        bench_pairs(c,
+                    "SELECT image_id, bench_image_id, bench_sim, bench_via_image_id, component FROM dedup_decisions"
+                    " WHERE model_id = ?1 AND decision = 'benchmark' AND bench_collection_id = ?2"
+                    " ORDER BY bench_sim ASC, image_id DESC LIMIT ?3",
+                    model, bench, n_low, removed[0], -1, np) != 0)
+        return -1;
+    return 0;
+}
+
+static int benchmarks_report(catalog *c, int64_t model, double t, int32_t top, cJSON *r)
+{
+    cJSON *arr = cJSON_AddArrayToObject(r, "benchmarks");
+    if (!arr)
+        return oom();
+    /* Ids first: the per-benchmark queries reuse cached statements, so this one must be finished. */
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT id, name FROM collections WHERE role = 'benchmark' ORDER BY name");
+    if (!st)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            sqlite3_reset(st);
+            return oom();
+        }
+        if (jstr(o, "name", col_text(st, 1)) || jnum(o, "collection_id", (double)sqlite3_column_int64(st, 0))) {
+            sqlite3_reset(st);
+            return -1;
+        }
+    }
+    if (rc != SQLITE_DONE)
+        return step_fail(c, st);
+    sqlite3_reset(st);
+    cJSON *o;
+    cJSON_ArrayForEach(o, arr)
+    {
+        int64_t id = (int64_t)cJSON_GetObjectItemCaseSensitive(o, "collection_id")->valuedouble;
+        if (benchmark_report(c, model, id, t, top, o) != 0)
+            return lvd_fail_ctx("benchmark %s", cJSON_GetObjectItemCaseSensitive(o, "name")->valuestring);
+    }
+    return 0;
+}
+
+/* ---- self-dedup ---- */
+
+static int component_rows(catalog *c, const char *sql, int64_t model, int32_t top, cJSON *arr)
+{
+    sqlite3_stmt *st = catalog_stmt(c, sql);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, model);
+    sqlite3_bind_int64(st, 2, top);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            sqlite3_reset(st);
+            return oom();
+        }
+        if (jnum(o, "component", (double)sqlite3_column_int64(st, 0)) ||
+            jnum(o, "size", (double)sqlite3_column_int64(st, 1)) ||
+            jadd(o, "kept", image_obj(c, sqlite3_column_int64(st, 2), 0)) ||
+            jnum(o, "removed_duplicate", (double)sqlite3_column_int64(st, 3)) ||
+            jnum(o, "removed_benchmark", (double)sqlite3_column_int64(st, 4)) || jcol_num(o, "weakest_sim", st, 5) ||
+            jstr(o, "weakest_kind", col_text(st, 6)) ||
+            jadd(o, "weakest_a", image_obj(c, sqlite3_column_int64(st, 7), 0)) ||
+            jadd(o, "weakest_b", image_obj(c, sqlite3_column_int64(st, 8), 0)) ||
+            jcol_num(o, "strongest_sim", st, 9)) {
+            sqlite3_reset(st);
+            return -1;
+        }
+    }
+    if (rc != SQLITE_DONE)
+        return step_fail(c, st);
+    sqlite3_reset(st);
+    return 0;
+}
+
+static int self_pairs(catalog *c, const char *sql, int64_t model, int64_t limit, int64_t rank0, int dir, cJSON *arr)
+{
+    if (limit <= 0)
+        return 0;
+    sqlite3_stmt *st = catalog_stmt(c, sql);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, model);
+    sqlite3_bind_int64(st, 2, limit);
+    int rc;
+    int64_t rank = rank0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            sqlite3_reset(st);
+            return oom();
+        }
+        if (jnum(o, "rank", (double)rank) || jcol_num(o, "sim", st, 2) ||
+            jadd(o, "image", image_obj(c, sqlite3_column_int64(st, 0), 0)) ||
+            jadd(o, "ref", image_obj(c, sqlite3_column_int64(st, 1), 0)) ||
+            jadd(o, "kept", image_obj(c, sqlite3_column_int64(st, 3), 0)) || jcol_num(o, "kept_sim", st, 4) ||
+            jstr(o, "kind", col_text(st, 5)) || jnum(o, "component", (double)sqlite3_column_int64(st, 6))) {
+            sqlite3_reset(st);
+            return -1;
+        }
+        rank += dir;
+    }
+    if (rc != SQLITE_DONE)
+        return step_fail(c, st);
+    sqlite3_reset(st);
+    return 0;
+}
+
+/* Adds {min, max, components, images} to arr. */
+static int size_bucket(cJSON *arr, int64_t lo, int64_t hi, int64_t comps, int64_t imgs)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddItemToArray(arr, o)) {
+        cJSON_Delete(o);
+        return oom();
+    }
+    return jnum(o, "min", (double)lo) || jnum(o, "max", (double)hi) || jnum(o, "components", (double)comps) ||
+                   jnum(o, "images", (double)imgs)
+               ? -1
+               : 0;
+}
+
+/* Component sizes in power-of-two buckets: 1, 2, 3-4, 5-8, ... (only buckets that hold components). */
+static int sizes_report(catalog *c, int64_t model, cJSON *s)
+{
+    cJSON *arr = cJSON_AddArrayToObject(s, "sizes");
+    if (!arr)
+        return oom();
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT size, count(*) FROM dedup_components WHERE model_id = ?1"
+                                       " GROUP BY size ORDER BY size");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, model);
+    int rc;
+    int64_t lo = 0, hi = 0, comps = 0, imgs = 0; /* the open bucket; none while comps == 0 */
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t size = sqlite3_column_int64(st, 0), n = sqlite3_column_int64(st, 1);
+        if (comps > 0 && size > hi) {
+            if (size_bucket(arr, lo, hi, comps, imgs) != 0) {
+                sqlite3_reset(st);
+                return -1;
+            }
+            comps = imgs = 0;
+        }
+        if (comps == 0) {
+            lo = hi = 1;
+            while (size > hi) {
+                lo = hi + 1;
+                hi *= 2;
+            }
+        }
+        comps += n;
+        imgs += n * size;
+    }
+    if (rc != SQLITE_DONE)
+        return step_fail(c, st);
+    sqlite3_reset(st);
+    return comps > 0 ? size_bucket(arr, lo, hi, comps, imgs) : 0;
+}
+
+static int self_report(catalog *c, int64_t model, double t, int32_t top, cJSON *r)
+{
+    cJSON *s = cJSON_AddObjectToObject(r, "self");
+    if (!s)
+        return oom();
+    int64_t v[4], dup[2];
+    if (query_ints(c,
+                   "SELECT count(*), total(size > 1), max(size), total(size) FROM dedup_components"
+                   " WHERE model_id = ?1",
+                   model, 0, v, 4) != 0)
+        return -1;
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT count(*), total(kept_sim IS NOT NULL AND kept_sim <= ?2)"
+                                       " FROM dedup_decisions WHERE model_id = ?1 AND decision = 'duplicate'");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, model);
+    sqlite3_bind_double(st, 2, t);
+    if (sqlite3_step(st) != SQLITE_ROW)
+        return step_fail(c, st);
+    dup[0] = sqlite3_column_int64(st, 0);
+    dup[1] = sqlite3_column_int64(st, 1);
+    sqlite3_reset(st);
+    if (jnum(s, "threshold", t) || jnum(s, "components", (double)v[0]) || jnum(s, "multi_components", (double)v[1]) ||
+        jnum(s, "largest_size", (double)v[2]) || jnum(s, "images", (double)v[3]) || jnum(s, "removed", (double)dup[0]) ||
+        jnum(s, "chained", (double)dup[1]) || sizes_report(c, model, s) != 0)
+        return -1;
+    if (jadd(s, "histogram",
+             hist_query(c, "SELECT min(edge_sim) FROM dedup_decisions WHERE model_id = ?1 AND decision = 'duplicate'",
+                        "SELECT edge_sim FROM dedup_decisions WHERE model_id = ?1 AND decision = 'duplicate'", model,
+                        0, t)) ||
+        jadd(s, "kept_histogram",
+             hist_query(c, "SELECT min(kept_sim) FROM dedup_decisions WHERE model_id = ?1 AND decision = 'duplicate'",
+                        "SELECT kept_sim FROM dedup_decisions WHERE model_id = ?1 AND decision = 'duplicate'", model,
+                        0, t)))
+        return -1;
+    cJSON *largest = cJSON_AddArrayToObject(s, "largest"), *weakest = largest ? cJSON_AddArrayToObject(s, "weakest") : NULL;
+    if (!weakest)
+        return oom();
+    if (component_rows(c,
+                       "SELECT component, size, kept_image_id, removed_duplicate, removed_benchmark, weakest_sim,"
+                       " weakest_kind, weakest_a, weakest_b, strongest_sim FROM dedup_components"
+                       " WHERE model_id = ?1 AND size > 1 ORDER BY size DESC, component LIMIT ?2",
+                       model, top, largest) != 0 ||
+        component_rows(c,
+                       "SELECT component, size, kept_image_id, removed_duplicate, removed_benchmark, weakest_sim,"
+                       " weakest_kind, weakest_a, weakest_b, strongest_sim FROM dedup_components"
+                       " WHERE model_id = ?1 AND size > 1 AND weakest_sim IS NOT NULL"
+                       " ORDER BY weakest_sim, component LIMIT ?2",
+                       model, top, weakest) != 0)
+        return -1;
+    cJSON *tp = cJSON_AddArrayToObject(s, "top_pairs"), *np = tp ? cJSON_AddArrayToObject(s, "threshold_pairs") : NULL;
+    if (!np)
+        return oom();
+    int64_t n_top = dup[0] < top ? dup[0] : top;
+    int64_t n_low = dup[0] - n_top < top ? dup[0] - n_top : top;
+    if (self_pairs(c,
+                   "SELECT image_id, edge_image_id, edge_sim, kept_image_id, kept_sim, edge_kind, component"
+                   " FROM dedup_decisions WHERE model_id = ?1 AND decision = 'duplicate'"
+                   " ORDER BY edge_sim DESC, image_id LIMIT ?2",
+                   model, n_top, 1, 1, tp) != 0 ||
+        self_pairs(c,
+                   "SELECT image_id, edge_image_id, edge_sim, kept_image_id, kept_sim, edge_kind, component"
+                   " FROM dedup_decisions WHERE model_id = ?1 AND decision = 'duplicate'"
+                   " ORDER BY edge_sim ASC, image_id DESC LIMIT ?2",
+                   model, n_low, dup[0], -1, np) != 0)
+        return -1;
+    return 0;
+}
+
+cJSON *audit_report(catalog *c, int64_t model_id, const char *model, int32_t top)
+{
+    if (top < 0)
+        top = 0;
+    /* One read transaction: every number of the report comes from the same committed state. */
+    if (catalog_exec(c, "BEGIN") != 0)
+        return NULL;
+    cJSON *r = cJSON_CreateObject();
+    double t = 0, bt = 0;
+    if (!r || jstr(r, "catalog", catalog_path(c)) || jstr(r, "model", model) || jnum(r, "model_id", (double)model_id) ||
+        jnum(r, "top", top) || params_report(c, model_id, r, &t, &bt) != 0 || pool_report(c, model_id, r) != 0 ||
+        benchmarks_report(c, model_id, bt, top, r) != 0 || self_report(c, model_id, t, top, r) != 0) {
+        if (!r)
+            oom();
+        cJSON_Delete(r);
+        catalog_exec(c, "ROLLBACK");
+        return NULL;
+    }
+    catalog_exec(c, "COMMIT");
+    return r;
+}
+
+/* ---- CSV ---- */
+
+/* One RFC 4180 field: quoted when it holds a comma, quote, CR or LF (or leading/trailing space). */
+static void csv_field(FILE *f, const char *s, int last)
+{
+    if (!s)
+        s = "";
+    size_t n = strlen(s);
+    if (strpbrk(s, ",\"\r\n") || (n && (s[0] == ' ' || s[n - 1] == ' '))) {
+        fputc('"', f);
+        for (const char *p = s; *p; p++) {
+            if (*p == '"')
+                fputc('"', f);
+            fputc(*p, f);
+        }
+        fputc('"', f);
+    } else {
+        fputs(s, f);
+    }
+    fputs(last ? "\r\n" : ",", f);
+}
+
+static const char *jget(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+int audit_csv(catalog *c, int64_t model_id, FILE *f, int64_t *rows)
+{
+    *rows = 0;
+    fputs("image_key,collection,reason,component,ref_key,ref_collection,similarity,ref_similarity,cause_key,"
+          "image_sha256,ref_sha256\r\n",
+          f);
+    /* The removals in one snapshot: ids first (small rows), then keys per row. A read transaction keeps the
+     * list and the lookups consistent while a writer commits. */
+    if (catalog_exec(c, "BEGIN") != 0)
+        return -1;
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT image_id, reason, component, ref_image_id, ref_sim,"
+                                       " cause_image_id, cause_sim, bench_collection_id FROM dedup_removals"
+                                       " WHERE model_id = ?1 ORDER BY reason, image_id");
+    if (!st) {
+        catalog_exec(c, "ROLLBACK");
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, model_id);
+    int rc, bad = 0;
+    while (!bad && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *reason = col_text(st, 1);
+        int is_bench = reason && strcmp(reason, "benchmark") == 0;
+        int64_t bench = is_bench ? sqlite3_column_int64(st, 7) : 0;
+        cJSON *img = image_obj(c, sqlite3_column_int64(st, 0), 0);
+        cJSON *ref = image_obj(c, sqlite3_column_int64(st, 3), bench);
+        cJSON *cause = image_obj(c, sqlite3_column_int64(st, 5), 0);
+        if (!img || !ref || !cause) {
+            bad = 1;
+        } else {
+            char comp[32], sim[32] = "", rsim[32] = "";
+            snprintf(comp, sizeof comp, "%" PRId64, (int64_t)sqlite3_column_int64(st, 2));
+            if (sqlite3_column_type(st, 6) != SQLITE_NULL)
+                snprintf(sim, sizeof sim, "%.6f", sqlite3_column_double(st, 6));
+            if (sqlite3_column_type(st, 4) != SQLITE_NULL)
+                snprintf(rsim, sizeof rsim, "%.6f", sqlite3_column_double(st, 4));
+            csv_field(f, jget(img, "key"), 0);
+            csv_field(f, jget(img, "collection"), 0);
+            csv_field(f, reason, 0);
+            csv_field(f, comp, 0);
+            csv_field(f, jget(ref, "key"), 0);
+            csv_field(f, jget(ref, "collection"), 0);
+            csv_field(f, sim, 0);
+            csv_field(f, rsim, 0);
+            csv_field(f, jget(cause, "key"), 0);
+            csv_field(f, jget(img, "sha256"), 0);
+            csv_field(f, jget(ref, "sha256"), 1);
+            (*rows)++;
+        }
+        cJSON_Delete(img);
+        cJSON_Delete(ref);
+        cJSON_Delete(cause);
+    }
+    if (!bad && rc != SQLITE_DONE) {
+        step_fail(c, st);
+        bad = 1;
+    }
+    sqlite3_reset(st);
+    catalog_exec(c, bad ? "ROLLBACK" : "COMMIT");
+    return bad ? -1 : 0;
+}

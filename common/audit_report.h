@@ -1,0 +1,76 @@
+/* audit_report.h — what lvd-dedup removed and why, read from the catalog (schema 3, catalog-003.sql).
+ *
+ * Read-only: every function only runs SELECTs, so it works on a catalog opened with CATALOG_READONLY while a
+ * stage is writing (WAL readers see the last committed state).
+ *
+ * The report is one cJSON object (what `lvd-audit --json` prints; text and HTML are rendered from it):
+ *   catalog, model, model_id, dedup_runs, last_run, params {k, threshold, benchmark_threshold,
+ *     benchmark_rule, keep_rule, phash_distance, index, fingerprint}, top
+ *   pool {decided, kept, duplicate, benchmark, removed, undecided}
+ *   benchmarks [ per collection of role benchmark, by name:
+ *     {name, images, embedded, threshold, removed, removed_direct, removed_component,
+ *      matches, matched_pool_images, matched_benchmark_images,
+ *      bands [{lo, hi, removed}], histogram {edges [...], counts [...]},
+ *      top_pairs [pair], threshold_pairs [pair]} ]
+ *   self {threshold, components, multi_components, largest_size, images, removed, chained,
+ *     sizes [{min, max, components, images}], histogram {edges, counts}, kept_histogram {edges, counts},
+ *     largest [component], weakest [component], top_pairs [pair], threshold_pairs [pair]}
+ * where
+ *   image     {id, key, collection, sha256}: key and collection of the image's membership in the collection
+ *             concerned (a benchmark image: that benchmark), else of its first pool membership
+ *   pair      benchmark: {rank, sim, image (removed pool image), ref (benchmark image), via (the member whose
+ *             match removed the component, or null when the image matched itself), component};
+ *             self: {rank, sim (the edge that removed it), image (removed duplicate), ref (the other end of
+ *             that edge), kept (the image kept for the component), kept_sim (direct cosine), kind, component}
+ *   component {component, size, kept (image or null), removed_duplicate, removed_benchmark, weakest_sim,
+ *             weakest_kind, weakest_a, weakest_b (images), strongest_sim}
+ * Lists: top_pairs are the `top` removals of highest similarity (descending, ties by image id);
+ * threshold_pairs the removals of lowest similarity, nearest the threshold (ascending), never repeating a
+ * pair of top_pairs, so both together show min(removed, 2 top) removals. largest: components of more than
+ * one image by size (descending); weakest: by weakest_sim (ascending, the most chained first).
+ * Similarity bands (audit_bands) and histogram bins (audit_hist_bins) are lower-inclusive, upper-exclusive;
+ * the last band and bin also hold values at or above their upper edge (cosines of 1 + rounding).
+ */
+#ifndef LVD_AUDIT_REPORT_H
+#define LVD_AUDIT_REPORT_H
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "catalog.h"
+
+#define AUDIT_BANDS_MAX 16
+#define AUDIT_BINS_MAX 64
+
+/* The model whose dedup results to report: name, or NULL for the only model with dedup results. Fails
+ * naming the candidates when none or several exist, or when `name` has no dedup results. *name_out (may be
+ * NULL) gets a malloc'ed copy of the name. */
+int audit_model(catalog *c, const char *name, int64_t *model_id, char **name_out);
+
+/* Band edges for a removal threshold t: t, then every k/10 (k = 1..9) and 0.95 above t, then 1. *n gets
+ * the number of bands (edges has n + 1 values, at most AUDIT_BANDS_MAX + 1). E.g. 0.45 gives 0.45-0.5,
+ * 0.5-0.6, ..., 0.9-0.95, 0.95-1. */
+void audit_bands(double t, double *edges, int32_t *n);
+
+/* Histogram bins for values >= lo_value next to a threshold t: equal widths w (0.01, 0.02, 0.025, 0.05, 0.1
+ * or 0.2, the smallest giving at most 40 bins) from a multiple of w at or below min(lo_value, t) (one bin
+ * lower when t falls on it, so the threshold line never sits on the left axis) up to 1. */
+void audit_hist_bins(double lo_value, double t, double *edges, int32_t *n);
+
+/* Index of the band/bin holding v (see above), or -1 when v is below edges[0]. */
+int32_t audit_bin_of(const double *edges, int32_t n, double v);
+
+/* Builds the report of model_id (named model) with `top` pairs per list (>= 0). NULL on failure. */
+cJSON *audit_report(catalog *c, int64_t model_id, const char *model, int32_t top);
+
+/* Writes every removal of model_id as CSV (RFC 4180, header line first), ordered by reason then image id:
+ *   image_key, collection, reason, component, ref_key, ref_collection, similarity, ref_similarity,
+ *   cause_key, image_sha256, ref_sha256
+ * reason is 'duplicate' or 'benchmark'. ref: the kept image (duplicate) or the benchmark image matched
+ * (benchmark; ref_collection is the benchmark). similarity: the cosine of the edge that removed the image,
+ * whose pool end is cause_key (duplicate: its strongest edge into the component; benchmark: the member whose
+ * match removed it, usually itself). ref_similarity: the direct cosine to ref. *rows gets the row count. */
+int audit_csv(catalog *c, int64_t model_id, FILE *f, int64_t *rows);
+
+#endif

@@ -1,0 +1,401 @@
+/* lvd_audit.c — lvd-audit: what lvd-dedup removed and why, per benchmark and for self-dedup.
+ *
+ * Read-only: the catalog is opened with CATALOG_READONLY (never created, migrated or locked for writing), and
+ * every query runs inside one read transaction, so an audit taken while lvd-dedup commits sees one consistent
+ * state. The report is built once (audit_report.h); --json prints it, the text summary and the HTML page are
+ * rendered from it, and --csv streams every removal from the same catalog.
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "audit_html.h"
+#include "audit_report.h"
+#include "catalog.h"
+#include "cli.h"
+#include "opts.h"
+
+#define PROG "lvd-audit"
+#define KEY_SHOWN 40 /* characters of an image key in a text table */
+
+static const char usage[] =
+    "Usage: lvd-audit --work DIR [--model NAME] [--top N] [--json] [--csv FILE] [--html DIR]\n"
+    "Shows what lvd-dedup removed and why: per benchmark collection, the pool images removed by similarity\n"
+    "band and the top pairs (pool image, benchmark image, similarity) with the threshold used; for self-dedup,\n"
+    "the components by size, the largest, those with the weakest links (transitive chaining), and the\n"
+    "removed duplicates beside the image they were joined to. Read-only: it never writes the catalog.\n\n"
+    "  --model NAME      the embedding model whose dedup to audit (default: the only one with dedup results)\n"
+    "  --top N           pairs per list and components per table (50); each section lists the N pairs of\n"
+    "                    highest similarity, then up to N more nearest the threshold\n"
+    "  --json            print the report as one JSON object instead of the text summary\n"
+    "  --csv FILE        write every removal to FILE ('-': stdout, instead of the summary): image_key,\n"
+    "                    collection, reason, component, ref_key (kept or benchmark image), ref_collection,\n"
+    "                    similarity (of the edge that removed it), ref_similarity, cause_key, image_sha256,\n"
+    "                    ref_sha256\n"
+    "  --html DIR        write DIR/index.html with side-by-side thumbnails (DIR/thumbs/) and histograms;\n"
+    "                    self-contained (no external URLs). WORK/reports/audit/ is a good place for it\n"
+    "  --thumb-size PX   longest side of the thumbnails (192)\n"
+    "  --config FILE.yaml  --quiet | --verbose  --version  --help\n";
+
+enum { OPT_MODEL = OPT_FIRST_STAGE_OPTION, OPT_TOP, OPT_CSV, OPT_HTML, OPT_THUMB };
+
+/* ---- report access ---- */
+
+static const cJSON *jget(const cJSON *o, const char *key) { return cJSON_GetObjectItemCaseSensitive(o, key); }
+
+static int64_t jint(const cJSON *o, const char *key)
+{
+    const cJSON *v = jget(o, key);
+    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+}
+
+static double jnum(const cJSON *o, const char *key)
+{
+    const cJSON *v = jget(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static const char *jtext(const cJSON *o, const char *key)
+{
+    const cJSON *v = jget(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* ---- text ---- */
+
+/* s with control bytes shown as '?', cut at max bytes (with "..."); NULL shows as "-". Returns bytes shown. */
+static size_t put_clean(FILE *f, const char *s, size_t max)
+{
+    if (!s)
+        s = "-";
+    size_t n = strlen(s), shown = n > max ? max - 3 : n;
+    for (size_t i = 0; i < shown; i++)
+        fputc((unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i], f);
+    if (shown < n) {
+        fputs("...", f);
+        shown += 3;
+    }
+    return shown;
+}
+
+/* An image's key padded to width. */
+static void put_key(FILE *f, const cJSON *img, int width)
+{
+    size_t n = put_clean(f, cJSON_IsObject(img) ? jtext(img, "key") : NULL, (size_t)width);
+    for (size_t i = n; i < (size_t)width; i++)
+        fputc(' ', f);
+}
+
+static void put_sim(FILE *f, double v)
+{
+    if (isnan(v))
+        fputs("     -", f);
+    else
+        fprintf(f, "%6.4f", v);
+}
+
+static void print_pairs(FILE *f, const cJSON *list, int self)
+{
+    const cJSON *p;
+    cJSON_ArrayForEach(p, list)
+    {
+        fprintf(f, "    %5" PRId64 "  ", jint(p, "rank"));
+        put_sim(f, jnum(p, "sim"));
+        fputs("  ", f);
+        put_key(f, jget(p, "image"), KEY_SHOWN);
+        fputs("  ", f);
+        put_key(f, jget(p, "ref"), KEY_SHOWN);
+        if (self) {
+            const cJSON *kept = jget(p, "kept");
+            if (cJSON_IsObject(kept) && jint(kept, "id") != jint(jget(p, "ref"), "id")) {
+                fputs("  kept ", f);
+                put_clean(f, jtext(kept, "key"), KEY_SHOWN);
+                fprintf(f, " (%.4f)", jnum(p, "kept_sim"));
+            }
+            if (jtext(p, "kind") && strcmp(jtext(p, "kind"), "knn") != 0) {
+                fputs("  [", f);
+                put_clean(f, jtext(p, "kind"), 8);
+                fputc(']', f);
+            }
+        } else if (cJSON_IsObject(jget(p, "via"))) {
+            fputs("  via ", f);
+            put_clean(f, jtext(jget(p, "via"), "key"), KEY_SHOWN);
+        }
+        fputc('\n', f);
+    }
+}
+
+static void print_pair_lists(FILE *f, const cJSON *s, int self, const char *what)
+{
+    if (cJSON_GetArraySize(jget(s, "top_pairs")) == 0)
+        return;
+    fprintf(f, "  top pairs (highest similarity first)\n    %5s  %6s  %-*s  %-*s\n", "rank", "sim", KEY_SHOWN,
+            self ? "removed duplicate" : "removed pool image", KEY_SHOWN, what);
+    print_pairs(f, jget(s, "top_pairs"), self);
+    if (cJSON_GetArraySize(jget(s, "threshold_pairs")) > 0) {
+        fputs("  nearest the threshold (lowest similarity first)\n", f);
+        print_pairs(f, jget(s, "threshold_pairs"), self);
+    }
+}
+
+static void print_benchmark(FILE *f, const cJSON *b, const cJSON *params)
+{
+    fputs("\nbenchmark ", f);
+    put_clean(f, jtext(b, "name"), 200);
+    fprintf(f, " (%" PRId64 " images, %" PRId64 " embedded)\n", jint(b, "images"), jint(b, "embedded"));
+    fprintf(f, "  threshold  cosine > %.4g, rule ", jnum(b, "threshold"));
+    put_clean(f, jtext(params, "benchmark_rule"), 16);
+    fprintf(f, "\n  removed    %" PRId64 " pool images (%" PRId64 " matched themselves, %" PRId64
+               " with their component)\n",
+            jint(b, "removed"), jint(b, "removed_direct"), jint(b, "removed_component"));
+    fprintf(f, "  matches    %" PRId64 " pairs above the threshold: %" PRId64 " pool images, %" PRId64
+               " benchmark images\n",
+            jint(b, "matches"), jint(b, "matched_pool_images"), jint(b, "matched_benchmark_images"));
+    fputs("  band            removed\n", f);
+    const cJSON *band;
+    cJSON_ArrayForEach(band, jget(b, "bands"))
+    {
+        char label[48];
+        snprintf(label, sizeof label, "%.4g-%.4g", jnum(band, "lo"), jnum(band, "hi"));
+        fprintf(f, "  %-14s %8" PRId64 "\n", label, jint(band, "removed"));
+    }
+    print_pair_lists(f, b, 0, "benchmark image");
+}
+
+static void print_components(FILE *f, const cJSON *list, int weakest)
+{
+    fprintf(f, "    %10s  %6s  %7s  %7s  %-*s", "component", "size", "weakest", "strong", KEY_SHOWN, "kept");
+    if (weakest)
+        fputs("  weakest link between", f);
+    fputc('\n', f);
+    const cJSON *o;
+    cJSON_ArrayForEach(o, list)
+    {
+        fprintf(f, "    %10" PRId64 "  %6" PRId64 "  ", jint(o, "component"), jint(o, "size"));
+        put_sim(f, jnum(o, "weakest_sim"));
+        fputs("   ", f);
+        put_sim(f, jnum(o, "strongest_sim"));
+        fputs("   ", f);
+        put_key(f, jget(o, "kept"), KEY_SHOWN);
+        if (weakest) {
+            fputs("  ", f);
+            put_clean(f, jtext(jget(o, "weakest_a"), "key"), KEY_SHOWN);
+            fputs(" ~ ", f);
+            put_clean(f, jtext(jget(o, "weakest_b"), "key"), KEY_SHOWN);
+            if (jtext(o, "weakest_kind") && strcmp(jtext(o, "weakest_kind"), "knn") != 0) {
+                fputs(" [", f);
+                put_clean(f, jtext(o, "weakest_kind"), 8);
+                fputc(']', f);
+            }
+        }
+        fputc('\n', f);
+    }
+}
+
+static void print_self(FILE *f, const cJSON *s)
+{
+    fprintf(f, "\nself-dedup (threshold: cosine > %.4g)\n", jnum(s, "threshold"));
+    fprintf(f, "  components %" PRId64 " over %" PRId64 " pool images; %" PRId64 " with more than one image, the "
+               "largest %" PRId64 "\n",
+            jint(s, "components"), jint(s, "images"), jint(s, "multi_components"), jint(s, "largest_size"));
+    fprintf(f, "  removed    %" PRId64 " duplicates; %" PRId64 " of them at or below the threshold from the image "
+               "kept (chaining)\n",
+            jint(s, "removed"), jint(s, "chained"));
+    fputs("  size        components      images\n", f);
+    const cJSON *o;
+    cJSON_ArrayForEach(o, jget(s, "sizes"))
+    {
+        char label[48];
+        if (jint(o, "min") == jint(o, "max"))
+            snprintf(label, sizeof label, "%" PRId64, jint(o, "min"));
+        else
+            snprintf(label, sizeof label, "%" PRId64 "-%" PRId64, jint(o, "min"), jint(o, "max"));
+        fprintf(f, "  %-10s %11" PRId64 " %11" PRId64 "\n", label, jint(o, "components"), jint(o, "images"));
+    }
+    if (cJSON_GetArraySize(jget(s, "largest")) > 0) {
+        fputs("  largest components\n", f);
+        print_components(f, jget(s, "largest"), 0);
+    }
+    if (cJSON_GetArraySize(jget(s, "weakest")) > 0) {
+        fputs("  weakest links (most chained first)\n", f);
+        print_components(f, jget(s, "weakest"), 1);
+    }
+    print_pair_lists(f, s, 1, "joined by its edge to");
+}
+
+static void print_text(FILE *f, const cJSON *r)
+{
+    const cJSON *params = jget(r, "params"), *pool = jget(r, "pool");
+    fputs("catalog  ", f);
+    put_clean(f, jtext(r, "catalog"), 4096);
+    fputs("\nmodel    ", f);
+    put_clean(f, jtext(r, "model"), 200);
+    fprintf(f, " (%" PRId64 " dedup run%s, last ", jint(r, "dedup_runs"), jint(r, "dedup_runs") == 1 ? "" : "s");
+    put_clean(f, jtext(r, "last_run"), 40);
+    fprintf(f, ")\nparams   k %" PRId64 ", threshold %.4g, benchmark threshold %.4g (rule ", jint(params, "k"),
+            jnum(params, "threshold"), jnum(params, "benchmark_threshold"));
+    put_clean(f, jtext(params, "benchmark_rule"), 16);
+    fputs("), keep ", f);
+    put_clean(f, jtext(params, "keep_rule"), 32);
+    if (cJSON_IsNumber(jget(params, "phash_distance")))
+        fprintf(f, ", pHash distance <= %" PRId64, jint(params, "phash_distance"));
+    fputs("\nindex    ", f);
+    put_clean(f, jtext(params, "index"), 200);
+    fprintf(f, "\npool     %" PRId64 " decided: %" PRId64 " kept, %" PRId64 " duplicate, %" PRId64
+               " benchmark; %" PRId64 " not decided yet\n",
+            jint(pool, "decided"), jint(pool, "kept"), jint(pool, "duplicate"), jint(pool, "benchmark"),
+            jint(pool, "undecided"));
+    const cJSON *b;
+    cJSON_ArrayForEach(b, jget(r, "benchmarks")) print_benchmark(f, b, params);
+    if (cJSON_GetArraySize(jget(r, "benchmarks")) == 0)
+        fputs("\nno benchmark collections\n", f);
+    print_self(f, jget(r, "self"));
+}
+
+/* ---- main ---- */
+
+static int write_csv(catalog *c, int64_t model_id, const char *path, int64_t *rows)
+{
+    int to_stdout = strcmp(path, "-") == 0;
+    char tmp[4200];
+    if (!to_stdout && snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return lvd_fail("%s: path too long", path);
+    FILE *f = to_stdout ? stdout : fopen(tmp, "w");
+    if (!f)
+        return lvd_fail_errno("cannot create %s", tmp);
+    int rc = audit_csv(c, model_id, f, rows);
+    if (to_stdout)
+        return rc;
+    if (ferror(f) | (fclose(f) != 0) && rc == 0)
+        rc = lvd_fail_errno("writing %s", tmp);
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = lvd_fail_errno("renaming %s to %s", tmp, path);
+    if (rc != 0)
+        remove(tmp);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    int ac;
+    char **av;
+    cli_begin(PROG, argc, argv, &ac, &av);
+    static const struct option longopts[] = {
+        CLI_COMMON_OPTIONS,
+        {"model", required_argument, NULL, OPT_MODEL},
+        {"top", required_argument, NULL, OPT_TOP},
+        {"csv", required_argument, NULL, OPT_CSV},
+        {"html", required_argument, NULL, OPT_HTML},
+        {"thumb-size", required_argument, NULL, OPT_THUMB},
+        {NULL, 0, NULL, 0}};
+    const char *work = NULL, *model = NULL, *csv = NULL, *html = NULL;
+    int json = 0, opt;
+    int64_t top = 50, thumb = 192;
+    opterr = 0;
+    while ((opt = getopt_long(ac, av, ":h", longopts, NULL)) != -1) {
+        if (cli_common(opt, PROG, usage, &work, &json))
+            continue;
+        int bad = 0;
+        switch (opt) {
+        case OPT_MODEL: model = optarg; break;
+        case OPT_TOP: bad = opt_int("--top", optarg, 0, 1000000, &top); break;
+        case OPT_CSV: csv = optarg; break;
+        case OPT_HTML: html = optarg; break;
+        case OPT_THUMB: bad = opt_int("--thumb-size", optarg, 16, 1024, &thumb); break;
+        case ':': {
+            char msg[200];
+            snprintf(msg, sizeof msg, "option %.100s needs a value", av[optind - 1]);
+            cli_usage_error(PROG, msg);
+        } break;
+        default: {
+            char msg[200];
+            snprintf(msg, sizeof msg, "unknown option %.100s", av[optind - 1]);
+            cli_usage_error(PROG, msg);
+        }
+        }
+        if (bad)
+            cli_usage_error(PROG, lvd_errmsg());
+    }
+    if (!work || !work[0])
+        cli_usage_error(PROG, "--work DIR is required");
+    if (optind < ac) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "unexpected argument '%.100s'", av[optind]);
+        cli_usage_error(PROG, msg);
+    }
+    if (csv && !csv[0])
+        cli_usage_error(PROG, "--csv needs a file name ('-' for stdout)");
+    if (html && !html[0])
+        cli_usage_error(PROG, "--html needs a directory");
+    if (csv && strcmp(csv, "-") == 0 && json)
+        cli_usage_error(PROG, "--csv - and --json both want stdout; write the CSV to a file");
+
+    char *path = NULL;
+    if (asprintf(&path, "%s/catalog.db", work) < 0) {
+        log_error("out of memory");
+        return EXIT_FAIL;
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        log_error("%s: no catalog here (%s); is --work the right directory?", path, strerror(errno));
+        free(path);
+        return EXIT_FAIL;
+    }
+    catalog *c = NULL;
+    cJSON *report = NULL;
+    char *name = NULL;
+    int64_t model_id = 0, rows = 0;
+    int rc = EXIT_OK;
+    if (catalog_open(&c, path, CATALOG_READONLY) != 0 || audit_model(c, model, &model_id, &name) != 0 ||
+        !(report = audit_report(c, model_id, name, (int32_t)top))) {
+        log_error("%s", lvd_errmsg());
+        rc = EXIT_FAIL;
+        goto done;
+    }
+    if (csv) {
+        if (write_csv(c, model_id, csv, &rows) != 0) {
+            log_error("%s", lvd_errmsg());
+            rc = EXIT_FAIL;
+            goto done;
+        }
+        if (strcmp(csv, "-") != 0)
+            log_info("wrote %" PRId64 " removals to %s", rows, csv);
+    }
+    if (html) {
+        audit_html_stats hs;
+        if (audit_html_write(c, work, report, html, (uint32_t)thumb, &hs) != 0) {
+            log_error("%s", lvd_errmsg());
+            rc = EXIT_FAIL;
+            goto done;
+        }
+        log_info("wrote %s/index.html: %" PRId64 " pairs, %" PRId64 " thumbnails%s", html, hs.pairs, hs.thumbs,
+                 hs.thumbs_failed ? " (some images without a thumbnail, see the warnings)" : "");
+    }
+    if (json) {
+        char *text = cJSON_Print(report);
+        if (!text) {
+            log_error("out of memory printing the report");
+            rc = EXIT_FAIL;
+            goto done;
+        }
+        printf("%s\n", text);
+        cJSON_free(text);
+    } else if (!(csv && strcmp(csv, "-") == 0)) {
+        print_text(stdout, report);
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        log_error("writing to stdout: %s", strerror(errno));
+        rc = EXIT_FAIL;
+    }
+done:
+    cJSON_Delete(report);
+    free(name);
+    catalog_close(c);
+    free(path);
+    return rc;
+}

@@ -1,0 +1,688 @@
+"""lvd-audit on a work directory with real dedup results: real pictures (Fashion-MNIST via scripts/fixtures.py)
+imported, decoded and given controlled embeddings (lvd-embed --import), deduplicated by lvd-dedup. The
+embeddings are built from orthonormal directions so that the similarities are known: near duplicates of the
+pool at 0.62..0.97, a chain of three pool images (0.8, 0.8, but 0.3 end to end), and benchmark images
+matching pool images at 0.47..0.99, one of them through a component.
+
+Every expectation is computed here from the catalog with sqlite3 (bands, orders, counts, keys), never from
+lvd-audit's own output. The HTML page is loaded in headless Chromium (through chromedriver's WebDriver HTTP
+API, with urllib): pairs are counted in the DOM after its script ran, every thumbnail must have decoded
+(naturalWidth > 0), and the screenshot must not be blank.
+"""
+import base64
+import csv
+import io
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+import numpy as np
+from PIL import Image
+
+from lvdtest import WorkTestCase, db, exe, run
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "scripts"))
+import fixtures  # noqa: E402
+
+DIM = 96
+THRESHOLD = 0.6
+BENCH_THRESHOLD = 0.45
+ODD_NAME = 'odd, <b>&amp; "key".jpg'  # a pool file name that needs escaping in HTML and quoting in CSV
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+class Basis:
+    """Hands out orthonormal directions of R^DIM, so constructed cosines are exact."""
+
+    def __init__(self):
+        self.next = 0
+
+    def new(self):
+        v = np.zeros(DIM, dtype=np.float64)
+        v[self.next] = 1.0
+        self.next += 1
+        return v
+
+    def near(self, anchor, s):
+        """A unit vector whose cosine to the unit vector anchor is s."""
+        return s * anchor + math.sqrt(1.0 - s * s) * self.new()
+
+
+def build_files(base):
+    """Pool and two benchmark folders; returns (pool_dir, {bench: dir}, plan) where plan maps file names to
+    their embeddings."""
+    files = os.path.join(base, "pool")
+    pool = fixtures.write_pool(files, 24, seed=5, formats=("jpg", "webp", "png"), dup_exact=0, dup_near=6)
+    origs = [p for p in pool if p["kind"] == "orig"]
+    nears = [p for p in pool if p["kind"] == "near_dup"]
+    B = Basis()
+    vec = {p["name"]: B.new() for p in origs}
+    # Near duplicates at decreasing similarity to their original; one gets a name that needs escaping.
+    for p, s in zip(nears, (0.97, 0.9, 0.8, 0.7, 0.65, 0.62)):
+        vec[p["name"]] = B.near(vec[p["dup_of"]], s)
+    odd = nears[2]
+    os.rename(odd["path"], os.path.join(files, ODD_NAME))
+    vec[ODD_NAME] = vec.pop(odd["name"])
+    with_near = {p["dup_of"] for p in nears}
+    free = [p for p in origs if p["name"] not in with_near]
+    # A chain: a~b 0.8, b~c 0.8, a~c 0.3: one component through b only.
+    a, b, c = free[0]["name"], free[1]["name"], free[2]["name"]
+    e1, e2, e3 = B.new(), B.new(), B.new()
+    vec[a] = e1
+    vec[b] = 0.8 * e1 + 0.6 * e2
+    cb = (0.8 - 0.8 * 0.3) / 0.6
+    vec[c] = 0.3 * e1 + cb * e2 + math.sqrt(1 - 0.09 - cb * cb) * e3
+    # A pair of duplicates (0.75) of which only one matches a benchmark image (0.5; the other 0.375): the
+    # component rule removes the other through it.
+    vec[free[10]["name"]] = B.near(vec[free[9]["name"]], 0.75)
+    # Benchmarks: the same pictures at another size (they look alike), plus unrelated ones.
+    benches = {}
+    plan = {}
+    for name, targets in (("bench-a", [(free[3], 0.99), (free[4], 0.83), (free[5], 0.55), (free[6], 0.47)]),
+                          ("bench-b", [(nears[0]["dup_of"], 0.7), (free[7], 0.6), (free[8], 0.46), (free[9], 0.5)])):
+        d = os.path.join(base, name)
+        os.makedirs(d)
+        bvec = {}
+        for k, (t, s) in enumerate(targets):
+            t = next(p for p in origs if p["name"] == t) if isinstance(t, str) else t
+            fn = "%s_%d.png" % (name, k)
+            fixtures.picture(t["index"], t["split"], (t["width"] + 37, t["height"] + 21)).save(os.path.join(d, fn))
+            bvec[fn] = B.near(vec[t["name"]], s)
+        for k, idx in enumerate((3, 9) if name == "bench-a" else (4, 12)):
+            fn = "%s_own_%d.png" % (name, k)
+            fixtures.picture(idx, "t10k", (120 + 30 * k, 140)).save(os.path.join(d, fn))
+            bvec[fn] = B.new()
+        benches[name] = d
+        plan[name] = bvec
+    plan["pool"] = vec
+    return files, benches, plan
+
+
+def import_embeddings(work, tmp, plan, name="ctl"):
+    """The pool's rows through lvd-embed --import. lvd-embed ties a model name to the SHA-256 of one imported
+    file and imports one collection per run, so the benchmarks' rows of the same model are added the way
+    lvd-embed lays them out: an .npy under embeddings/<model>/<collection>/ and one catalog row per image."""
+    e, k = os.path.join(tmp, "%s-pool.npy" % name), os.path.join(tmp, "%s-pool.txt" % name)
+    keys = sorted(plan["pool"])
+    np.save(e, np.stack([plan["pool"][key] for key in keys]).astype(np.float32))
+    with open(k, "w") as f:
+        f.write("".join(key + "\n" for key in keys))
+    run("lvd-embed", "--work", work, "--collection", "pool", "--import", e, "--keys", k, "--name", name, "--quiet")
+    con = sqlite3.connect(os.path.join(work, "catalog.db"))
+    mid = con.execute("SELECT id FROM models WHERE name = ?", (name,)).fetchone()[0]
+    for coll in sorted(c for c in plan if c != "pool"):
+        keys = sorted(plan[coll])
+        rel = "embeddings/%s/%s/part-000000.npy" % (name, coll)
+        os.makedirs(os.path.dirname(os.path.join(work, rel)), exist_ok=True)
+        np.save(os.path.join(work, rel), np.stack([plan[coll][key] for key in keys]).astype(np.float32))
+        for row, key in enumerate(keys):
+            iid = con.execute("SELECT m.image_id FROM members m JOIN collections c ON c.id = m.collection_id"
+                              " WHERE c.name = ? AND m.key = ?", (coll, key)).fetchone()[0]
+            con.execute("INSERT INTO embeddings (model_id, image_id, file, row) VALUES (?, ?, ?, ?)",
+                        (mid, iid, rel, row))
+    con.commit()
+    con.close()
+
+
+# ---- fallback dedup (only when lvd-dedup is not built): the rows lvd-dedup writes, per catalog-003.sql ----
+
+def sql_dedup(work, model, t, bt):
+    """Exact dedup of `model` written straight into the catalog: component rule, keep rule 'pixels'."""
+    con = sqlite3.connect(os.path.join(work, "catalog.db"))
+    mid = con.execute("SELECT id FROM models WHERE name = ?", (model,)).fetchone()[0]
+    rows = con.execute("SELECT e.image_id, e.file, e.row, c.role, c.id, d.width * d.height FROM embeddings e"
+                       " JOIN members m ON m.image_id = e.image_id JOIN collections c ON c.id = m.collection_id"
+                       " JOIN decodes d ON d.image_id = e.image_id WHERE e.model_id = ? AND d.status = 'ok'",
+                       (mid,)).fetchall()
+    arrays, vec, pool, bench, pixels = {}, {}, [], {}, {}
+    for iid, f, r, role, cid, px in rows:
+        if f not in arrays:
+            arrays[f] = np.load(os.path.join(work, f)).astype(np.float64)
+        vec[iid] = arrays[f][r]
+        if role == "pool":
+            pool.append(iid)
+            pixels[iid] = px
+        elif role == "benchmark":
+            bench.setdefault(cid, []).append(iid)
+    pool = sorted(set(pool))
+    sim = lambda i, j: float(np.dot(vec[i], vec[j]))  # noqa: E731
+    edges = [(sim(i, j), i, j) for n, i in enumerate(pool) for j in pool[n + 1:] if sim(i, j) > t]
+    parent = {i: i for i in pool}
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    forest = []
+    for s, i, j in sorted(edges, key=lambda e: (-e[0], e[1], e[2])):
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+            forest.append((s, i, j))
+    comp = {i: min(m for m in pool if find(m) == find(i)) for i in pool}
+    matches = [(i, cid, b, sim(i, b)) for i in pool for cid, bs in bench.items() for b in bs if sim(i, b) > bt]
+    now = "2026-01-01T00:00:00.000Z"
+    cur = con.cursor()
+    cur.execute("INSERT INTO runs (stage, params, fingerprint, started_at, finished_at, status)"
+                " VALUES ('dedup', '{}', 'f', ?, ?, 'done')", (now, now))
+    run_id = cur.lastrowid
+    cur.execute("INSERT INTO dedup_runs (run_id, model_id, fingerprint, k, threshold, benchmark_threshold,"
+                " benchmark_rule, keep_rule, phash_distance, index_desc, created_at)"
+                " VALUES (?, ?, 'f', 64, ?, ?, 'component', 'pixels', NULL, 'exact (test fixture)', ?)",
+                (run_id, mid, t, bt, now))
+    dr = cur.lastrowid
+    for s, i, j in edges:
+        cur.execute("INSERT INTO dedup_edges VALUES (?, ?, ?, ?, 'knn', NULL, ?)", (mid, i, j, s, dr))
+    for i, cid, b, s in matches:
+        cur.execute("INSERT INTO dedup_benchmark_matches VALUES (?, ?, ?, ?, ?, ?)", (mid, i, cid, b, s, dr))
+    for c in sorted(set(comp.values())):
+        members = [i for i in pool if comp[i] == c]
+        own = {i: max(((s, -b, cid, b) for (m, cid, b, s) in matches if m == i), default=None) for i in members}
+        best = max(((v, i) for i, v in own.items() if v), default=None)
+        kept = None if best else sorted(members, key=lambda i: (-pixels[i], i))[0]
+        inner = [e for e in edges if comp[e[1]] == c]
+        tree = [e for e in forest if comp[e[1]] == c]
+        weak = min(tree, key=lambda e: (e[0], e[1], e[2])) if tree else None
+        for i in members:
+            ie = [(s, -(j if a == i else a), j if a == i else a) for s, a, j in inner if i in (a, j)]
+            strongest = max(ie) if ie else None
+            mine = own[i] if own[i] else (best[0] if best else None)
+            via = i if own[i] else (best[1] if best else None)
+            decision = "kept" if i == kept else ("benchmark" if best else "duplicate")
+            cur.execute("INSERT INTO dedup_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'knn', ?, ?, ?, ?, ?)",
+                        (mid, i, decision, c, kept, sim(i, kept) if kept else None,
+                         strongest[2] if strongest else None, strongest[0] if strongest else None,
+                         mine[3] if mine else None, mine[2] if mine else None, mine[0] if mine else None,
+                         via if mine else None, dr))
+        cur.execute("INSERT INTO dedup_components VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (mid, c, len(members), kept, len(members) - 1 if kept else 0, 0 if kept else len(members),
+                     weak[0] if weak else None, weak[1] if weak else None, weak[2] if weak else None,
+                     "knn" if weak else None, max(e[0] for e in inner) if inner else None,
+                     best[0][3] if best else None, best[1] if best else None, best[0][0] if best else None, dr))
+    con.commit()
+    con.close()
+
+
+def dedup(work, model="ctl"):
+    if os.path.exists(exe("lvd-dedup")):
+        run("lvd-dedup", "--work", work, "--model", model, "--threshold", THRESHOLD, "--benchmark-threshold",
+            BENCH_THRESHOLD, "--quiet")
+        return "lvd-dedup"
+    sql_dedup(work, model, THRESHOLD, BENCH_THRESHOLD)
+    return "sql"
+
+
+# ---- what the catalog holds, independently of lvd-audit ----
+
+def bands_of(t):
+    edges = [t] + [k / 10.0 for k in range(1, 10) if k / 10.0 > t] + ([0.95] if 0.95 > t else []) + [1.0]
+    return edges
+
+
+def band_index(edges, v):
+    if v < edges[0]:
+        return -1
+    i = len(edges) - 2
+    while i > 0 and v < edges[i]:
+        i -= 1
+    return i
+
+
+class Catalog:
+    """Reads what lvd-audit should report straight from the dedup tables."""
+
+    def __init__(self, work, model="ctl"):
+        self.con = db(work)
+        self.mid = self.con.execute("SELECT id FROM models WHERE name = ?", (model,)).fetchone()[0]
+
+    def key(self, iid, prefer=None):
+        """(key, collection) of image iid in collection `prefer`, else its first pool membership."""
+        if iid is None:
+            return None
+        rows = self.con.execute("SELECT m.collection_id, m.key, c.name, c.role FROM members m JOIN collections c"
+                                " ON c.id = m.collection_id WHERE m.image_id = ?", (iid,)).fetchall()
+        rows.sort(key=lambda r: (r[0] != prefer, r[3] != "pool", r[0], r[1]))
+        return (rows[0][1], rows[0][2])
+
+    def params(self):
+        return self.con.execute("SELECT threshold, benchmark_threshold FROM dedup_runs WHERE model_id = ?"
+                                " ORDER BY id DESC LIMIT 1", (self.mid,)).fetchone()
+
+    def benchmarks(self):
+        return self.con.execute("SELECT id, name FROM collections WHERE role = 'benchmark' ORDER BY name").fetchall()
+
+    def bench_removals(self, cid):
+        """[(image_id, bench_image_id, bench_sim, via)] sorted by similarity descending, then image id."""
+        rows = self.con.execute("SELECT image_id, bench_image_id, bench_sim, bench_via_image_id FROM dedup_decisions"
+                                " WHERE model_id = ? AND decision = 'benchmark' AND bench_collection_id = ?",
+                                (self.mid, cid)).fetchall()
+        return sorted(rows, key=lambda r: (-r[2], r[0]))
+
+    def duplicates(self):
+        rows = self.con.execute("SELECT image_id, edge_image_id, edge_sim, kept_image_id, kept_sim FROM"
+                                " dedup_decisions WHERE model_id = ? AND decision = 'duplicate'",
+                                (self.mid,)).fetchall()
+        return sorted(rows, key=lambda r: (-r[2], r[0]))
+
+    def components(self):
+        return self.con.execute("SELECT component, size, weakest_sim, kept_image_id FROM dedup_components"
+                                " WHERE model_id = ?", (self.mid,)).fetchall()
+
+    def removals(self):
+        return self.con.execute("SELECT image_id, reason, component, ref_image_id, ref_sim, cause_image_id,"
+                                " cause_sim, bench_collection_id FROM dedup_removals WHERE model_id = ?",
+                                (self.mid,)).fetchall()
+
+
+def split_pairs(rows, top):
+    """The top list and the nearest-the-threshold list (lowest first) of rows sorted descending."""
+    n_top = min(len(rows), top)
+    n_low = min(len(rows) - n_top, top)
+    return rows[:n_top], list(reversed(rows))[:n_low]
+
+
+# ---- headless Chromium ----
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class WebDriver:
+    """A chromedriver process and one headless Chromium session, driven over the W3C WebDriver HTTP API."""
+
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.log = open(os.path.join(tmp, "chromedriver.log"), "w")
+        self.proc = subprocess.Popen([CHROMEDRIVER, "--port=%d" % self.port], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        self.base = "http://127.0.0.1:%d" % self.port
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if self.call("GET", "/status")["value"].get("ready"):
+                    break
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError("chromedriver did not become ready")
+            time.sleep(0.1)
+        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless", "--disable-gpu", "--no-sandbox", "--window-size=1200,900",
+                     "--user-data-dir=" + os.path.join(tmp, "chrome-profile")]}}}}
+        try:
+            self.session = self.call("POST", "/session", caps, timeout=60)["value"]["sessionId"]
+        except Exception:
+            self.close()
+            raise
+
+    def call(self, method, path, body=None, timeout=30):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise AssertionError("WebDriver %s %s: %s" % (method, path, e.read()[:2000]))
+
+    def s(self, method, path, body=None):
+        return self.call(method, "/session/%s%s" % (self.session, path), body)["value"]
+
+    def js(self, script):
+        return self.s("POST", "/execute/sync", {"script": script, "args": []})
+
+    def close(self):
+        if getattr(self, "session", None):
+            try:
+                self.call("DELETE", "/session/" + self.session)
+            except Exception:
+                pass
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def chromium_starts(tmp):
+    """None if headless Chromium renders a trivial page, else why not."""
+    if not CHROMIUM:
+        return "chromium is not installed (scripts/bootstrap.sh installs it)"
+    page = os.path.join(tmp, "probe.html")
+    with open(page, "w") as f:
+        f.write("<p id=probe>ok</p>")
+    try:
+        p = subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox",
+                            "--user-data-dir=" + os.path.join(tmp, "probe-profile"), "--dump-dom",
+                            "file://" + page], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "chromium cannot start: %s" % e
+    if 'id="probe"' not in p.stdout:
+        return "chromium cannot start: exit %d, %s" % (p.returncode, p.stderr[-500:])
+    return None
+
+
+class AuditTest(WorkTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.base = tempfile.mkdtemp(prefix="lvd-it-audit-")
+        try:
+            cls.build_work()
+        except BaseException:
+            shutil.rmtree(cls.base, ignore_errors=True)
+            raise
+
+    @classmethod
+    def build_work(cls):
+        files, benches, cls.plan = build_files(cls.base)
+        cls.work0 = os.path.join(cls.base, "work")
+        run("lvd-import", "--work", cls.work0, "--collection", "pool", "--role", "pool", "--dir", files, "--quiet")
+        for name, d in sorted(benches.items()):
+            run("lvd-import", "--work", cls.work0, "--collection", name, "--role", "benchmark", "--dir", d,
+                "--quiet")
+        run("lvd-decode", "--work", cls.work0, "--size", "256", "--quiet")
+        import_embeddings(cls.work0, cls.base, cls.plan)
+        cls.dedup_by = dedup(cls.work0)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.base, ignore_errors=True)
+
+    def setUp(self):
+        super().setUp()
+        shutil.copytree(self.work0, self.work)
+
+    def audit(self, *args, check=True):
+        return run("lvd-audit", "--work", self.work, *args, check=check)
+
+    def test_fixture_has_what_the_audit_must_show(self):
+        """The dedup results hold every case the audit presents (else the other tests prove little)."""
+        cat = Catalog(self.work)
+        kinds = dict(cat.con.execute("SELECT decision, count(*) FROM dedup_decisions WHERE model_id = ?"
+                                     " GROUP BY decision", (cat.mid,)).fetchall())
+        self.assertGreaterEqual(kinds.get("duplicate", 0), 6, kinds)
+        self.assertGreaterEqual(kinds.get("benchmark", 0), 6, kinds)
+        bands = set()
+        for cid, _ in cat.benchmarks():
+            for r in cat.bench_removals(cid):
+                bands.add(band_index(bands_of(BENCH_THRESHOLD), r[2]))
+        self.assertGreaterEqual(len(bands), 4, "removals should fall in several bands")
+        self.assertTrue(any(r[4] is not None and r[4] <= THRESHOLD for r in cat.duplicates()),
+                        "the chain should leave a duplicate below the threshold from its kept image")
+        via = cat.con.execute("SELECT count(*) FROM dedup_decisions WHERE model_id = ? AND decision = 'benchmark'"
+                              " AND bench_via_image_id <> image_id", (cat.mid,)).fetchone()[0]
+        self.assertGreaterEqual(via, 1, "a benchmark removal through a component member is expected")
+
+    def test_json_matches_catalog(self):
+        top = 3
+        r = json.loads(self.audit("--json", "--top", top).stdout)
+        cat = Catalog(self.work)
+        t, bt = cat.params()
+        self.assertEqual(r["model"], "ctl")
+        self.assertAlmostEqual(r["params"]["threshold"], t)
+        self.assertAlmostEqual(r["params"]["benchmark_threshold"], bt)
+        dec = dict(cat.con.execute("SELECT decision, count(*) FROM dedup_decisions WHERE model_id = ?"
+                                   " GROUP BY decision", (cat.mid,)).fetchall())
+        self.assertEqual((r["pool"]["kept"], r["pool"]["duplicate"], r["pool"]["benchmark"]),
+                         (dec.get("kept", 0), dec.get("duplicate", 0), dec.get("benchmark", 0)))
+        self.assertEqual(r["pool"]["undecided"], 0)
+        self.assertEqual([b["name"] for b in r["benchmarks"]], [n for _, n in cat.benchmarks()])
+        for (cid, name), b in zip(cat.benchmarks(), r["benchmarks"]):
+            rows = cat.bench_removals(cid)
+            self.assertEqual(b["removed"], len(rows), name)
+            self.assertEqual(b["removed_direct"], sum(1 for x in rows if x[3] == x[0]), name)
+            edges = bands_of(bt)
+            want = [0] * (len(edges) - 1)
+            for x in rows:
+                want[band_index(edges, x[2])] += 1
+            self.assertEqual([(round(x["lo"], 6), round(x["hi"], 6)) for x in b["bands"]],
+                             [(round(edges[i], 6), round(edges[i + 1], 6)) for i in range(len(edges) - 1)], name)
+            self.assertEqual([x["removed"] for x in b["bands"]], want, name)
+            self.assertEqual(sum(b["histogram"]["counts"]), len(rows))
+            # The histogram's own bins, recounted here from the catalog's similarities.
+            he = b["histogram"]["edges"]
+            self.assertLessEqual(he[0], bt)
+            hc = [0] * (len(he) - 1)
+            for x in rows:
+                hc[band_index(he, x[2])] += 1
+            self.assertEqual(b["histogram"]["counts"], hc)
+            nm = cat.con.execute("SELECT count(*) FROM dedup_benchmark_matches WHERE model_id = ? AND"
+                                 " collection_id = ?", (cat.mid, cid)).fetchone()[0]
+            self.assertEqual(b["matches"], nm)
+            hi, lo = split_pairs(rows, top)
+            for got, want_rows in ((b["top_pairs"], hi), (b["threshold_pairs"], lo)):
+                self.assertEqual([(p["image"]["id"], p["ref"]["id"]) for p in got], [(x[0], x[1]) for x in want_rows])
+                for p, x in zip(got, want_rows):
+                    self.assertAlmostEqual(p["sim"], x[2], places=9)
+                    self.assertEqual((p["image"]["key"], p["image"]["collection"]), cat.key(x[0]))
+                    self.assertEqual((p["ref"]["key"], p["ref"]["collection"]), (cat.key(x[1], cid)[0], name))
+                    self.assertEqual(p["via"]["id"] if p["via"] else x[0], x[3])
+            self.assertEqual(len(b["top_pairs"]) + len(b["threshold_pairs"]), min(len(rows), 2 * top))
+        s = r["self"]
+        comps = cat.components()
+        self.assertEqual(s["components"], len(comps))
+        self.assertEqual(s["multi_components"], sum(1 for c in comps if c[1] > 1))
+        self.assertEqual(s["largest_size"], max(c[1] for c in comps))
+        dups = cat.duplicates()
+        self.assertEqual(s["removed"], len(dups))
+        self.assertEqual(s["chained"], sum(1 for x in dups if x[4] is not None and x[4] <= t))
+        buckets = {}
+        for c in comps:
+            hi_ = 1
+            while hi_ < c[1]:
+                hi_ *= 2
+            lo_ = hi_ // 2 + 1 if hi_ > 1 else 1
+            n, m = buckets.get((lo_, hi_), (0, 0))
+            buckets[(lo_, hi_)] = (n + 1, m + c[1])
+        self.assertEqual([((x["min"], x["max"]), (x["components"], x["images"])) for x in s["sizes"]],
+                         sorted(buckets.items()))
+        multi = [c for c in comps if c[1] > 1]
+        self.assertEqual([x["component"] for x in s["largest"]],
+                         [c[0] for c in sorted(multi, key=lambda c: (-c[1], c[0]))][:top])
+        self.assertEqual([x["component"] for x in s["weakest"]],
+                         [c[0] for c in sorted(multi, key=lambda c: (c[2], c[0]))][:top])
+        hi, lo = split_pairs(dups, top)
+        for got, want_rows in ((s["top_pairs"], hi), (s["threshold_pairs"], lo)):
+            self.assertEqual([(p["image"]["id"], p["ref"]["id"], p["kept"]["id"]) for p in got],
+                             [(x[0], x[1], x[3]) for x in want_rows])
+            for p, x in zip(got, want_rows):
+                self.assertAlmostEqual(p["sim"], x[2], places=9)
+                self.assertAlmostEqual(p["kept_sim"], x[4], places=9)
+
+    def test_text_summary(self):
+        out = self.audit("--top", "2").stdout
+        cat = Catalog(self.work)
+        t, bt = cat.params()
+        self.assertIn("model    ctl", out)
+        for cid, name in cat.benchmarks():
+            sec = out.split("\nbenchmark %s " % name, 1)[1].split("\nbenchmark ", 1)[0].split("\nself-dedup", 1)[0]
+            rows = cat.bench_removals(cid)
+            self.assertRegex(sec, r"removed\s+%d pool images" % len(rows))
+            self.assertIn("cosine > %.4g" % bt, sec)
+            edges = bands_of(bt)
+            for i in range(len(edges) - 1):
+                n = sum(1 for x in rows if band_index(edges, x[2]) == i)
+                self.assertRegex(sec, r"\n  %s-%s\s+%d\n" % (re.escape("%.4g" % edges[i]),
+                                                              re.escape("%.4g" % edges[i + 1]), n))
+            # Top pairs in order: rank, similarity, the removed image's key.
+            hi, _ = split_pairs(rows, 2)
+            got = re.findall(r"\n\s+(\d+)\s+(\d\.\d{4})  (\S+)", sec.split("top pairs", 1)[1])
+            self.assertEqual([(int(g[0]), g[1]) for g in got[:len(hi)]],
+                             [(i + 1, "%.4f" % x[2]) for i, x in enumerate(hi)])
+        sec = out.split("\nself-dedup", 1)[1]
+        self.assertRegex(sec, r"removed\s+%d duplicates" % len(cat.duplicates()))
+        self.assertRegex(sec, r"components %d over" % len(cat.components()))
+
+    def test_csv_every_removal_once(self):
+        path = os.path.join(self.tmp, "removals.csv")
+        p = self.audit("--csv", path, "--quiet")
+        self.assertIn("model    ctl", p.stdout)  # the summary still goes to stdout
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        cat = Catalog(self.work)
+        rem = cat.removals()
+        self.assertEqual(len(rows), len(rem))
+        keys = [(r["collection"], r["image_key"]) for r in rows]
+        self.assertEqual(len(set(keys)), len(keys), "a removal is listed twice")
+        names = dict(cat.benchmarks())
+        want = {}
+        for iid, reason, comp, ref, ref_sim, cause, cause_sim, bcid in rem:
+            k, col = cat.key(iid)
+            rk = cat.key(ref, bcid if reason == "benchmark" else None)
+            want[(col, k)] = (reason, str(comp), rk[0] if rk else "",
+                              names[bcid] if reason == "benchmark" else (rk[1] if rk else ""),
+                              cause_sim, ref_sim, cat.key(cause)[0] if cause else "")
+        self.assertEqual(set(want), set(keys))
+        for r in rows:
+            w = want[(r["collection"], r["image_key"])]
+            self.assertEqual((r["reason"], r["component"], r["ref_key"], r["ref_collection"], r["cause_key"]),
+                             (w[0], w[1], w[2], w[3], w[6]))
+            self.assertAlmostEqual(float(r["similarity"]), w[4], delta=5e-7)
+            self.assertAlmostEqual(float(r["ref_similarity"]), w[5], delta=5e-7)
+        self.assertIn(ODD_NAME, [r["image_key"] for r in rows], "the odd key should be a removed near duplicate")
+        # '-' writes the CSV to stdout instead of the summary.
+        p = self.audit("--csv", "-")
+        self.assertEqual(list(csv.DictReader(io.StringIO(p.stdout, newline=""))), rows)
+
+    def test_html_in_chromium(self):
+        out = os.path.join(self.tmp, "report")
+        top = 4
+        self.audit("--html", out, "--top", top, "--quiet")
+        page = os.path.join(out, "index.html")
+        html = open(page, encoding="utf-8").read()
+        # Self-contained: no URL with a scheme anywhere, every thumbnail a file beside the page.
+        self.assertIsNone(re.search(r"(?i)(https?:|ftp:|//[a-z0-9])", html.replace("</", "<")))
+        srcs = re.findall(r'<img src="([^"]+)"', html)
+        self.assertTrue(srcs)
+        for s in srcs:
+            self.assertTrue(s.startswith("thumbs/") and os.path.isfile(os.path.join(out, s)), s)
+        cat = Catalog(self.work)
+        want = {}
+        for cid, name in cat.benchmarks():
+            want[name] = min(len(cat.bench_removals(cid)), 2 * top)
+        multi = sum(1 for c in cat.components() if c[1] > 1)
+        want_self = min(len(cat.duplicates()), 2 * top) + min(multi, top)
+
+        why = chromium_starts(self.tmp)
+        if why:
+            self.skipTest(why)
+        if not CHROMEDRIVER:
+            self.fail("chromium runs but chromedriver is missing (Debian package chromium-driver)")
+        wd = WebDriver(self.tmp)
+        try:
+            wd.s("POST", "/url", {"url": "file://" + os.path.abspath(page)})
+            deadline = time.monotonic() + 20
+            while wd.js("return document.readyState + '/' + document.body.getAttribute('data-ready')") != \
+                    "complete/1":
+                self.assertLess(time.monotonic(), deadline, "page did not finish loading")
+                time.sleep(0.1)
+            sections = wd.js("return Array.from(document.querySelectorAll('section.benchmark')).map(function(s){"
+                             " return [s.querySelector('h2').textContent, s.querySelectorAll('.pair').length,"
+                             " s.querySelector('p.shown').textContent]; })")
+            self.assertEqual({s[0][len("Benchmark "):]: s[1] for s in sections}, want)
+            for title, n, shown in sections:  # written by the page's script after load
+                self.assertIn("Showing %d of " % n, shown)
+            self.assertEqual(wd.js("return document.querySelectorAll('section.self .pair').length"), want_self)
+            imgs = wd.js("return Array.from(document.images).map(function(i){"
+                         " return [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight]; })")
+            self.assertEqual(len(imgs), len(srcs))
+            bad = [i for i in imgs if not (i[1] and i[2] > 0 and i[3] > 0)]
+            self.assertEqual(bad, [], "thumbnails that did not decode")
+            self.assertEqual(wd.js("return document.querySelectorAll('svg.hist line.threshold').length"),
+                             len(want) + 2)
+            # The odd key is shown as text, not parsed as markup.
+            self.assertTrue(wd.js("return Array.from(document.querySelectorAll('figcaption .key'))"
+                                  ".some(function(e){ return e.textContent === %s; })" % json.dumps(ODD_NAME)))
+            self.assertEqual(wd.js("return document.querySelectorAll('figcaption .key *').length"), 0)
+            png = base64.b64decode(wd.s("GET", "/screenshot"))
+        finally:
+            wd.close()
+        im = Image.open(io.BytesIO(png)).convert("RGB")
+        a = np.asarray(im).reshape(-1, 3)
+        self.assertGreater(float(a.std()), 10.0, "screenshot looks blank")
+        self.assertGreater(len(np.unique(a // 16, axis=0)), 20, "screenshot has too few colours")
+
+    def test_read_only_and_concurrent_writer(self):
+        cat_path = os.path.join(self.work, "catalog.db")
+        with open(cat_path, "rb") as f:
+            before = f.read()
+        # A writer holds the write lock with uncommitted rows: the audit still runs and does not see them.
+        w = sqlite3.connect(cat_path, timeout=1)
+        w.execute("PRAGMA journal_mode=WAL")
+        w.execute("BEGIN IMMEDIATE")
+        w.execute("DELETE FROM dedup_decisions")
+        try:
+            p = self.audit("--json", "--csv", os.path.join(self.tmp, "x.csv"), "--html", os.path.join(self.tmp, "h"))
+        finally:
+            w.rollback()
+            w.close()
+        r = json.loads(p.stdout)
+        self.assertGreater(r["pool"]["decided"], 0)
+        with open(cat_path, "rb") as f:
+            self.assertEqual(f.read(), before, "the catalog file changed")
+
+    def test_errors(self):
+        # No catalog.
+        p = run("lvd-audit", "--work", os.path.join(self.tmp, "nowhere"), check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("nowhere/catalog.db", p.stderr)
+        # Usage errors.
+        for args in (["--top", "-1"], ["--top", "x"], ["--bogus"], ["--json", "--csv", "-"], ["extra"]):
+            p = self.audit(*args, check=False)
+            self.assertEqual(p.returncode, 2, args)
+        p = run("lvd-audit", check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--work", p.stderr)
+        # A model without dedup results.
+        p = self.audit("--model", "nope", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("model 'nope' has no dedup results", p.stderr)
+        self.assertIn("ctl", p.stderr)
+        # Two models with results: one must be chosen.
+        import_embeddings(self.work, self.tmp, self.plan, name="ctl2")
+        dedup(self.work, "ctl2")
+        p = self.audit(check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("choose one with --model", p.stderr)
+        self.assertIn("ctl, ctl2", p.stderr)
+        self.assertIn("model    ctl2", self.audit("--model", "ctl2").stdout)
+        # The CSV target cannot be written: the error names it.
+        p = self.audit("--model", "ctl", "--csv", os.path.join(self.tmp, "no", "such", "dir", "r.csv"), check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no/such/dir/r.csv", p.stderr)
+        # A catalog with no dedup results at all.
+        fresh = os.path.join(self.tmp, "fresh")
+        os.makedirs(os.path.join(self.tmp, "one"))
+        fixtures.picture(1, "train", (64, 64)).save(os.path.join(self.tmp, "one", "a.png"))
+        run("lvd-import", "--work", fresh, "--collection", "pool", "--role", "pool", "--dir",
+            os.path.join(self.tmp, "one"), "--quiet")
+        p = run("lvd-audit", "--work", fresh, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no dedup results", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,429 @@
+"""lvd-embed end to end on real pictures (Fashion-MNIST via scripts/fixtures.py), imported with lvd-import and
+decoded with lvd-decode, with a small deterministic random ViT (lvd-vit init).
+
+Expected vectors are computed independently of lvd-embed: the working image is read back through the
+catalog, preprocessed here with Pillow (BICUBIC resize of the shorter side, torchvision's CenterCrop rounding)
+and numpy (ImageNet normalisation), and run through the model with `lvd-vit forward`; pooling and
+normalisation are done here with numpy.
+"""
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import numpy as np
+from PIL import Image
+
+from lvdtest import WorkTestCase, db, exe, run
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "scripts"))
+import fixtures  # noqa: E402
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+N_POOL = 36
+
+
+def preprocess(img, resize=256, crop=224):
+    """torchvision Resize(resize, BICUBIC) + CenterCrop(crop) + ToTensor + Normalize on a PIL image: (3, c, c)."""
+    w, h = img.size
+    if w <= h:
+        nw, nh = resize, int(resize * h / w)
+    else:
+        nw, nh = int(resize * w / h), resize
+    img = img.resize((nw, nh), Image.BICUBIC)
+    top, left = int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0))
+    a = np.asarray(img, dtype=np.float32)[top:top + crop, left:left + crop] / 255.0
+    return ((a - MEAN) / STD).transpose(2, 0, 1)
+
+
+def working_image(work, con, image_id):
+    path, off, size = con.execute("SELECT s.path, d.offset, d.size FROM decodes d JOIN shards s ON s.id = d.shard_id"
+                                  " WHERE d.image_id = ?", (image_id,)).fetchone()
+    with open(os.path.join(work, path), "rb") as f:
+        f.seek(off)
+        return Image.open(io.BytesIO(f.read(size))).convert("RGB")
+
+
+def decoded_ok(work):
+    """{image_id: sha256} of every image with a working image."""
+    with db(work) as con:
+        return dict(con.execute("SELECT d.image_id, i.sha256 FROM decodes d JOIN images i ON i.id = d.image_id"
+                                " WHERE d.status = 'ok'"))
+
+
+def embeddings(work, name):
+    """{image_id: vector (float32)} read through the catalog's (file, row), plus {image_id: (file, row)}."""
+    with db(work) as con:
+        rows = con.execute("SELECT e.image_id, e.file, e.row FROM embeddings e JOIN models m ON m.id = e.model_id"
+                           " WHERE m.name = ?", (name,)).fetchall()
+    files, vec, where = {}, {}, {}
+    for iid, f, r in rows:
+        if f not in files:
+            files[f] = np.load(os.path.join(work, f))
+        assert r < files[f].shape[0], (f, r, files[f].shape)
+        vec[iid] = files[f][r].astype(np.float32)
+        where[iid] = (f, r)
+    return vec, where, files
+
+
+def model_forward(tmp, model, x, kind):
+    """lvd-vit forward on x (B, 3, H, W): (B, D) for cls, (B, N, D) for patch."""
+    xi, yo = os.path.join(tmp, "x.npy"), os.path.join(tmp, "y.npy")
+    np.save(xi, np.ascontiguousarray(x, dtype=np.float32))
+    run("lvd-vit", "forward", "--model", model, "--input", xi, "--output", yo, "--output-kind", kind, "--quiet")
+    return np.load(yo).astype(np.float32)
+
+
+def unit(a):
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def reference(tmp, work, model, ids, pool="cls", resize=256, crop=224):
+    """Independent expected embeddings {image_id: vector} for the given images."""
+    ids = sorted(ids)
+    with db(work) as con:
+        x = np.stack([preprocess(working_image(work, con, i), resize, crop) for i in ids])
+    cls = model_forward(tmp, model, x, "cls")
+    if pool == "cls":
+        feat = unit(cls)
+    else:
+        mean = model_forward(tmp, model, x, "patch").mean(axis=1)
+        feat = unit(mean) if pool == "mean" else unit(np.concatenate([cls, mean], axis=1))
+    return dict(zip(ids, feat))
+
+
+def embed(work, model, *args, check=True):
+    p = run("lvd-embed", "--work", work, "--model", model, "--json", "--threads", "2", *args, check=check)
+    return p, (json.loads(p.stdout) if p.returncode == 0 else None)
+
+
+class EmbedTest(WorkTestCase):
+    @classmethod
+    def setUpClass(cls):
+        """One decoded work directory (pool + a benchmark sharing some images) and one model for every test;
+        each test works on its own copy."""
+        cls.base = tempfile.mkdtemp(prefix="lvd-it-embed-")
+        files = os.path.join(cls.base, "files")
+        cls.pool = fixtures.write_pool(files, N_POOL, seed=21, dup_exact=0, dup_near=3)
+        bench = os.path.join(cls.base, "bench")
+        os.makedirs(bench)
+        # The benchmark shares four images with the pool and has two of its own.
+        for p in cls.pool[:4]:
+            shutil.copyfile(p["path"], os.path.join(bench, p["name"]))
+        for k, idx in enumerate((7, 11)):
+            fixtures.picture(idx, "t10k", (150 + 40 * k, 200)).save(os.path.join(bench, "own_%d.png" % k))
+        cls.work0 = os.path.join(cls.base, "work")
+        run("lvd-import", "--work", cls.work0, "--collection", "pool", "--role", "pool", "--dir", files, "--quiet")
+        run("lvd-import", "--work", cls.work0, "--collection", "bench", "--role", "benchmark", "--dir", bench,
+            "--quiet")
+        run("lvd-decode", "--work", cls.work0, "--size", "320", "--quiet")
+        cls.model = os.path.join(cls.base, "pico.safetensors")
+        run("lvd-vit", "init", "--arch", "vit_pico", "--seed", "7", "--out", cls.model, "--quiet")
+        cls.ids = decoded_ok(cls.work0)
+        assert len(cls.ids) == N_POOL + 3 + 2, len(cls.ids)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.base, ignore_errors=True)
+
+    def setUp(self):
+        super().setUp()
+        shutil.copytree(self.work0, self.work)
+
+    def assertVectors(self, got, want, tol):
+        self.assertEqual(set(got), set(want))
+        for i in want:
+            err = float(np.abs(got[i] - want[i]).max())
+            self.assertLessEqual(err, tol, "image %d: max |diff| %g" % (i, err))
+
+    def assertUnitRows(self, vec, tol):
+        norms = np.array([np.linalg.norm(v) for v in vec.values()])
+        self.assertLess(float(np.abs(norms - 1).max()), tol, norms)
+
+    def test_embeddings_equal_the_model_on_independently_preprocessed_images(self):
+        p, s = embed(self.work, self.model, "--name", "pico", "--batch", "8")
+        self.assertEqual(s["embedded"], len(self.ids))
+        self.assertEqual(s["dim"], 64)
+        vec, where, files = embeddings(self.work, "pico")
+        # Every decoded image exactly once (images in both collections too), each row readable.
+        self.assertEqual(set(vec), set(self.ids))
+        with db(self.work) as con:
+            self.assertEqual(con.execute("SELECT count(*) FROM embeddings").fetchone()[0], len(self.ids))
+            name, sha, prep, dim = con.execute("SELECT name, sha256, preprocess, dim FROM models").fetchone()
+            self.assertEqual(con.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+            self.assertEqual(con.execute("PRAGMA foreign_key_check").fetchall(), [])
+            shared = {r[0] for r in con.execute(
+                "SELECT m.image_id FROM members m JOIN collections c ON c.id = m.collection_id"
+                " WHERE c.name = 'bench' AND m.image_id IN (SELECT image_id FROM members m2 JOIN collections c2"
+                " ON c2.id = m2.collection_id WHERE c2.name = 'pool')")}
+        self.assertEqual(len(shared), 4)
+        self.assertEqual((name, sha, dim), ("pico", hashlib.sha256(open(self.model, "rb").read()).hexdigest(), 64))
+        self.assertEqual(json.loads(prep), {"resize": 256, "crop": 224, "pool": "cls", "dtype": "float16"})
+        # Layout: embeddings/<name>/<collection>/part-NNNNNN.npy, float16, (rows, 64).
+        self.assertEqual(sorted(files), ["embeddings/pico/bench/part-000000.npy", "embeddings/pico/pool/part-000000.npy"])
+        self.assertEqual(files["embeddings/pico/bench/part-000000.npy"].shape, (2, 64))
+        for a in files.values():
+            self.assertEqual(a.dtype, np.float16)
+        # Shared images live with the first collection (pool).
+        for i in shared:
+            self.assertTrue(where[i][0].startswith("embeddings/pico/pool/"))
+        self.assertUnitRows(vec, 1e-3)
+        self.assertVectors(vec, reference(self.tmp, self.work, self.model, self.ids), 5e-4)
+        # Distinct pictures give distinct embeddings (the check above would not notice a constant output).
+        v = np.stack(list(vec.values()))
+        self.assertLess(float((v @ v.T)[np.triu_indices(len(v), 1)].min()), 0.999)
+
+    def test_float32_pools_and_geometry_options(self):
+        embed(self.work, self.model, "--name", "cm", "--dtype", "float32", "--pool", "cls+mean",
+              "--collection", "pool")
+        vec, _, files = embeddings(self.work, "cm")
+        for a in files.values():
+            self.assertEqual((a.dtype, a.shape[1]), (np.float32, 128))
+        self.assertUnitRows(vec, 1e-5)
+        ref = reference(self.tmp, self.work, self.model, vec, pool="cls+mean")
+        self.assertVectors(vec, ref, 1e-5)
+        # --collection bench only: its six images, the four it shares with the pool included (new model name).
+        embed(self.work, self.model, "--name", "mean", "--dtype", "float32", "--pool", "mean", "--resize", "160",
+              "--crop", "140", "--collection", "bench")
+        vec, _, _ = embeddings(self.work, "mean")
+        self.assertEqual(len(vec), 6)
+        self.assertVectors(vec, reference(self.tmp, self.work, self.model, vec, pool="mean", resize=160, crop=140), 1e-5)
+
+    def test_usage_and_identity_errors(self):
+        p, _ = embed(self.work, self.model, "--crop", "100", check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--crop 100 is not a multiple of the model's patch size 14", p.stderr)
+        p, _ = embed(self.work, self.model, "--crop", "280", check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--crop must not exceed --resize", p.stderr)
+        p = run("lvd-embed", "--work", self.work, check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--model", p.stderr)
+        p, _ = embed(self.work, self.model, "--pool", "max", check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--pool", p.stderr)
+        p, _ = embed(self.work, self.model, "--name", "../x", check=False)
+        self.assertEqual(p.returncode, 2)
+        p, _ = embed(self.work, self.model, "--collection", "nope", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("nope", p.stderr)
+        p, _ = embed(self.work, os.path.join(self.tmp, "missing.safetensors"), check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("missing.safetensors", p.stderr)
+        # The same name with other preprocessing or other weights is refused; --force moves the name.
+        embed(self.work, self.model, "--name", "m", "--collection", "bench")
+        p, _ = embed(self.work, self.model, "--name", "m", "--collection", "bench", "--resize", "240", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("model name 'm' is recorded", p.stderr)
+        self.assertIn("--force", p.stderr)
+        other = os.path.join(self.tmp, "other.safetensors")
+        run("lvd-vit", "init", "--arch", "vit_pico", "--seed", "8", "--out", other, "--quiet")
+        p, _ = embed(self.work, other, "--name", "m", "--collection", "bench", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("model name 'm' is recorded", p.stderr)
+        p, s = embed(self.work, other, "--name", "m", "--collection", "bench", "--force")
+        self.assertEqual(s["embedded"], 6)
+        with db(self.work) as con:
+            self.assertEqual(con.execute("SELECT sha256 FROM models WHERE name = 'm'").fetchone()[0],
+                             hashlib.sha256(open(other, "rb").read()).hexdigest())
+        vec, _, _ = embeddings(self.work, "m")
+        self.assertVectors(vec, reference(self.tmp, self.work, other, vec), 5e-4)
+        # --force with the same identity redoes the named collection only.
+        p, s = embed(self.work, other, "--name", "m")
+        self.assertEqual(s["embedded"], len(self.ids) - 6)
+        _, before, _ = embeddings(self.work, "m")
+        p, s = embed(self.work, other, "--name", "m", "--collection", "bench", "--force")
+        self.assertEqual(s["embedded"], 6)
+        vec, after, _ = embeddings(self.work, "m")
+        self.assertEqual(set(vec), set(self.ids))
+        self.assertEqual({i: w for i, w in after.items() if "/pool/" in w[0]},
+                         {i: w for i, w in before.items() if "/pool/" in w[0]})
+
+    def test_incremental_and_orphan_files(self):
+        embed(self.work, self.model, "--name", "pico", "--collection", "pool")
+        vec0, where0, _ = embeddings(self.work, "pico")
+        p, s = embed(self.work, self.model, "--name", "pico", "--collection", "pool")
+        self.assertEqual(s["embedded"], 0)
+        self.assertIn("0 new", p.stderr)
+        # An orphan at the next file number (a file written, then a crash before its rows were committed)
+        # is replaced by the next run, not trusted.
+        orphan = os.path.join(self.work, "embeddings/pico/pool/part-000001.npy")
+        with open(orphan, "wb") as f:
+            f.write(b"garbage from a crashed run")
+        more = os.path.join(self.tmp, "more")
+        added = fixtures.write_pool(more, 5, seed=99, dup_exact=0, dup_near=0, split="t10k")
+        run("lvd-import", "--work", self.work, "--collection", "pool", "--role", "pool", "--dir", more, "--quiet")
+        run("lvd-decode", "--work", self.work, "--size", "320", "--quiet")
+        p, s = embed(self.work, self.model, "--name", "pico", "--collection", "pool")
+        self.assertEqual(s["embedded"], 5)
+        vec, where, files = embeddings(self.work, "pico")
+        self.assertEqual(len(vec), len(vec0) + 5)
+        for i in vec0:
+            self.assertEqual(where[i], where0[i])
+            self.assertTrue(np.array_equal(vec[i], vec0[i]))
+        new = set(vec) - set(vec0)
+        self.assertEqual({where[i][0] for i in new}, {"embeddings/pico/pool/part-000001.npy"})
+        self.assertEqual(np.load(orphan).shape, (5, 64))
+        self.assertVectors({i: vec[i] for i in new}, reference(self.tmp, self.work, self.model, new), 5e-4)
+
+    def test_two_parts_and_merge_equal_one_run(self):
+        one = os.path.join(self.tmp, "one")
+        shutil.copytree(self.work, one)
+        embed(one, self.model, "--name", "pico", "--dtype", "float32")
+        embed(self.work, self.model, "--name", "pico", "--dtype", "float32", "--part", "0/2")
+        embed(self.work, self.model, "--name", "pico", "--dtype", "float32", "--part", "1/2")
+        with db(self.work) as con:
+            self.assertEqual(con.execute("SELECT count(*) FROM embeddings").fetchone()[0], 0, "parts do not write catalog.db")
+        p = run("lvd-embed", "--work", self.work, "--merge", "--json")
+        self.assertEqual(json.loads(p.stdout)["merged_parts"], 2)
+        a, wa, fa = embeddings(self.work, "pico")
+        b, _, _ = embeddings(one, "pico")
+        self.assertEqual(set(a), set(self.ids))
+        self.assertVectors(a, b, 1e-5)
+        self.assertTrue(all(f.startswith("embeddings/pico/") and "/part-p" in f for f in fa))
+        self.assertEqual({f.split("/part-")[1][:5] for f in fa}, {"p0of2", "p1of2"})
+        with db(self.work) as con, db(one) as con1:
+            q = "SELECT name, sha256, preprocess, dim FROM models"
+            self.assertEqual(con.execute(q).fetchall(), con1.execute(q).fetchall())
+            self.assertEqual(con.execute("PRAGMA foreign_key_check").fetchall(), [])
+        p, s = embed(self.work, self.model, "--name", "pico", "--dtype", "float32")
+        self.assertEqual(s["embedded"], 0)
+        # A second partitioned round after new images never overwrites the merged files.
+        more = os.path.join(self.tmp, "more")
+        fixtures.write_pool(more, 6, seed=98, dup_exact=0, dup_near=0, split="t10k")
+        run("lvd-import", "--work", self.work, "--collection", "pool", "--role", "pool", "--dir", more, "--quiet")
+        run("lvd-decode", "--work", self.work, "--size", "320", "--quiet")
+        for k in range(2):
+            embed(self.work, self.model, "--name", "pico", "--dtype", "float32", "--part", "%d/2" % k)
+        run("lvd-embed", "--work", self.work, "--merge")
+        c, _, fc = embeddings(self.work, "pico")
+        self.assertEqual(len(c), len(self.ids) + 6)
+        self.assertVectors({i: c[i] for i in a}, a, 0)
+        new_files = set(fc) - set(fa)
+        self.assertTrue(new_files)
+        self.assertTrue(all(f.endswith("-000001.npy") for f in new_files), new_files)
+
+    def test_import_round_trip_and_errors(self):
+        embed(self.work, self.model, "--name", "pico", "--collection", "pool")
+        vec, _, _ = embeddings(self.work, "pico")
+        with db(self.work) as con:
+            keys = con.execute("SELECT m.key, m.image_id FROM members m JOIN collections c ON c.id = m.collection_id"
+                               " WHERE c.name = 'pool' ORDER BY m.key DESC").fetchall()
+        rows = np.stack([vec[i] for _, i in keys]).astype(np.float32)
+        e, k = os.path.join(self.tmp, "e.npy"), os.path.join(self.tmp, "k.txt")
+
+        def write(arr, klist):
+            np.save(e, arr)
+            with open(k, "w") as f:
+                f.write("".join(key + "\n" for key in klist))
+
+        def imp(name, *extra, check=True):
+            p = run("lvd-embed", "--work", self.work, "--collection", "pool", "--import", e, "--keys", k,
+                    "--name", name, "--json", *extra, check=check)
+            return p, (json.loads(p.stdout) if p.returncode == 0 else None)
+
+        klist = [key for key, _ in keys]
+        write(rows, klist)
+        p, s = imp("copy")
+        self.assertEqual(s["embedded"], len(vec))
+        self.assertEqual(s["normalised"], 0)
+        got, _, _ = embeddings(self.work, "copy")
+        self.assertVectors(got, vec, 1e-3)
+        with db(self.work) as con:
+            sha, prep, dim = con.execute("SELECT sha256, preprocess, dim FROM models WHERE name = 'copy'").fetchone()
+        self.assertEqual((sha, prep, dim), (hashlib.sha256(open(e, "rb").read()).hexdigest(), "imported", 64))
+        p, s = imp("copy")
+        self.assertEqual(s["embedded"], 0)
+        self.assertIn("0 new", p.stderr)
+        # Unknown keys: the first few are listed with their line numbers.
+        bad = list(klist)
+        bad[2], bad[5] = "no/such/key.jpg", "neither.png"
+        write(rows, bad)
+        p, _ = imp("bad", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("2 keys are not in collection 'pool'", p.stderr)
+        self.assertIn("line 3 'no/such/key.jpg'", p.stderr)
+        self.assertIn("line 6 'neither.png'", p.stderr)
+        # Row count different from the key count.
+        write(rows[:-1], klist)
+        p, _ = imp("bad", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("has %d rows but" % (len(klist) - 1), p.stderr)
+        self.assertIn("has %d keys" % len(klist), p.stderr)
+        with db(self.work) as con:
+            self.assertIsNone(con.execute("SELECT 1 FROM models WHERE name = 'bad'").fetchone())
+        # Rows that are not unit length are normalised and counted.
+        scaled = rows.copy()
+        scaled[[0, 3, 4]] *= np.array([[3.0], [0.25], [-2.0]], dtype=np.float32)
+        write(scaled.astype(np.float16), klist)
+        p, s = imp("scaled", "--dtype", "float32")
+        self.assertEqual(s["normalised"], 3)
+        self.assertIn("3 of %d rows were not L2-normalised" % len(klist), p.stderr)
+        got, _, files = embeddings(self.work, "scaled")
+        self.assertUnitRows(got, 1e-5)
+        want = dict(zip([i for _, i in keys], unit(scaled.astype(np.float16).astype(np.float32))))
+        self.assertVectors(got, want, 1e-6)
+        self.assertEqual({a.dtype for a in files.values()}, {np.dtype(np.float32)})
+        # A key listed twice names one image: its first line's row is kept.
+        twice = np.concatenate([rows, -rows[:1]])
+        write(twice, klist + klist[:1])
+        p, s = imp("twice")
+        self.assertEqual((s["embedded"], s["duplicate_images"]), (len(klist), 1))
+        got, _, _ = embeddings(self.work, "twice")
+        self.assertVectors(got, vec, 1e-3)
+        # Usage: --import needs --keys and one --collection.
+        p = run("lvd-embed", "--work", self.work, "--import", e, "--collection", "pool", check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--keys", p.stderr)
+
+    def test_unreadable_working_image_is_reported_and_skipped(self):
+        victim = sorted(self.ids)[3]
+        with db(self.work) as con:
+            path, off, size = con.execute("SELECT s.path, d.offset, d.size FROM decodes d JOIN shards s"
+                                          " ON s.id = d.shard_id WHERE d.image_id = ?", (victim,)).fetchone()
+        with open(os.path.join(self.work, path), "r+b") as f:
+            f.seek(off)
+            f.write(b"\0" * size)
+        p, s = embed(self.work, self.model, "--name", "pico")
+        self.assertEqual((s["embedded"], s["failed"]), (len(self.ids) - 1, 1))
+        self.assertIn("image %d not embedded" % victim, p.stderr)
+        vec, _, _ = embeddings(self.work, "pico")
+        self.assertEqual(set(vec), set(self.ids) - {victim})
+        p, s = embed(self.work, self.model, "--name", "pico")
+        self.assertEqual((s["embedded"], s["failed"]), (0, 1), "a failed image is tried again, not recorded")
+
+    def test_kill_and_resume(self):
+        args = [exe("lvd-embed"), "--work", self.work, "--model", self.model, "--name", "pico", "--batch", "2",
+                "--file-rows", "3", "--threads", "1", "--loaders", "1"]
+        rng = random.Random(5)
+        for _ in range(4):
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.1, 0.5))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        run("lvd-embed", *args[1:])
+        vec, where, files = embeddings(self.work, "pico")
+        self.assertEqual(set(vec), set(self.ids))
+        self.assertEqual(len(set(where.values())), len(where), "no two images share a row")
+        for f, a in files.items():
+            rows = sorted(r for ff, r in where.values() if ff == f)
+            self.assertEqual(rows, list(range(a.shape[0])), f)
+        self.assertUnitRows(vec, 1e-3)
+        self.assertVectors(vec, reference(self.tmp, self.work, self.model, self.ids), 5e-4)
+        with db(self.work) as con:
+            self.assertEqual(con.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+
+
+if __name__ == "__main__":
+    unittest.main()
