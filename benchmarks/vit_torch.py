@@ -53,9 +53,9 @@ def main():
         torch.nn.init.normal_(p, std=0.02)
     x = torch.rand(a.batch, 3, a.img, a.img) * 4 - 2
     d_cls = torch.randn(a.batch, dim)
-    total = 0.0
+    total = cpu = 0.0
     for it in range(a.warmup + a.iters):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if a.train:
             model.zero_grad(set_to_none=False)
             out = model.forward_features(x)
@@ -64,15 +64,17 @@ def main():
         else:
             with torch.no_grad():
                 model.forward_features(x)
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if it >= a.warmup:
             total += dt
+            cpu += dc
     imgs = a.batch * a.iters
     fl = flops(cfg, a.img) * (3.0 if a.train else 1.0) * imgs
     print(json.dumps({"impl": "pytorch " + torch.__version__, "arch": a.arch, "img": a.img, "batch": a.batch,
                       "threads": torch.get_num_threads(), "train": int(a.train), "iters": a.iters,
                       "seconds": round(total, 4), "images_per_s": round(imgs / total, 3),
-                      "gflops": round(fl / total / 1e9, 3)}))
+                      "gflops": round(fl / total / 1e9, 3), "cpu_seconds": round(cpu, 4),
+                      "images_per_cpu_s": round(imgs / cpu, 4)}))
 
 
 if __name__ == "__main__":

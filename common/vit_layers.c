@@ -53,6 +53,65 @@ static inline float erf_inline(float x)
 float vit_expf(float x) { return exp_inline(x); }
 float vit_erff(float x) { return erf_inline(x); }
 
+/* Sum and max of n floats with 8 independent lanes, so the loops vectorise without reassociation flags; the
+ * order of additions is fixed, so results are deterministic. */
+static inline float sum_lanes(const float *x, int64_t n)
+{
+    float acc[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] += x[j + k];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; j < n; j++)
+        s += x[j];
+    return s;
+}
+
+/* sum over j of (x[j] - m)^2, and of a[j] * b[j], in the same lane order. */
+static inline float sumsq_dev_lanes(const float *x, float m, int64_t n)
+{
+    float acc[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] += (x[j + k] - m) * (x[j + k] - m);
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; j < n; j++)
+        s += (x[j] - m) * (x[j] - m);
+    return s;
+}
+
+static inline float dot_lanes(const float *a, const float *b, int64_t n)
+{
+    float acc[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] += a[j + k] * b[j + k];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; j < n; j++)
+        s += a[j] * b[j];
+    return s;
+}
+
+static inline float max_lanes(const float *x, int64_t n)
+{
+    float acc[8];
+    for (int k = 0; k < 8; k++)
+        acc[k] = x[0];
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] = x[j + k] > acc[k] ? x[j + k] : acc[k];
+    float m = acc[0];
+    for (int k = 1; k < 8; k++)
+        m = acc[k] > m ? acc[k] : m;
+    for (; j < n; j++)
+        m = x[j] > m ? x[j] : m;
+    return m;
+}
+
 /* ---- linear -------------------------------------------------------------------------------------------- */
 
 void linear_forward(float *out, const float *inp, const float *w, const float *b, int64_t n, int64_t in,
@@ -105,15 +164,8 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         const float *x = inp + i * c;
-        float s = 0.0f;
-        for (int64_t j = 0; j < c; j++)
-            s += x[j];
-        float m = s / (float)c;
-        float v = 0.0f;
-        for (int64_t j = 0; j < c; j++) {
-            float d = x[j] - m;
-            v += d * d;
-        }
+        float m = sum_lanes(x, c) / (float)c;
+        float v = sumsq_dev_lanes(x, m, c);
         float rs = 1.0f / sqrtf(v / (float)c + VIT_LN_EPS);
         float *o = out + i * c;
         for (int64_t j = 0; j < c; j++)
@@ -168,18 +220,25 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
 #define INV_SQRT2 0.70710678118654752f
 #define INV_SQRT_2PI 0.39894228040143268f
 
-void gelu_forward(float *out, const float *inp, int64_t n)
+/* The exp/erf-heavy loops get an AVX2 clone chosen at load time (GCC function multiversioning): 8 lanes
+ * instead of SSE2's 4. Results of the two clones may differ in the last bit; a given machine always runs
+ * the same one, so runs stay deterministic. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SIMD_CLONES
+#endif
+
+SIMD_CLONES static void gelu_fwd_range(float *out, const float *inp, int64_t n)
 {
-#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float x = inp[i];
         out[i] = 0.5f * x * (1.0f + erf_inline(x * INV_SQRT2));
     }
 }
 
-void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n)
+SIMD_CLONES static void gelu_bwd_range(float *dinp, const float *dout, const float *inp, int64_t n)
 {
-#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float x = inp[i];
         float cdf = 0.5f * (1.0f + erf_inline(x * INV_SQRT2));
@@ -188,33 +247,57 @@ void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n)
     }
 }
 
+SIMD_CLONES static void swiglu_fwd_row(float *o, const float *x1, const float *x2, int64_t h)
+{
+    for (int64_t j = 0; j < h; j++) {
+        float a = x1[j];
+        o[j] = a / (1.0f + exp_inline(-a)) * x2[j];
+    }
+}
+
+SIMD_CLONES static void swiglu_bwd_row(float *d1, float *d2, const float *dy, const float *x1, const float *x2,
+                                       int64_t h)
+{
+    for (int64_t j = 0; j < h; j++) {
+        float a = x1[j];
+        float sig = 1.0f / (1.0f + exp_inline(-a));
+        d2[j] += dy[j] * a * sig;
+        d1[j] += dy[j] * x2[j] * sig * (1.0f + a * (1.0f - sig));
+    }
+}
+
+void gelu_forward(float *out, const float *inp, int64_t n)
+{
+#pragma omp parallel
+    {
+        int nt = omp_get_num_threads(), id = omp_get_thread_num();
+        int64_t i0 = n * id / nt, i1 = n * (id + 1) / nt;
+        gelu_fwd_range(out + i0, inp + i0, i1 - i0);
+    }
+}
+
+void gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n)
+{
+#pragma omp parallel
+    {
+        int nt = omp_get_num_threads(), id = omp_get_thread_num();
+        int64_t i0 = n * id / nt, i1 = n * (id + 1) / nt;
+        gelu_bwd_range(dinp + i0, dout + i0, inp + i0, i1 - i0);
+    }
+}
+
 void swiglu_forward(float *out, const float *inp, int64_t n, int64_t h)
 {
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        const float *x1 = inp + i * 2 * h, *x2 = x1 + h;
-        float *o = out + i * h;
-        for (int64_t j = 0; j < h; j++) {
-            float a = x1[j];
-            o[j] = a / (1.0f + exp_inline(-a)) * x2[j];
-        }
-    }
+    for (int64_t i = 0; i < n; i++)
+        swiglu_fwd_row(out + i * h, inp + i * 2 * h, inp + i * 2 * h + h, h);
 }
 
 void swiglu_backward(float *dinp, const float *dout, const float *inp, int64_t n, int64_t h)
 {
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        const float *x1 = inp + i * 2 * h, *x2 = x1 + h, *dy = dout + i * h;
-        float *d1 = dinp + i * 2 * h, *d2 = d1 + h;
-        for (int64_t j = 0; j < h; j++) {
-            float a = x1[j];
-            float sig = 1.0f / (1.0f + exp_inline(-a));
-            float silu = a * sig;
-            d2[j] += dy[j] * silu;
-            d1[j] += dy[j] * x2[j] * sig * (1.0f + a * (1.0f - sig));
-        }
-    }
+    for (int64_t i = 0; i < n; i++)
+        swiglu_bwd_row(dinp + i * 2 * h, dinp + i * 2 * h + h, dout + i * h, inp + i * 2 * h, inp + i * 2 * h + h, h);
 }
 
 /* ---- residual + layerscale + drop path ------------------------------------------------------------------- */
@@ -271,19 +354,14 @@ void residual_backward(float *dx, float *dy, float *dgamma, const float *dout, c
 /* ---- attention ------------------------------------------------------------------------------------------- */
 
 /* Row-wise softmax of s (T, T) in place. */
-static void softmax_rows(float *s, int64_t t)
+SIMD_CLONES static void softmax_rows(float *s, int64_t t)
 {
     for (int64_t i = 0; i < t; i++) {
         float *row = s + i * t;
-        float mx = row[0];
-        for (int64_t j = 1; j < t; j++)
-            mx = row[j] > mx ? row[j] : mx;
-        float sum = 0.0f;
-        for (int64_t j = 0; j < t; j++) {
+        float mx = max_lanes(row, t);
+        for (int64_t j = 0; j < t; j++)
             row[j] = exp_inline(row[j] - mx);
-            sum += row[j];
-        }
-        float inv = 1.0f / sum;
+        float inv = 1.0f / sum_lanes(row, t);
         for (int64_t j = 0; j < t; j++)
             row[j] *= inv;
     }
@@ -349,9 +427,7 @@ int attention_backward(float *dqkv, const float *dout, const float *qkv, const f
                 for (int64_t i = 0; i < t; i++) {
                     const float *pr = p + i * t;
                     float *dr = dp + i * t;
-                    float dot = 0.0f;
-                    for (int64_t j = 0; j < t; j++)
-                        dot += pr[j] * dr[j];
+                    float dot = dot_lanes(pr, dr, t);
                     for (int64_t j = 0; j < t; j++)
                         dr[j] = scale * pr[j] * (dr[j] - dot);
                 }

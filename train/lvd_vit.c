@@ -63,6 +63,14 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* CPU seconds of the whole process (all threads): robust to other load on the machine, unlike wall time. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static const char *ffn_name(vit_ffn f) { return f == VIT_FFN_SWIGLU ? "swiglu" : "mlp"; }
 static const char *pos_name(vit_pos_mode p) { return p == VIT_POS_SIZE_AA ? "size_aa" : "offset"; }
 
@@ -286,22 +294,26 @@ static int cmd_bench(const args *a)
         }
         fill_input(dcls, (size_t)(a->batch * c.dim));
     }
-    double t_total = 0.0;
+    double t_total = 0.0, c_total = 0.0;
     for (int64_t it = 0; it < a->warmup + a->iters; it++) {
-        double t0 = now_s();
+        double t0 = now_s(), c0 = cpu_s();
         if (vit_forward(m, r, x, NULL, 0.0f, 0) != 0)
             goto done;
         if (a->train && vit_backward(m, r, dcls, NULL, vit_out_patch(r), dx) != 0)
             goto done;
-        if (it >= a->warmup)
+        if (it >= a->warmup) {
             t_total += now_s() - t0;
+            c_total += cpu_s() - c0;
+        }
     }
     double imgs = (double)(a->batch * a->iters);
     double flops = vit_flops(&c, (int32_t)a->img, (int32_t)a->img) * (a->train ? 3.0 : 1.0) * imgs;
     printf("{\"arch\":\"%s\",\"img\":%lld,\"batch\":%lld,\"threads\":%lld,\"train\":%d,\"iters\":%lld,"
-           "\"seconds\":%.4f,\"images_per_s\":%.3f,\"gflops\":%.3f,\"gflop_per_image\":%.4f,\"activation_mb\":%.1f}\n",
+           "\"seconds\":%.4f,\"images_per_s\":%.3f,\"gflops\":%.3f,\"cpu_seconds\":%.4f,\"images_per_cpu_s\":%.4f,"
+           "\"gflop_per_image\":%.4f,\"activation_mb\":%.1f}\n",
            a->arch, (long long)a->img, (long long)a->batch, (long long)omp_get_max_threads(), a->train, (long long)a->iters,
-           t_total, imgs / t_total, flops / t_total / 1e9, flops / imgs / 1e9, (double)vit_run_bytes(r) / 1e6);
+           t_total, imgs / t_total, flops / t_total / 1e9, c_total, imgs / c_total, flops / imgs / 1e9,
+           (double)vit_run_bytes(r) / 1e6);
     rc = 0;
 done:
     free(x);
