@@ -8,6 +8,10 @@
  * file is full; the file is written whole (temporary name + rename) and only then are its catalog rows
  * committed. A crash in between leaves an orphan file that no row points at; file numbers come from the
  * catalog, so the next run writes the same name again and replaces it.
+ *
+ * --import adds one file's rows for one collection per run; a name created by --import collects the rows of
+ * any number of such runs (pool and benchmark collections under one model name, as lvd-dedup needs) and keeps
+ * the identity of its first file (import_register).
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -62,14 +66,20 @@ static const char usage[] =
     "  --file-rows N           rows per .npy file (8192); a file and its catalog rows are committed together\n"
     "  --import E.npy          import a (rows, dim) float16/float32 array computed elsewhere: row i belongs to\n"
     "  --keys K.txt            the member of --collection whose key is line i of K.txt; rows that are not\n"
-    "                          unit length are normalised (and counted); needs no --model\n"
-    "  --force                 embed everything again; also lets NAME move to another model (other weights or\n"
-    "                          preprocessing): the name's old catalog rows are dropped and its .npy files\n"
-    "                          are rewritten from part 0 (files past the new last part are left unreferenced)\n"
+    "                          unit length are normalised (and counted); needs no --model. A NAME created by\n"
+    "                          --import takes further imports of the same dim (other collections, new members):\n"
+    "                          images that already have a row of NAME are skipped (\"already present\")\n"
+    "  --force                 embed everything again (with --import: replace the rows of the collection's\n"
+    "                          images); also lets NAME move to another model (other weights or preprocessing,\n"
+    "                          imported <-> checkpoint, another dim): the name's old catalog rows are dropped\n"
+    "                          and its .npy files are rewritten from part 0 (files past the new last part are\n"
+    "                          left unreferenced)\n"
     "  --part I/N | --merge    partitioned runs (see lvd-crawl --help); parts write part-pIofN-NNNNNN.npy\n"
     "  --config FILE.yaml  --json  --quiet | --verbose  --version  --help\n"
     "A model's identity is the SHA-256 of its weights plus its preprocessing; a NAME already recorded with\n"
-    "another identity is an error unless --force.\n";
+    "another identity is an error unless --force. An imported NAME's identity is the SHA-256 of the file that\n"
+    "created it: later imports add rows and keep it (an --import --force that replaces rows derives a new one).\n"
+    "--import into a NAME embedded with --model, or --model into an imported NAME, is an error unless --force.\n";
 
 enum {
     OPT_COLLECTION = OPT_FIRST_STAGE_OPTION, OPT_MODEL, OPT_NAME, OPT_RESIZE, OPT_CROP, OPT_POOL, OPT_DTYPE,
@@ -262,8 +272,15 @@ static int same_identity(const identity *a, const identity *b)
     return !strcmp(a->sha, b->sha) && !strcmp(a->preprocess, b->preprocess) && a->dim == b->dim;
 }
 
+static int is_imported(const identity *idn) { return !strcmp(idn->preprocess, "imported"); }
+
 static int identity_conflict(const char *where, const char *name, const identity *have, const identity *want)
 {
+    if (is_imported(have))
+        return lvd_fail("%s: model name '%s' holds imported embeddings (lvd-embed --import, dim %d): lvd-embed --model "
+                        "cannot add rows to it. Use another --name, or --force to drop the imported embeddings of "
+                        "'%s' and embed with this checkpoint (sha256 %.12s...)",
+                        where, name, (int)have->dim, name, want->sha);
     return lvd_fail("%s: model name '%s' is recorded for weights sha256 %.12s... with preprocessing %s (dim %d); "
                     "this run has sha256 %.12s... with %s (dim %d). Use another --name, or --force to drop the "
                     "old embeddings of '%s' and embed again",
@@ -336,6 +353,103 @@ static int model_register(out *o, const identity *want, int force, const int64_t
     sqlite3_bind_text(st, 2, want->sha, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 3, want->preprocess, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 4, want->dim);
+    sqlite3_bind_text(st, 5, now, -1, SQLITE_TRANSIENT);
+    if (catalog_step_done(o->cat, st) != 0)
+        goto fail;
+    if (r == 0)
+        o->model_id = sqlite3_last_insert_rowid(catalog_db(o->cat));
+    return catalog_commit(o->cat);
+fail:
+    catalog_rollback(o->cat);
+    return -1;
+}
+
+/* The identity an --import --force gives a name whose rows it replaced: derived from the old identity and the
+ * file, so it differs from both and from every earlier value (the name's vectors changed). */
+static void derived_identity(const char *old_sha, const char *file_sha, char out[65])
+{
+    char text[160];
+    snprintf(text, sizeof text, "%s\n%s\n", old_sha, file_sha);
+    sha256_hex(text, strlen(text), out);
+}
+
+/* --import: finds or creates the imported model row of o->name (catalog.db; --import takes no --part).
+ * A name created by --import takes rows from any number of files (other collections, new members) of the same
+ * dim and keeps its identity: sha256 stays that of the file that created it, so what is keyed on the model
+ * identity (lvd-dedup's fingerprint) sees added rows as new work, not as another model. --force drops the rows
+ * of the images of collection coll_id first; if it dropped any, the identity becomes derived_identity() (the
+ * name's vectors changed). A name of a checkpoint model (preprocess not "imported") or of another dim is an
+ * error, unless --force, which moves the name: all its rows are dropped. sha_out gets the identity kept. */
+static int import_register(out *o, const char *npy_path, const char *file_sha, int32_t dim, int force,
+                           int64_t coll_id, char sha_out[65])
+{
+    int64_t id;
+    identity have;
+    int r = model_lookup(o->cat, o->name, &id, &have);
+    if (r < 0)
+        return -1;
+    int imported = r == 1 && is_imported(&have);
+    if (r == 1 && !imported && !force)
+        return lvd_fail("%s: model name '%s' holds embeddings computed by lvd-embed --model (weights sha256 %.12s..., "
+                        "preprocessing %s, dim %d): --import adds rows only to a name created by --import. Use "
+                        "another --name, or --force to drop the embeddings of '%s' and make it an imported model",
+                        catalog_path(o->cat), o->name, have.sha, have.preprocess, (int)have.dim, o->name);
+    if (imported && have.dim != dim && !force)
+        return lvd_fail("%s: model name '%s' holds imported embeddings of dimension %d but %s has %d columns. Use "
+                        "another --name, or --force to drop the embeddings of '%s' and import again",
+                        catalog_path(o->cat), o->name, (int)have.dim, npy_path, (int)dim, o->name);
+    if (catalog_begin(o->cat) != 0)
+        return -1;
+    char now[32];
+    catalog_now(now);
+    sqlite3_stmt *st;
+    int moves = r == 1 && (!imported || have.dim != dim);
+    if (r == 1 && !force) {
+        o->model_id = id;
+        snprintf(sha_out, 65, "%s", have.sha);
+        return catalog_commit(o->cat);
+    }
+    if (r == 1) {
+        o->model_id = id;
+        st = moves ? catalog_stmt(o->cat, "DELETE FROM embeddings WHERE model_id = ?1")
+                   : catalog_stmt(o->cat, "DELETE FROM embeddings WHERE model_id = ?1 AND image_id IN"
+                                          " (SELECT image_id FROM members WHERE collection_id = ?2)");
+        if (!st)
+            goto fail;
+        sqlite3_bind_int64(st, 1, id);
+        if (!moves)
+            sqlite3_bind_int64(st, 2, coll_id);
+        if (catalog_step_done(o->cat, st) != 0)
+            goto fail;
+        int64_t dropped = sqlite3_changes(catalog_db(o->cat));
+        if (moves) {
+            log_warn("--force: model name '%s' moves from sha256 %.12s... %s (dim %d) to imported embeddings (dim %d); "
+                     "its old embeddings are dropped", o->name, have.sha, have.preprocess, (int)have.dim, (int)dim);
+            snprintf(sha_out, 65, "%s", file_sha);
+        } else if (dropped > 0) {
+            derived_identity(have.sha, file_sha, sha_out);
+            log_info("--force: %" PRId64 " rows of '%s' replaced; its identity becomes %.12s... (was %.12s...)",
+                     dropped, o->name, sha_out, have.sha);
+        } else {
+            snprintf(sha_out, 65, "%s", have.sha);
+            return catalog_commit(o->cat);
+        }
+        st = catalog_stmt(o->cat, "UPDATE models SET sha256 = ?2, preprocess = ?3, dim = ?4, created_at = ?5"
+                                  " WHERE id = ?1");
+        if (!st)
+            goto fail;
+        sqlite3_bind_int64(st, 1, id);
+    } else {
+        snprintf(sha_out, 65, "%s", file_sha);
+        st = catalog_stmt(o->cat, "INSERT INTO models(name, sha256, preprocess, dim, created_at)"
+                                  " VALUES (?1, ?2, ?3, ?4, ?5)");
+        if (!st)
+            goto fail;
+        sqlite3_bind_text(st, 1, o->name, -1, SQLITE_TRANSIENT);
+    }
+    sqlite3_bind_text(st, 2, sha_out, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, "imported", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, dim);
     sqlite3_bind_text(st, 5, now, -1, SQLITE_TRANSIENT);
     if (catalog_step_done(o->cat, st) != 0)
         goto fail;
@@ -824,9 +938,11 @@ typedef struct import_counts {
     uint64_t rows, normalised, already, dup_images;
 } import_counts;
 
-/* --import: validates keys and rows, then writes the rows of images not embedded yet for this name. */
-static int run_import(out *o, const char *npy_path, const char *keys_path, const char *coll, int force,
-                      import_counts *ic)
+/* --import: validates keys and rows, registers the name (import_register) and writes the rows of images that
+ * have no row of this name yet (any collection's); images that have one are counted in ic->already. file_sha:
+ * SHA-256 of npy_path; model_sha gets the name's identity after the run. */
+static int run_import(out *o, const char *npy_path, const char *file_sha, const char *keys_path, const char *coll,
+                      int force, import_counts *ic, char model_sha[65])
 {
     keyline *keys = NULL;
     int64_t nk = 0;
@@ -901,12 +1017,8 @@ static int run_import(out *o, const char *npy_path, const char *keys_path, const
     if (ic->normalised)
         log_warn("%s: %" PRIu64 " of %" PRId64 " rows were not L2-normalised (|norm - 1| > %g): normalised them",
                  npy_path, ic->normalised, nk, NORM_TOL);
-    identity want = {.dim = dim};
-    snprintf(want.preprocess, sizeof want.preprocess, "imported");
-    if (file_sha256(npy_path, want.sha) != 0)
-        goto out;
     o->dim = dim;
-    if (model_register(o, &want, force, &coll_id, 1) != 0 || out_alloc(o) != 0 ||
+    if (import_register(o, npy_path, file_sha, dim, force, coll_id, model_sha) != 0 || out_alloc(o) != 0 ||
         out_begin_collection(o, coll) != 0)
         goto out;
     /* One row per image: the same image under two keys keeps the row of its first line. */
@@ -1105,10 +1217,33 @@ int main(int argc, char **argv)
         }
     }
 
-    char ptext[1024], fp[65];
-    snprintf(ptext, sizeof ptext, "{\"name\":\"%s\",\"sha256\":\"%s\",\"preprocess\":%s%s%s,\"import\":%d}", name,
-             want.sha, import_path ? "\"" : "", import_path ? "imported" : want.preprocess, import_path ? "\"" : "",
-             import_path ? 1 : 0);
+    /* The run's parameters: the checkpoint's identity, or the imported file, its SHA-256 and collection. */
+    char ptext_buf[1024], fp[65], import_sha[65] = "", model_sha[65] = "";
+    char *ptext = ptext_buf, *ptext_heap = NULL;
+    if (import_path) {
+        if (file_sha256(import_path, import_sha) != 0) {
+            log_error("%s", lvd_errmsg());
+            return EXIT_FAIL;
+        }
+        cJSON *pj = cJSON_CreateObject();
+        cJSON_AddStringToObject(pj, "name", name);
+        cJSON_AddStringToObject(pj, "preprocess", "imported");
+        cJSON_AddNumberToObject(pj, "import", 1);
+        cJSON_AddStringToObject(pj, "collection", collections[0]);
+        cJSON_AddStringToObject(pj, "import_file", import_path);
+        cJSON_AddStringToObject(pj, "import_sha256", import_sha);
+        cJSON_AddBoolToObject(pj, "force", force);
+        ptext = ptext_heap = cJSON_PrintUnformatted(pj);
+        cJSON_Delete(pj);
+        if (!ptext) {
+            log_error("out of memory");
+            return EXIT_FAIL;
+        }
+    } else {
+        snprintf(ptext_buf, sizeof ptext_buf, "{\"name\":\"%s\",\"sha256\":\"%s\",\"preprocess\":%s,\"import\":0}",
+                 name, want.sha, want.preprocess);
+        snprintf(model_sha, sizeof model_sha, "%s", want.sha);
+    }
     stage_fingerprint(ptext, fp);
     embedder *e = calloc(1, sizeof *e);
     stage *st = calloc(1, sizeof *st);
@@ -1116,7 +1251,9 @@ int main(int argc, char **argv)
         log_error("out of memory");
         return EXIT_FAIL;
     }
-    if (stage_open(st, "embed", work, part_arg, ptext, fp) != 0) {
+    int opened = stage_open(st, "embed", work, part_arg, ptext, fp);
+    free(ptext_heap);
+    if (opened != 0) {
         log_error("%s", lvd_errmsg());
         return EXIT_FAIL;
     }
@@ -1135,7 +1272,7 @@ int main(int argc, char **argv)
     double t0 = progress_now();
 
     if (import_path) {
-        if (run_import(o, import_path, keys_path, collections[0], force, &ic) != 0)
+        if (run_import(o, import_path, import_sha, keys_path, collections[0], force, &ic, model_sha) != 0)
             goto out;
         cJSON_AddNumberToObject(per_coll, collections[0], (double)o->written);
         rc = EXIT_OK;
@@ -1246,7 +1383,7 @@ out:
     cJSON_AddStringToObject(sum, "stage", "embed");
     cJSON_AddStringToObject(sum, "part", st->part_text);
     cJSON_AddStringToObject(sum, "model", name);
-    cJSON_AddStringToObject(sum, "sha256", want.sha[0] ? want.sha : "");
+    cJSON_AddStringToObject(sum, "sha256", model_sha);
     cJSON_AddNumberToObject(sum, "dim", o->dim);
     cJSON_AddNumberToObject(sum, "embedded", (double)o->written);
     cJSON_AddNumberToObject(sum, "failed", (double)e->failed);
@@ -1255,6 +1392,7 @@ out:
     if (import_path) {
         cJSON_AddNumberToObject(sum, "normalised", (double)ic.normalised);
         cJSON_AddNumberToObject(sum, "already_present", (double)ic.already);
+        cJSON_AddStringToObject(sum, "import_sha256", import_sha);
         cJSON_AddNumberToObject(sum, "duplicate_images", (double)ic.dup_images);
     } else {
         cJSON_AddNumberToObject(sum, "seconds", secs);
@@ -1273,6 +1411,9 @@ out:
             log_info("embed: %" PRIu64 " embedded into %" PRIu64 " file%s under %s/embeddings/%s/%s", o->written,
                      o->files, o->files == 1 ? "" : "s", work, name,
                      e->failed ? "; some images failed (see the warnings)" : "");
+        if (import_path && ic.already)
+            log_info("embed: %" PRIu64 " image%s of '%s' already present (rows kept; --force replaces them)",
+                     ic.already, ic.already == 1 ? "" : "s", name);
         if (json && sum_text)
             printf("%s\n", sum_text);
     }

@@ -1,8 +1,10 @@
 -- lvd catalog, schema version 2: embedding models and where each image's embedding row lives (lvd-embed).
 
 -- One row per embedding model name. The identity of a model is its weights (SHA-256 of the checkpoint
--- file, or of the imported .npy file) plus its preprocessing; a name keeps one identity (lvd-embed --force
--- reassigns it and drops the old rows).
+-- file, or of the imported .npy file that created the name) plus its preprocessing; a name keeps one identity
+-- (lvd-embed --force reassigns it and drops the old rows). An imported name collects the rows of several
+-- --import runs (one collection each, same dim) and keeps its identity; an --import --force that replaces
+-- rows gives it a new one, derived from the old identity and the new file.
 CREATE TABLE models (
     id         INTEGER PRIMARY KEY,
     name       TEXT NOT NULL UNIQUE,          -- --name: the directory under WORK/embeddings/

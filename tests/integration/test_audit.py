@@ -112,29 +112,17 @@ def build_files(base):
 
 
 def import_embeddings(work, tmp, plan, name="ctl"):
-    """The pool's rows through lvd-embed --import. lvd-embed ties a model name to the SHA-256 of one imported
-    file and imports one collection per run, so the benchmarks' rows of the same model are added the way
-    lvd-embed lays them out: an .npy under embeddings/<model>/<collection>/ and one catalog row per image."""
-    e, k = os.path.join(tmp, "%s-pool.npy" % name), os.path.join(tmp, "%s-pool.txt" % name)
-    keys = sorted(plan["pool"])
-    np.save(e, np.stack([plan["pool"][key] for key in keys]).astype(np.float32))
-    with open(k, "w") as f:
-        f.write("".join(key + "\n" for key in keys))
-    run("lvd-embed", "--work", work, "--collection", "pool", "--import", e, "--keys", k, "--name", name, "--quiet")
-    con = sqlite3.connect(os.path.join(work, "catalog.db"))
-    mid = con.execute("SELECT id FROM models WHERE name = ?", (name,)).fetchone()[0]
-    for coll in sorted(c for c in plan if c != "pool"):
+    """Every collection's rows under one model name: one lvd-embed --import per collection (pool first), each
+    from its own .npy and key list."""
+    for coll in ["pool"] + sorted(c for c in plan if c != "pool"):
+        e, k = os.path.join(tmp, "%s-%s.npy" % (name, coll)), os.path.join(tmp, "%s-%s.txt" % (name, coll))
         keys = sorted(plan[coll])
-        rel = "embeddings/%s/%s/part-000000.npy" % (name, coll)
-        os.makedirs(os.path.dirname(os.path.join(work, rel)), exist_ok=True)
-        np.save(os.path.join(work, rel), np.stack([plan[coll][key] for key in keys]).astype(np.float32))
-        for row, key in enumerate(keys):
-            iid = con.execute("SELECT m.image_id FROM members m JOIN collections c ON c.id = m.collection_id"
-                              " WHERE c.name = ? AND m.key = ?", (coll, key)).fetchone()[0]
-            con.execute("INSERT INTO embeddings (model_id, image_id, file, row) VALUES (?, ?, ?, ?)",
-                        (mid, iid, rel, row))
-    con.commit()
-    con.close()
+        np.save(e, np.stack([plan[coll][key] for key in keys]).astype(np.float32))
+        with open(k, "w") as f:
+            f.write("".join(key + "\n" for key in keys))
+        p = run("lvd-embed", "--work", work, "--collection", coll, "--import", e, "--keys", k, "--name", name,
+                "--json", "--quiet")
+        assert json.loads(p.stdout)["embedded"] == len(keys), (coll, p.stdout)
 
 
 # ---- fallback dedup (only when lvd-dedup is not built): the rows lvd-dedup writes, per catalog-003.sql ----

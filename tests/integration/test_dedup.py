@@ -7,15 +7,16 @@ matches just above and below the threshold; incremental rounds, partitioned runs
 Real pictures: Fashion-MNIST pool (scripts/fixtures.py) with planted near copies (JPEG q60, resize 90%, crop 90%,
 flip, brightness), embedded with a pixel-space descriptor computed here; precision and recall measured.
 
-lvd-embed ties a model name to one imported file, so every import of a test reads the same .npy: row 0 is an
-"anchor" image that is a member of every collection, and rows that a given import must not take carry the
-anchor's key of that collection (a repeated image is skipped). The anchor is therefore both a pool and a
-benchmark image: it must be removed for the benchmark with similarity 1.
+Embeddings of one model name come from several lvd-embed --import runs, one per collection and round, each
+with its own .npy holding the rows of that collection's members. "anchor.png" is in the pool and in the
+benchmark (the same bytes: one image); the benchmark import finds its row already present. It must be removed
+for the benchmark with similarity 1.
 """
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -63,20 +64,25 @@ def members(work, coll):
 
 
 def import_embeddings(work, tmp, names, mat, colls):
-    """Imports rows of mat (row i belongs to file names[i]; names[0] is the anchor, in every collection) into each
-    collection of colls that holds the file; the other rows carry the collection's anchor key."""
-    path = os.path.join(tmp, "emb.npy")
-    if not os.path.exists(path):
-        np.save(path, np.asarray(mat, np.float32))
+    """For each collection of colls, one lvd-embed --import under MODEL of the rows of mat (row i belongs to file
+    names[i]) whose file is a member of it, from a file of its own. Members that already have a row (imported
+    with another collection or in an earlier round) are skipped by lvd-embed; the summary must say so."""
+    mat = np.asarray(mat, np.float32)
     for coll in colls:
         m = members(work, coll)
-        anchor = m[names[0]][0]
-        keys = [m[n][0] if n in m else anchor for n in names]
-        kpath = os.path.join(tmp, "keys-%s.txt" % coll)
-        with open(kpath, "w") as f:
-            f.write("".join(k + "\n" for k in keys))
-        run("lvd-embed", "--work", work, "--collection", coll, "--import", path, "--keys", kpath, "--name", MODEL,
-            "--quiet")
+        rows = [i for i, n in enumerate(names) if n in m]
+        stem = os.path.join(tmp, "emb-%s-%d" % (coll, len(os.listdir(tmp))))
+        np.save(stem + ".npy", mat[rows])
+        with open(stem + ".txt", "w") as f:
+            f.write("".join(m[names[i]][0] + "\n" for i in rows))
+        with db(work) as con:
+            have = {i for (i,) in con.execute("SELECT e.image_id FROM embeddings e JOIN models d ON d.id = e.model_id"
+                                              " WHERE d.name = ?", (MODEL,))}
+        p = run("lvd-embed", "--work", work, "--collection", coll, "--import", stem + ".npy", "--keys", stem + ".txt",
+                "--name", MODEL, "--json", "--quiet")
+        s = json.loads(p.stdout)
+        ids = {m[names[i]][1] for i in rows}
+        assert (s["embedded"], s["already_present"]) == (len(ids - have), len(ids & have)), (coll, s)
 
 
 def dedup(work, *args, check=True):
@@ -540,25 +546,54 @@ class RealImagesTest(WorkTestCase):
             if p["kind"] == "near_dup" and p["transform"] in ("jpeg_q60", "resize90", "hflip"):
                 self.assertEqual(dec[self.iid[p["name"]]][1], dec[self.iid[p["dup_of"]]][1], p["name"])
 
+    def kill_mid_search(self, w, at_least):
+        """Starts lvd-dedup on w with one query per committed transaction and SIGKILLs it as soon as a read-only
+        connection (polling every 2 ms) sees at least at_least rows in the searched-progress table. Returns
+        (searched, decided) after the kill, or None if the run finished first."""
+        proc = subprocess.Popen([exe("lvd-dedup"), "--work", w, "--model", MODEL, "--batch", "1", "--quiet",
+                                 *self.args()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        uri = "file:%s?mode=ro" % os.path.join(w, "catalog.db")
+        con, seen = None, 0
+        try:
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    if con is None:
+                        con = sqlite3.connect(uri, uri=True, timeout=0.01)
+                    seen = con.execute("SELECT count(*) FROM dedup_searched").fetchone()[0]
+                except sqlite3.OperationalError:
+                    seen = 0  # busy, or the WAL files not there yet: look again
+                if seen >= at_least:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+                time.sleep(0.002)
+        finally:
+            if proc.poll() is None and seen < at_least:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            if con is not None:
+                con.close()
+        if proc.returncode != -signal.SIGKILL:
+            return None
+        with db(w) as c:
+            return (c.execute("SELECT count(*) FROM dedup_searched").fetchone()[0],
+                    c.execute("SELECT count(*) FROM dedup_decisions").fetchone()[0])
+
     def test_kill_and_rerun_equals_clean_run(self):
         clean = os.path.join(self.tmp, "clean")
         shutil.copytree(self.work0, clean)
-        dedup(clean, *self.args())
+        _, s = dedup(clean, *self.args())
+        n = s["pool_images"]
         killed_mid_search = False
-        for delay in (0.03, 0.05, 0.08, 0.12, 0.2, 0.3, 0.5):
-            w = os.path.join(self.tmp, "k%g" % delay)
+        for attempt in range(5):
+            w = os.path.join(self.tmp, "k%d" % attempt)
             shutil.copytree(self.work0, w)
-            env = dict(os.environ)
-            proc = subprocess.Popen([exe("lvd-dedup"), "--work", w, "--model", MODEL, "--batch", "1", "--quiet",
-                                     *self.args()], env=env)
-            time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            with db(w) as con:
-                searched = con.execute("SELECT count(*) FROM dedup_searched").fetchone()[0]
-                decided = con.execute("SELECT count(*) FROM dedup_decisions").fetchone()[0]
-            if 0 < searched and decided == 0:
-                killed_mid_search = True
+            # The first attempt lets a tenth of the pool be searched (stored edges to resume from), later ones
+            # kill at the first committed query, the earliest point there is.
+            got = self.kill_mid_search(w, n // 10 if attempt == 0 else 1)
+            if got is not None:
+                searched, decided = got
+                killed_mid_search = 0 < searched < n and decided == 0
             dedup(w, *self.args())
             self.assertEqual(state(w)[:2], state(clean)[:2])
             self.assertEqual(state(w)[3], state(clean)[3])

@@ -23,7 +23,7 @@ import unittest
 import numpy as np
 from PIL import Image
 
-from lvdtest import WorkTestCase, db, exe, run
+from lvdtest import WorkTestCase, db, exe, run, sha256_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "scripts"))
@@ -386,6 +386,140 @@ class EmbedTest(WorkTestCase):
         p = run("lvd-embed", "--work", self.work, "--import", e, "--collection", "pool", check=False)
         self.assertEqual(p.returncode, 2)
         self.assertIn("--keys", p.stderr)
+
+    def test_import_several_collections_under_one_name(self):
+        """Pool, then benchmark, then new pool members imported under one name, as lvd-dedup needs them."""
+        with db(self.work) as con:
+            def keys_of(coll):
+                return con.execute("SELECT m.key, m.image_id FROM members m JOIN collections c"
+                                   " ON c.id = m.collection_id WHERE c.name = ? ORDER BY m.key", (coll,)).fetchall()
+            pool_keys, bench_keys = keys_of("pool"), keys_of("bench")
+        pool_ids = {i for _, i in pool_keys}
+        shared = {i for _, i in bench_keys} & pool_ids
+        self.assertEqual(len(shared), 4)
+        rng = np.random.default_rng(3)
+        D = 40
+        truth = {i: unit(rng.standard_normal(D)) for i in self.ids}
+
+        def write(tag, klist, vecs, dim=D):
+            e, k = os.path.join(self.tmp, tag + ".npy"), os.path.join(self.tmp, tag + ".txt")
+            np.save(e, np.stack([v[:dim] for v in vecs]).astype(np.float32))
+            with open(k, "w") as f:
+                f.write("".join(key + "\n" for key in klist))
+            return e, k
+
+        def imp(coll, e, k, name="ext", *extra, check=True):
+            p = run("lvd-embed", "--work", self.work, "--collection", coll, "--import", e, "--keys", k,
+                    "--name", name, "--json", *extra, check=check)
+            return p, (json.loads(p.stdout) if p.returncode == 0 else None)
+
+        def model_row(name="ext"):
+            with db(self.work) as con:
+                return con.execute("SELECT id, sha256, preprocess, dim FROM models WHERE name = ?", (name,)).fetchone()
+
+        def last_params():
+            with db(self.work) as con:
+                return json.loads(con.execute("SELECT params FROM runs WHERE stage = 'embed' ORDER BY id DESC"
+                                              " LIMIT 1").fetchone()[0])
+
+        ep, kp = write("pool", [k for k, _ in pool_keys], [truth[i] for _, i in pool_keys])
+        p, s = imp("pool", ep, kp)
+        self.assertEqual((s["embedded"], s["already_present"]), (len(pool_ids), 0))
+        mid, sha, prep, dim = model_row()
+        self.assertEqual((sha, prep, dim), (sha256_file(ep), "imported", D))
+        self.assertEqual(last_params()["import_sha256"], sha256_file(ep))
+        # The benchmark under the same name: its four pool images already have rows and keep them (the file
+        # gives them other vectors, which must not be taken); its two own images are added.
+        bvec = [-truth[i] if i in shared else truth[i] for _, i in bench_keys]
+        eb, kb = write("bench", [k for k, _ in bench_keys], bvec)
+        p, s = imp("bench", eb, kb)
+        self.assertEqual((s["embedded"], s["already_present"], s["files"]), (2, 4, 1))
+        self.assertEqual(s["collections"], {"bench": 2})
+        self.assertIn("4 images of 'ext' already present", p.stderr)
+        self.assertEqual(model_row(), (mid, sha, "imported", D), "adding rows keeps the model's identity")
+        self.assertEqual(s["sha256"], sha)
+        self.assertEqual(last_params()["import_sha256"], sha256_file(eb))
+        self.assertEqual(last_params()["collection"], "bench")
+        vec, where, files = embeddings(self.work, "ext")
+        self.assertEqual(set(vec), pool_ids | {i for _, i in bench_keys})
+        self.assertVectors(vec, {i: truth[i] for i in vec}, 1e-3)
+        self.assertEqual(sorted(files), ["embeddings/ext/bench/part-000000.npy", "embeddings/ext/pool/part-000000.npy"])
+        self.assertEqual(files["embeddings/ext/bench/part-000000.npy"].shape, (2, D))
+        for i in shared:
+            self.assertTrue(where[i][0].startswith("embeddings/ext/pool/"))
+        # lvd-dedup works on the one model's pool and benchmark rows.
+        p = run("lvd-dedup", "--work", self.work, "--model", "ext", "--json")
+        d = json.loads(p.stdout.strip().splitlines()[-1])
+        self.assertEqual(d["pool_images"], len(pool_ids))
+        # The same file again: every image already present, nothing written.
+        p, s = imp("pool", ep, kp)
+        self.assertEqual((s["embedded"], s["already_present"], s["files"]), (0, len(pool_ids), 0))
+        self.assertIn("0 new", p.stderr)
+        # New members of an imported collection: a file with every pool key adds only the new images, in the
+        # collection's next file; the identity stays, so lvd-dedup takes them as new work, without --force.
+        more = os.path.join(self.tmp, "more")
+        fixtures.write_pool(more, 5, seed=99, dup_exact=0, dup_near=0, split="t10k")
+        run("lvd-import", "--work", self.work, "--collection", "pool", "--role", "pool", "--dir", more, "--quiet")
+        run("lvd-decode", "--work", self.work, "--size", "320", "--quiet")
+        with db(self.work) as con:
+            pool_keys2 = keys_of("pool")
+        new_ids = {i for _, i in pool_keys2} - pool_ids
+        self.assertEqual(len(new_ids), 5)
+        truth.update({i: unit(rng.standard_normal(D)) for i in new_ids})
+        ep2, kp2 = write("pool2", [k for k, _ in pool_keys2], [truth[i] for _, i in pool_keys2])
+        p, s = imp("pool", ep2, kp2)
+        # (the new folder reuses some file names: those keys now name new images, so fewer old images remain)
+        self.assertEqual((s["embedded"], s["already_present"]), (5, len({i for _, i in pool_keys2} & pool_ids)))
+        self.assertEqual(model_row(), (mid, sha, "imported", D))
+        vec, where, _ = embeddings(self.work, "ext")
+        self.assertEqual({where[i][0] for i in new_ids}, {"embeddings/ext/pool/part-000001.npy"})
+        self.assertVectors(vec, {i: truth[i] for i in vec}, 1e-3)
+        p = run("lvd-dedup", "--work", self.work, "--model", "ext", "--json")
+        self.assertEqual(json.loads(p.stdout.strip().splitlines()[-1])["new"], 5)
+        # --force replaces the collection's rows: the shared images take the benchmark file's vectors now, and
+        # the name gets a new identity (neither file's), so lvd-dedup no longer trusts its earlier decisions.
+        p, s = imp("bench", eb, kb, "ext", "--force")
+        self.assertEqual((s["embedded"], s["already_present"]), (6, 0))
+        mid2, sha2, _, _ = model_row()
+        self.assertEqual(mid2, mid)
+        self.assertNotIn(sha2, (sha, sha256_file(eb), sha256_file(ep2)))
+        vec, _, _ = embeddings(self.work, "ext")
+        self.assertVectors({i: vec[i] for _, i in bench_keys}, dict((i, v) for (_, i), v in zip(bench_keys, bvec)),
+                           1e-3)
+        p = run("lvd-dedup", "--work", self.work, "--model", "ext", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("--force", p.stderr)
+        rows_before = len(vec)
+
+        def unchanged():
+            self.assertEqual(model_row()[1:], (sha2, "imported", D))
+            self.assertEqual(len(embeddings(self.work, "ext")[0]), rows_before)
+
+        # Another dimension into the imported name: refused, naming the dimensions and the file.
+        e32, k32 = write("d32", [k for k, _ in bench_keys], bvec, dim=32)
+        p, _ = imp("bench", e32, k32, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("'ext' holds imported embeddings of dimension %d but %s has 32 columns" % (D, e32), p.stderr)
+        unchanged()
+        # --model into the imported name: refused, the imported rows untouched.
+        p, _ = embed(self.work, self.model, "--name", "ext", "--collection", "bench", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("model name 'ext' holds imported embeddings", p.stderr)
+        self.assertIn("--force", p.stderr)
+        unchanged()
+        # --import into a name embedded from a checkpoint: refused, its rows untouched.
+        embed(self.work, self.model, "--name", "pico", "--collection", "bench")
+        pico = model_row("pico")
+        p, _ = imp("bench", eb, kb, "pico", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("model name 'pico' holds embeddings computed by lvd-embed --model", p.stderr)
+        self.assertIn("--force", p.stderr)
+        self.assertEqual(model_row("pico"), pico)
+        self.assertEqual(len(embeddings(self.work, "pico")[0]), 6)
+        # With --force the name moves to the imported rows.
+        p, s = imp("bench", eb, kb, "pico", "--force")
+        self.assertEqual(s["embedded"], 6)
+        self.assertEqual(model_row("pico")[1:], (sha256_file(eb), "imported", D))
 
     def test_unreadable_working_image_is_reported_and_skipped(self):
         victim = sorted(self.ids)[3]
