@@ -6,11 +6,13 @@
  *       the points around those (cosine ~0.8 within a sub-topic, ~0.6 within a topic). 1% of the rows are
  *       planted near-duplicates of an earlier row (cosine ~0.999); X.npy.dups lists them as int64 pairs
  *       (row, earlier row).
- *   dedup_knn graph --npy X.npy --k K [--factory F] [--nprobe P] [--sample M] [--out-sample S] [--threads T]
- *       Builds the index knn.c chooses for N vectors (or F), over the memory-mapped rows, then searches all N
- *       rows for their K nearest neighbours in batches: the k-NN graph lvd-dedup thresholds. Writes the graph
- *       rows of M evenly spaced sample queries to S (for recall) and prints one JSON line: phase times (wall
- *       and CPU), the index description, how many planted near-duplicates the graph links, edges >= 0.95.
+ *   dedup_knn graph --npy X.npy --k K [--factory F] [--nprobe P] [--exact-max E] [--sample M] [--out-sample S]
+ *                   [--threads T]
+ *       Builds the index knn.c chooses for N vectors (or F; E: knn_opts.exact_max) over the memory-mapped
+ *       rows, then searches all N rows for their K nearest neighbours in batches: the k-NN graph lvd-dedup
+ *       thresholds. Writes the graph rows of M evenly spaced sample queries to S (for recall) and prints one
+ *       JSON line: phase times (wall and CPU), the index description, how many planted near-duplicates the
+ *       graph links, and the number of edges with cosine >= 0.95.
  *   dedup_knn exact --npy X.npy --k K --sample M --in-sample S [--queries Q] [--threads T]
  *       Exact search through FAISS IndexFlatIP (knn.c with exact_max >= N): the exact neighbours of the M
  *       sample queries, the recall@K of the graph rows in S against them, and the time of Q more queries,
@@ -34,7 +36,7 @@
 
 typedef struct args {
     const char *out, *npy, *factory, *sample_out, *sample_in;
-    int64_t n, sample, queries;
+    int64_t n, sample, queries, exact_max;
     int32_t d, k, nprobe, threads;
     uint64_t seed;
 } args;
@@ -113,8 +115,8 @@ typedef struct mapped {
 static int npy_map_write(const char *path, int64_t n, int32_t d, mapped *m)
 {
     char hdr[128];
-    int h = snprintf(hdr + 10, sizeof hdr - 10, "{'descr': '<f4', 'fortran_order': False, 'shape': (%" PRId64 ", %" PRId32
-                     "), }", n, d);
+    int h = snprintf(hdr + 10, sizeof hdr - 10,
+                     "{'descr': '<f4', 'fortran_order': False, 'shape': (%" PRId64 ", %" PRId32 "), }", n, d);
     int total = 10 + h + 1;
     int pad = (64 - total % 64) % 64;
     memcpy(hdr, "\x93NUMPY\x01\x00", 8);
@@ -159,7 +161,8 @@ static int npy_map_read(const char *path, mapped *m)
     int32_t d = 0;
     size_t off = 0;
     if (st.st_size >= 10 && memcmp(p, "\x93NUMPY", 6) == 0) {
-        size_t hl = p[6] == 1 ? (size_t)(p[8] | p[9] << 8) : (size_t)(p[8] | p[9] << 8 | p[10] << 16 | (size_t)p[11] << 24);
+        size_t hl = p[6] == 1 ? (size_t)(p[8] | p[9] << 8)
+                              : (size_t)(p[8] | p[9] << 8 | p[10] << 16 | (size_t)p[11] << 24);
         off = (p[6] == 1 ? 10 : 12) + hl;
         char hdr[512] = {0};
         memcpy(hdr, p + (p[6] == 1 ? 10 : 12), hl < sizeof hdr - 1 ? hl : sizeof hdr - 1);
@@ -199,7 +202,7 @@ static int cmd_gen(const args *a)
         perturb(top + i * d, thm + (int64_t)(rng_next(&s) % (uint64_t)nthm) * d, d, 1.0, &s);
     for (int64_t i = 0; i < nsub; i++)
         perturb(sub + i * d, top + (i / nsub_per) * d, d, 0.6, &s);
-    mapped m;
+    mapped m = {0};
     if (npy_map_write(a->out, n, d, &m) != 0)
         return die("gen");
     char dpath[4096];
@@ -246,7 +249,7 @@ static int64_t sample_row(int64_t i, int64_t m, int64_t n)
 
 static int cmd_graph(const args *a)
 {
-    mapped m;
+    mapped m = {0};
     if (npy_map_read(a->npy, &m) != 0)
         return die("graph");
     const int64_t n = m.n;
@@ -276,6 +279,8 @@ static int cmd_graph(const args *a)
     knn_opts_default(&o);
     o.factory = a->factory;
     o.nprobe = a->nprobe;
+    if (a->exact_max >= 0)
+        o.exact_max = a->exact_max;
     knn_index *ix = NULL;
     stopwatch t0 = sw_start();
     if (knn_create(d, n, &o, &ix) != 0)
@@ -365,7 +370,7 @@ static int cmd_graph(const args *a)
 
 static int cmd_exact(const args *a)
 {
-    mapped m;
+    mapped m = {0};
     if (npy_map_read(a->npy, &m) != 0)
         return die("exact");
     const int64_t n = m.n;
@@ -483,7 +488,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: dedup_knn gen --out X.npy --n N --d D [--seed S]\n"
                     "       dedup_knn graph --npy X.npy --k K [--factory F] [--nprobe P] [--sample M] "
-                    "[--out-sample S] [--threads T]\n"
+                    "[--exact-max E] [--out-sample S] [--threads T]\n"
                     "       dedup_knn exact --npy X.npy --k K --sample M --in-sample S [--queries Q] [--threads T]\n");
     return 2;
 }
@@ -492,7 +497,7 @@ int main(int argc, char **argv)
 {
     if (argc < 2)
         return usage();
-    args a = {.n = 1000000, .d = 384, .k = 64, .sample = 1000, .queries = 10000, .seed = 1};
+    args a = {.n = 1000000, .d = 384, .k = 64, .sample = 1000, .queries = 10000, .exact_max = -1, .seed = 1};
     for (int i = 2; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
@@ -518,6 +523,8 @@ int main(int argc, char **argv)
             a.nprobe = (int32_t)strtol(v, NULL, 10);
         else if (!strcmp(o, "--sample"))
             a.sample = strtoll(v, NULL, 10);
+        else if (!strcmp(o, "--exact-max"))
+            a.exact_max = strtoll(v, NULL, 10);
         else if (!strcmp(o, "--queries"))
             a.queries = strtoll(v, NULL, 10);
         else if (!strcmp(o, "--threads"))

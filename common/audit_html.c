@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "atomic_file.h"
 #include "audit_thumb.h"
 #include "err.h"
 #include "html.h"
@@ -528,16 +529,20 @@ int audit_html_write(catalog *c, const char *work, const cJSON *report, const ch
                      audit_html_stats *stats)
 {
     *stats = (audit_html_stats){0};
-    char thumbs[PATH_CAP], path[PATH_CAP], tmp[PATH_CAP + 16];
+    char thumbs[PATH_CAP], path[PATH_CAP];
     if (snprintf(thumbs, sizeof thumbs, "%s/thumbs", dir) >= (int)sizeof thumbs ||
         snprintf(path, sizeof path, "%s/index.html", dir) >= (int)sizeof path)
         return lvd_fail("%s: path too long", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     if (mkdir_p(thumbs) != 0)
         return -1;
     page p = {.c = c, .work = work, .dir = dir, .side = thumb_side, .stats = stats};
-    if (!(p.f = fopen(tmp, "w")))
-        return lvd_fail_errno("cannot create %s", tmp);
+    atomic_file af;
+    if (atomic_file_open(&af, path) != 0)
+        return -1;
+    if (!(p.f = atomic_file_stream(&af))) {
+        atomic_file_abort(&af);
+        return -1;
+    }
     /* One read transaction for the thumbnails' locations, as for the report. */
     int rc = catalog_exec(c, "BEGIN");
     if (rc == 0) {
@@ -546,19 +551,8 @@ int audit_html_write(catalog *c, const char *work, const cJSON *report, const ch
     }
     free(p.thumbs);
     if (rc != 0) {
-        fclose(p.f);
-        remove(tmp);
+        atomic_file_abort(&af);
         return -1;
     }
-    if (ferror(p.f) | (fclose(p.f) != 0)) {
-        remove(tmp);
-        return lvd_fail_errno("writing %s", tmp);
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        errno = e;
-        return lvd_fail_errno("renaming %s to %s", tmp, path);
-    }
-    return 0;
+    return atomic_file_commit(&af);
 }

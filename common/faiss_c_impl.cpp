@@ -1,5 +1,5 @@
-/* faiss_c_impl.cpp — the part of FAISS's official C API (the headers in faiss/c_api/) that lvd uses, implemented over
- * Debian's libfaiss.a, which ships the C API headers but not their implementation.
+/* faiss_c_impl.cpp — the part of FAISS's official C API (the headers in faiss/c_api/) that lvd uses,
+ * implemented over Debian's libfaiss.a, which ships the C API headers but not their implementation.
  *
  * Every function keeps the exact signature of its declaration in the official headers (included below, so the
  * compiler checks them) and the official semantics: functions returning int return 0 on success, or on a C++

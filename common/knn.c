@@ -72,10 +72,11 @@ static int64_t auto_nlist(int64_t n, int64_t train_max)
     return nl;
 }
 
-/* The automatic nprobe for nlist lists (see knn.h: measured by benchmarks/dedup_knn.sh). */
-static int32_t auto_nprobe(int64_t nlist)
+/* The automatic nprobe for nlist lists over n vectors (see knn.h: measured by benchmarks/dedup_knn.sh). */
+static int32_t auto_nprobe(int64_t nlist, int64_t n)
 {
-    int64_t p = nlist / KNN_AUTO_NPROBE_DIV;
+    double per_list = (double)(n > nlist ? n : nlist) / (double)nlist;
+    int64_t p = (int64_t)ceil((double)KNN_AUTO_SCAN / per_list);
     if (p < KNN_AUTO_NPROBE_MIN)
         p = KNN_AUTO_NPROBE_MIN;
     if (p > nlist)
@@ -155,7 +156,7 @@ int knn_create(int32_t d, int64_t n_expected, const knn_opts *o, knn_index **out
         return -1;
     }
     if (ix->ivf) {
-        int32_t np = o->nprobe > 0 ? o->nprobe : auto_nprobe(ix->nlist);
+        int32_t np = o->nprobe > 0 ? o->nprobe : auto_nprobe(ix->nlist, n_expected);
         if (np > ix->nlist)
             np = (int32_t)ix->nlist;
         if (set_nprobe(ix, np) != 0) {

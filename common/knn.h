@@ -8,7 +8,10 @@
  * factory string, e.g. "IVF4096,PQ32" (its index must take ids: IVF ones do; prefix others, such as HNSW32 or
  * Flat, with "IDMap,"). IVF indexes are trained on a sample of at most opts.train_max vectors and searched
  * with opts.nprobe lists. The automatic parameters are those benchmarks/dedup_knn.sh measured on 1,000,000 x
- * 384 clustered vectors (see benchmarks/RESULTS.md). knn_describe says which index was chosen and the recall to
+ * 384 clustered vectors (see benchmarks/RESULTS.md). Why IVF-Flat: in Debian's generic (SSE2) build of FAISS
+ * the IVF list scan is plain C++ at ~0.3 us per 384-d vector, while k-means training and list assignment run on
+ * OpenBLAS SGEMM; IVF-PQ and IVF-SQ8 trained or scanned slower there. The cost is ~nprobe * n / nlist scanned
+ * vectors per query, which KNN_AUTO_SCAN bounds. knn_describe says which index was chosen and the recall to
  * expect, for logs.
  *
  * Shapes: vectors are row-major (n, d) float32; search results are (nq, k) similarities (descending per
@@ -21,16 +24,17 @@
 #ifndef LVD_KNN_H
 #define LVD_KNN_H
 
-#include <stddef.h>
 #include <inttypes.h> /* PRId64 in KNN_AUTO_FACTORY_FMT */
+#include <stddef.h>
 #include <stdint.h>
 
-/* The automatic choice (measured, see above): factory format, lists per sqrt(n), nprobe = max(nlist / DIV, MIN),
- * the recall@64 it reached, the least training vectors per list, and the default training sample size. */
+/* The automatic choice (measured, see above): factory format; lists per sqrt(n); nprobe: enough lists to scan
+ * about KNN_AUTO_SCAN vectors per query (n / nlist per list), at least KNN_AUTO_NPROBE_MIN; the recall@64
+ * to expect; the least training vectors per list; the default training sample size. */
 #define KNN_AUTO_FACTORY_FMT "IVF%" PRId64 ",Flat"
 #define KNN_AUTO_LISTS_PER_SQRT 4.0
-#define KNN_AUTO_NPROBE_DIV 64
-#define KNN_AUTO_NPROBE_MIN 16
+#define KNN_AUTO_SCAN 2048
+#define KNN_AUTO_NPROBE_MIN 8
 #define KNN_AUTO_EXPECTED_RECALL 0.95
 #define KNN_AUTO_MIN_TRAIN 40
 #define KNN_TRAIN_MAX_DEFAULT 163840
@@ -38,9 +42,10 @@
 typedef struct knn_opts {
     int64_t exact_max;   /* flat (exact) search up to this many indexed vectors (default 200,000) */
     const char *factory; /* NULL: automatic choice; else an index_factory string (metric inner product) */
-    int32_t nprobe;      /* IVF lists searched (0 = automatic: max(nlist / KNN_AUTO_NPROBE_DIV, KNN_AUTO_NPROBE_MIN)) */
+    int32_t nprobe;      /* IVF lists searched (0 = automatic, see KNN_AUTO_SCAN) */
     int64_t train_max;   /* training vectors at most: knn_train samples this many from what it is given
-                            (default KNN_TRAIN_MAX_DEFAULT; the automatic nlist keeps >= KNN_AUTO_MIN_TRAIN per list) */
+                            (default KNN_TRAIN_MAX_DEFAULT). The automatic nlist keeps >= KNN_AUTO_MIN_TRAIN
+                            per list, so the default caps it at 4096: raise train_max for sets beyond ~2M. */
     int64_t batch;       /* rows per add/search batch (default 65,536) */
     uint64_t seed;       /* which rows knn_train samples (FAISS's k-means uses its own fixed seed) */
 } knn_opts;

@@ -6,14 +6,12 @@
  */
 #include "npy.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
+#include "atomic_file.h"
 #include "err.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -385,22 +383,6 @@ out:
 /* ---------------------------------------------------------------------------------------------------- */
 /* write */
 
-static int write_all(int fd, const void *buf, size_t n)
-{
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int npy_write(const char *path, const float *data, int32_t ndim, const int64_t *shape, npy_dtype dtype)
 {
     if (ndim < 0 || ndim > NPY_MAX_DIMS)
@@ -436,60 +418,27 @@ int npy_write(const char *path, const float *data, int32_t ndim, const int64_t *
     pre[8] = (uint8_t)(hlen & 0xff);
     pre[9] = (uint8_t)(hlen >> 8);
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 32);
-    if (!tmp)
-        return lvd_fail("%s: out of memory", path);
-    snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        lvd_fail_errno("%s: cannot create", tmp);
-        free(tmp);
+    atomic_file af;
+    if (atomic_file_open(&af, path) != 0)
         return -1;
-    }
-    int rc = -1;
-    if (write_all(fd, pre, sizeof pre) != 0 || write_all(fd, hdr, hlen) != 0) {
-        lvd_fail_errno("%s: write", tmp);
+    if (atomic_file_write(&af, pre, sizeof pre) != 0 || atomic_file_write(&af, hdr, hlen) != 0)
         goto fail;
-    }
     if (dtype == NPY_F32) {
-        if (count > 0 && write_all(fd, data, (size_t)count * 4) != 0) {
-            lvd_fail_errno("%s: write", tmp);
+        if (count > 0 && atomic_file_write(&af, data, (size_t)count * 4) != 0)
             goto fail;
-        }
     } else {
         uint16_t buf[4096];
         for (uint64_t done = 0; done < count;) {
             size_t k = count - done < 4096 ? (size_t)(count - done) : 4096;
             for (size_t i = 0; i < k; i++)
                 buf[i] = npy_f32_to_f16(data[done + i]);
-            if (write_all(fd, buf, k * 2) != 0) {
-                lvd_fail_errno("%s: write", tmp);
+            if (atomic_file_write(&af, buf, k * 2) != 0)
                 goto fail;
-            }
             done += k;
         }
     }
-    if (fsync(fd) != 0 && errno != EINVAL) {
-        lvd_fail_errno("%s: fsync", tmp);
-        goto fail;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        lvd_fail_errno("%s: close", tmp);
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        lvd_fail_errno("%s: cannot rename %s to it", path, tmp);
-        goto fail;
-    }
-    rc = 0;
+    return atomic_file_commit(&af);
 fail:
-    if (fd >= 0)
-        close(fd);
-    if (rc != 0)
-        unlink(tmp);
-    free(tmp);
-    return rc;
+    atomic_file_abort(&af);
+    return -1;
 }

@@ -2,7 +2,6 @@
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
@@ -14,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "err.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -500,22 +500,6 @@ static void sb_json_str(sbuf *b, const char *s)
     sb_put(b, "\"", 1);
 }
 
-static int write_all(int fd, const void *buf, size_t n)
-{
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int st_write(const char *path, const st_write_tensor *t, size_t n, const char *const *meta_kv, size_t n_meta)
 {
     sbuf b = {0};
@@ -581,58 +565,28 @@ int st_write(const char *path, const st_write_tensor *t, size_t n, const char *c
         return lvd_fail("%s: out of memory", path);
     }
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 32);
-    if (!tmp) {
-        free(b.p);
-        return lvd_fail("%s: out of memory", path);
-    }
-    snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        lvd_fail_errno("%s: cannot create", tmp);
-        free(tmp);
+    atomic_file af;
+    if (atomic_file_open(&af, path) != 0) {
         free(b.p);
         return -1;
     }
-    int rc = -1;
     uint8_t len8[8];
     for (int i = 0; i < 8; i++)
         len8[i] = (uint8_t)((uint64_t)b.len >> (8 * i));
-    if (write_all(fd, len8, 8) != 0 || write_all(fd, b.p, b.len) != 0) {
-        lvd_fail_errno("%s: write", tmp);
+    if (atomic_file_write(&af, len8, 8) != 0 || atomic_file_write(&af, b.p, b.len) != 0)
         goto fail;
-    }
     for (size_t i = 0; i < n; i++) {
         size_t count = (size_t)1;
         for (int32_t k = 0; k < t[i].ndim; k++)
             count *= (size_t)t[i].shape[k];
-        if (count > 0 && write_all(fd, t[i].data, count * 4) != 0) {
-            lvd_fail_errno("%s: write", tmp);
+        if (count > 0 && atomic_file_write(&af, t[i].data, count * 4) != 0)
             goto fail;
-        }
     }
-    if (fsync(fd) != 0 && errno != EINVAL) {
-        lvd_fail_errno("%s: fsync", tmp);
-        goto fail;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        lvd_fail_errno("%s: close", tmp);
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        lvd_fail_errno("%s: cannot rename %s to it", path, tmp);
-        goto fail;
-    }
-    rc = 0;
-fail:
-    if (fd >= 0)
-        close(fd);
-    if (rc != 0)
-        unlink(tmp);
-    free(tmp);
+    int rc = atomic_file_commit(&af);
     free(b.p);
     return rc;
+fail:
+    atomic_file_abort(&af);
+    free(b.p);
+    return -1;
 }

@@ -4,6 +4,7 @@
 #define LVD_CLI_H
 
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,11 +70,41 @@ static inline int cli_common(int c, const char *prog, const char *usage, const c
     }
 }
 
+/* The values of CLI_STAGE_OPTIONS. */
+typedef struct cli_stage_args {
+    const char *part; /* --part K/N as given, NULL when absent */
+    int merge, force, retry_failed;
+} cli_stage_args;
+
+/* Handles the options of CLI_STAGE_OPTIONS into *a; returns 1 if c was one of them, else 0. */
+static inline int cli_stage_option(int c, cli_stage_args *a)
+{
+    switch (c) {
+    case OPT_PART: a->part = optarg; return 1;
+    case OPT_MERGE: a->merge = 1; return 1;
+    case OPT_FORCE: a->force = 1; return 1;
+    case OPT_RETRY_FAILED: a->retry_failed = 1; return 1;
+    default: return 0;
+    }
+}
+
 /* Reports a usage error and exits 2. */
 static inline void cli_usage_error(const char *prog, const char *msg)
 {
     fprintf(stderr, "%s: %s\nTry '%s --help'.\n", prog, msg, prog);
     exit(EXIT_USAGE);
+}
+
+/* cli_usage_error with a printf-style message (cut at 1023 bytes). */
+static inline void cli_usage_errorf(const char *prog, const char *fmt, ...) LVD_PRINTF(2, 3);
+static inline void cli_usage_errorf(const char *prog, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cli_usage_error(prog, msg);
 }
 
 #endif

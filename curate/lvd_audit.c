@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "atomic_file.h"
 #include "audit_html.h"
 #include "audit_report.h"
 #include "catalog.h"
@@ -261,23 +262,17 @@ static void print_text(FILE *f, const cJSON *r)
 
 static int write_csv(catalog *c, int64_t model_id, const char *path, int64_t *rows)
 {
-    int to_stdout = strcmp(path, "-") == 0;
-    char tmp[4200];
-    if (!to_stdout && snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return lvd_fail("%s: path too long", path);
-    FILE *f = to_stdout ? stdout : fopen(tmp, "w");
-    if (!f)
-        return lvd_fail_errno("cannot create %s", tmp);
-    int rc = audit_csv(c, model_id, f, rows);
-    if (to_stdout)
-        return rc;
-    if (ferror(f) | (fclose(f) != 0) && rc == 0)
-        rc = lvd_fail_errno("writing %s", tmp);
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = lvd_fail_errno("renaming %s to %s", tmp, path);
-    if (rc != 0)
-        remove(tmp);
-    return rc;
+    if (strcmp(path, "-") == 0)
+        return audit_csv(c, model_id, stdout, rows);
+    atomic_file af;
+    if (atomic_file_open(&af, path) != 0)
+        return -1;
+    FILE *f = atomic_file_stream(&af);
+    if (!f || audit_csv(c, model_id, f, rows) != 0) {
+        atomic_file_abort(&af);
+        return -1;
+    }
+    return atomic_file_commit(&af);
 }
 
 int main(int argc, char **argv)
@@ -307,27 +302,16 @@ int main(int argc, char **argv)
         case OPT_CSV: csv = optarg; break;
         case OPT_HTML: html = optarg; break;
         case OPT_THUMB: bad = opt_int("--thumb-size", optarg, 16, 1024, &thumb); break;
-        case ':': {
-            char msg[200];
-            snprintf(msg, sizeof msg, "option %.100s needs a value", av[optind - 1]);
-            cli_usage_error(PROG, msg);
-        } break;
-        default: {
-            char msg[200];
-            snprintf(msg, sizeof msg, "unknown option %.100s", av[optind - 1]);
-            cli_usage_error(PROG, msg);
-        }
+        case ':': cli_usage_errorf(PROG, "option %.100s needs a value", av[optind - 1]); break;
+        default: cli_usage_errorf(PROG, "unknown option %.100s", av[optind - 1]);
         }
         if (bad)
             cli_usage_error(PROG, lvd_errmsg());
     }
     if (!work || !work[0])
         cli_usage_error(PROG, "--work DIR is required");
-    if (optind < ac) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "unexpected argument '%.100s'", av[optind]);
-        cli_usage_error(PROG, msg);
-    }
+    if (optind < ac)
+        cli_usage_errorf(PROG, "unexpected argument '%.100s'", av[optind]);
     if (csv && !csv[0])
         cli_usage_error(PROG, "--csv needs a file name ('-' for stdout)");
     if (html && !html[0])

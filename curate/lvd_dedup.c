@@ -1130,19 +1130,15 @@ int main(int argc, char **argv)
     x->b = benches;
     x->p = (params){.k = 64, .threshold = 0.6, .bthreshold = 0.45, .brule = 0, .keep = KEEP_PIXELS, .phash = -1,
                     .batch = 4096, .exact_max = 200000};
-    const char *part_arg = NULL;
+    cli_stage_args sa = {0}; /* --retry-failed is moot: nothing fails transiently here */
     int opt;
     optind = 1;
     while ((opt = getopt_long(ac, av, "h", longopts, NULL)) != -1) {
-        if (cli_common(opt, PROG, usage, &x->work, &x->json))
+        if (cli_common(opt, PROG, usage, &x->work, &x->json) || cli_stage_option(opt, &sa))
             continue;
         int bad = 0;
         int64_t iv;
         switch (opt) {
-        case OPT_PART: part_arg = optarg; break;
-        case OPT_MERGE: x->merge = 1; break;
-        case OPT_FORCE: x->force = 1; break;
-        case OPT_RETRY_FAILED: break; /* nothing fails transiently here */
         case OPT_MODEL: x->p.model = optarg; break;
         case OPT_K: bad = opt_int("--k", optarg, 1, 4096, &iv); x->p.k = (int32_t)iv; break;
         case OPT_THRESHOLD: bad = opt_double("--threshold", optarg, -1.0, 1.0, &x->p.threshold); break;
@@ -1159,6 +1155,9 @@ int main(int argc, char **argv)
         if (bad)
             cli_usage_error(PROG, lvd_errmsg());
     }
+    const char *part_arg = sa.part;
+    x->merge = sa.merge;
+    x->force = sa.force;
     if (!x->work)
         cli_usage_error(PROG, "--work DIR is required");
     if (!x->p.model)

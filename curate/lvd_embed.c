@@ -1112,10 +1112,10 @@ int main(int argc, char **argv)
         {"import", required_argument, NULL, OPT_IMPORT},
         {"keys", required_argument, NULL, OPT_KEYS},
         {NULL, 0, NULL, 0}};
-    const char *work = NULL, *part_arg = NULL, *model_path = NULL, *name_arg = NULL, *import_path = NULL,
-               *keys_path = NULL;
+    const char *work = NULL, *model_path = NULL, *name_arg = NULL, *import_path = NULL, *keys_path = NULL;
     char *collections[MAX_COLL];
-    int ncoll = 0, json = 0, merge = 0, force = 0, pool = POOL_CLS, dtype_i = 0;
+    cli_stage_args sa = {0}; /* --retry-failed is moot: failed images are simply not embedded yet */
+    int ncoll = 0, json = 0, pool = POOL_CLS, dtype_i = 0;
     int64_t resize = 256, crop = 224, batch = 32, file_rows = 8192, iv;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu > 0 ? (int)ncpu : 1;
@@ -1124,14 +1124,10 @@ int main(int argc, char **argv)
         loaders = 8;
     int opt;
     while ((opt = getopt_long(ac, av, "h", longopts, NULL)) != -1) {
-        if (cli_common(opt, PROG, usage, &work, &json))
+        if (cli_common(opt, PROG, usage, &work, &json) || cli_stage_option(opt, &sa))
             continue;
         int bad = 0;
         switch (opt) {
-        case OPT_PART: part_arg = optarg; break;
-        case OPT_MERGE: merge = 1; break;
-        case OPT_FORCE: force = 1; break;
-        case OPT_RETRY_FAILED: break; /* nothing transient to retry: failed images are simply not embedded yet */
         case OPT_COLLECTION:
             if (ncoll == MAX_COLL)
                 cli_usage_error(PROG, "at most 64 --collection options");
@@ -1158,7 +1154,7 @@ int main(int argc, char **argv)
         cli_usage_error(PROG, "--work DIR is required");
     if (optind < ac)
         cli_usage_error(PROG, "unexpected argument");
-    if (merge) {
+    if (sa.merge) {
         int mrc = cli_merge("embed", work, json);
         config_free_argv(ac, av);
         return mrc;
@@ -1171,7 +1167,7 @@ int main(int argc, char **argv)
             cli_usage_error(PROG, "--import needs --keys K.txt (line i: the key of row i)");
         if (ncoll != 1)
             cli_usage_error(PROG, "--import needs exactly one --collection");
-        if (part_arg)
+        if (sa.part)
             cli_usage_error(PROG, "--import does not take --part");
         default_name(import_path, ".npy", name, sizeof name);
     } else {
@@ -1183,12 +1179,9 @@ int main(int argc, char **argv)
     }
     if (name_arg)
         snprintf(name, sizeof name, "%s", name_arg);
-    if (!valid_name(name)) {
-        char msg[400];
-        snprintf(msg, sizeof msg, "model name '%.200s' must be 1-%d letters, digits, '.', '_' or '-', not starting "
-                 "with '.'%s", name, NAME_MAX_LEN, name_arg ? "" : " (set one with --name)");
-        cli_usage_error(PROG, msg);
-    }
+    if (!valid_name(name))
+        cli_usage_errorf(PROG, "model name '%.200s' must be 1-%d letters, digits, '.', '_' or '-', not starting "
+                         "with '.'%s", name, NAME_MAX_LEN, name_arg ? "" : " (set one with --name)");
     if (!import_path && crop > resize)
         cli_usage_error(PROG, "--crop must not exceed --resize (the crop is taken from the resized image)");
 
@@ -1200,13 +1193,10 @@ int main(int argc, char **argv)
             log_error("%s", lvd_errmsg());
             return EXIT_FAIL;
         }
-        if (crop % cfg.patch != 0) {
-            char msg[300];
-            snprintf(msg, sizeof msg, "--crop %" PRId64 " is not a multiple of the model's patch size %d (%s); try "
-                     "--crop %" PRId64, crop, (int)cfg.patch, model_path,
-                     crop / cfg.patch > 0 ? (crop / cfg.patch) * cfg.patch : cfg.patch);
-            cli_usage_error(PROG, msg);
-        }
+        if (crop % cfg.patch != 0)
+            cli_usage_errorf(PROG, "--crop %" PRId64 " is not a multiple of the model's patch size %d (%s); try "
+                             "--crop %" PRId64, crop, (int)cfg.patch, model_path,
+                             crop / cfg.patch > 0 ? (crop / cfg.patch) * cfg.patch : cfg.patch);
         want.dim = pool == POOL_CLS_MEAN ? 2 * cfg.dim : cfg.dim;
         snprintf(want.preprocess, sizeof want.preprocess,
                  "{\"resize\":%" PRId64 ",\"crop\":%" PRId64 ",\"pool\":\"%s\",\"dtype\":\"%s\"}", resize, crop,
@@ -1232,7 +1222,7 @@ int main(int argc, char **argv)
         cJSON_AddStringToObject(pj, "collection", collections[0]);
         cJSON_AddStringToObject(pj, "import_file", import_path);
         cJSON_AddStringToObject(pj, "import_sha256", import_sha);
-        cJSON_AddBoolToObject(pj, "force", force);
+        cJSON_AddBoolToObject(pj, "force", sa.force);
         ptext = ptext_heap = cJSON_PrintUnformatted(pj);
         cJSON_Delete(pj);
         if (!ptext) {
@@ -1251,7 +1241,7 @@ int main(int argc, char **argv)
         log_error("out of memory");
         return EXIT_FAIL;
     }
-    int opened = stage_open(st, "embed", work, part_arg, ptext, fp);
+    int opened = stage_open(st, "embed", work, sa.part, ptext, fp);
     free(ptext_heap);
     if (opened != 0) {
         log_error("%s", lvd_errmsg());
@@ -1272,7 +1262,7 @@ int main(int argc, char **argv)
     double t0 = progress_now();
 
     if (import_path) {
-        if (run_import(o, import_path, import_sha, keys_path, collections[0], force, &ic, model_sha) != 0)
+        if (run_import(o, import_path, import_sha, keys_path, collections[0], sa.force, &ic, model_sha) != 0)
             goto out;
         cJSON_AddNumberToObject(per_coll, collections[0], (double)o->written);
         rc = EXIT_OK;
@@ -1321,7 +1311,7 @@ int main(int argc, char **argv)
     e->resize = (uint32_t)resize;
     e->crop = (uint32_t)crop;
     e->pool = pool;
-    if (model_register(o, &want, force, coll_ids, ncoll ? nc : 0) != 0 || out_alloc(o) != 0)
+    if (model_register(o, &want, sa.force, coll_ids, ncoll ? nc : 0) != 0 || out_alloc(o) != 0)
         goto out;
     vit_set_threads(threads);
     if (vit_load(model_path, NULL, 0, &e->m) != 0)

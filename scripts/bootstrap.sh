@@ -19,6 +19,7 @@ packages=(
   zlib1g-dev                                      # .gz URL lists
   libcmocka-dev                                   # unit tests
   libopenblas-openmp-dev                          # SGEMM for the ViT, OpenMP build (one thread pool)
+  libfaiss-dev                                    # k-NN search for dedup (static lib + C API headers)
   python3 python3-pil python3-numpy               # test servers, fixtures, reference checks
   python3-torch                                   # the PyTorch reference the ViT is checked against
   dataset-fashion-mnist                           # real pictures for tests and the demo

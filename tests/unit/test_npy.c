@@ -38,55 +38,12 @@ static uint64_t rng(void)
     return rng_state;
 }
 
-static void path_in(char *out, size_t cap, const char *dir, const char *name)
-{
-    int n = snprintf(out, cap, "%s/%s", dir, name);
-    assert_true(n > 0 && (size_t)n < cap);
-}
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
-static void spit(const char *path, const void *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    if (len)
-        assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-}
-
 /* Runs tensor_ref.py with args; fails the test unless it exits 0. Output goes to out (may be NULL). */
 static void run_ref(const char *args, char *out, size_t cap)
 {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' %s 2>&1", script, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char buf[4096];
-    size_t n = fread(buf, 1, sizeof buf - 1, p);
-    buf[n] = '\0';
-    int st = pclose(p);
-    if (st != 0)
-        fail_msg("tensor_ref.py %s failed: %s", args, buf);
-    if (out && cap > 0) {
-        size_t k = n < cap - 1 ? n : cap - 1;
-        memcpy(out, buf, k);
-        out[k] = '\0';
-    }
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' %s", script, args);
+    scratch_run(cmd, out, cap);
 }
 
 static uint32_t f2u(float f)
@@ -165,13 +122,13 @@ static void test_f16_rounding_vs_numpy(void **state)
         }
     }
     char in[256], out[256], args[600];
-    path_in(in, sizeof in, scratch, "f16_in.raw");
-    path_in(out, sizeof out, scratch, "f16_out.raw");
-    spit(in, v, N * sizeof *v);
+    scratch_join(in, sizeof in, scratch, "f16_in.raw");
+    scratch_join(out, sizeof out, scratch, "f16_out.raw");
+    scratch_spit(in, v, N * sizeof *v);
     snprintf(args, sizeof args, "f16 '%s' '%s'", in, out);
     run_ref(args, NULL, 0);
     size_t len;
-    uint16_t *ref = (uint16_t *)slurp(out, &len);
+    uint16_t *ref = (uint16_t *)scratch_slurp(out, &len);
     assert_int_equal(len, N * 2);
     size_t bad = 0;
     for (size_t i = 0; i < N; i++) {
@@ -189,11 +146,11 @@ static void test_f16_to_f32_vs_numpy(void **state)
 {
     (void)state;
     char out[256], args[400];
-    path_in(out, sizeof out, scratch, "f16to32.raw");
+    scratch_join(out, sizeof out, scratch, "f16to32.raw");
     snprintf(args, sizeof args, "f16to32 '%s'", out);
     run_ref(args, NULL, 0);
     size_t len;
-    uint32_t *ref = (uint32_t *)slurp(out, &len);
+    uint32_t *ref = (uint32_t *)scratch_slurp(out, &len);
     assert_int_equal(len, 65536 * 4);
     for (uint32_t h = 0; h < 65536; h++) {
         float f = npy_f16_to_f32((uint16_t)h);
@@ -230,7 +187,7 @@ static void check_numpy_file(const char *name, npy_dtype dtype, int32_t ndim, co
     }
     assert_int_equal(npy_count(&a), count);
     size_t len;
-    uint32_t *ref = (uint32_t *)slurp(raw, &len);
+    uint32_t *ref = (uint32_t *)scratch_slurp(raw, &len);
     assert_int_equal(len, (size_t)count * 4);
     if (count == 0)
         assert_null(a.data);
@@ -270,7 +227,7 @@ static void test_write_read_by_numpy(void **state)
 {
     (void)state;
     char dir[128], p[256], list[256];
-    path_in(dir, sizeof dir, scratch, "written");
+    scratch_join(dir, sizeof dir, scratch, "written");
     assert_int_equal(mkdir(dir, 0755), 0);
     const wcase cases[] = {
         {"a_f32_2d.npy", NPY_F32, 2, {5, 7}},     {"b_f16_2d.npy", NPY_F16, 2, {33, 17}},
@@ -278,7 +235,7 @@ static void test_write_read_by_numpy(void **state)
         {"e_f32_4d.npy", NPY_F32, 4, {2, 3, 1, 4}}, {"f_f16_empty.npy", NPY_F16, 2, {0, 128}},
         {"g_f32_1d.npy", NPY_F32, 1, {1000}},     {"h_f16_big.npy", NPY_F16, 1, {20000}},
     };
-    path_in(list, sizeof list, dir, "written.txt");
+    scratch_join(list, sizeof list, dir, "written.txt");
     FILE *lf = fopen(list, "w");
     assert_non_null(lf);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -293,12 +250,12 @@ static void test_write_read_by_numpy(void **state)
             /* mixed magnitudes, including half overflow, subnormals, inf and NaN */
             v[i] = (i % 97 == 5) ? u2f(r) : ldexpf((float)(r % 2000000) / 1000000.0f - 1.0f, (int)(r >> 27) - 20);
         }
-        path_in(p, sizeof p, dir, w->name);
+        scratch_join(p, sizeof p, dir, w->name);
         if (npy_write(p, count ? v : NULL, w->ndim, w->shape, w->dtype) != 0)
             fail_msg("npy_write %s: %s", p, lvd_errmsg());
         char raw[300];
         snprintf(raw, sizeof raw, "%s.raw", p);
-        spit(raw, v, (size_t)count * 4);
+        scratch_spit(raw, v, (size_t)count * 4);
         fprintf(lf, "%s %s", w->name, w->dtype == NPY_F32 ? "f4" : "f2");
         for (int32_t i = 0; i < w->ndim; i++)
             fprintf(lf, " %lld", (long long)w->shape[i]);
@@ -333,7 +290,7 @@ static void test_write_read_by_numpy(void **state)
     closedir(d);
 
     /* overwriting an existing file replaces it */
-    path_in(p, sizeof p, dir, "a_f32_2d.npy");
+    scratch_join(p, sizeof p, dir, "a_f32_2d.npy");
     float one = 1.5f;
     assert_int_equal(npy_write(p, &one, 1, (int64_t[]){1}, NPY_F32), 0);
     npy_array a;
@@ -352,7 +309,7 @@ static void test_write_errors(void **state)
     assert_int_equal(npy_write("/nonexistent-dir/x.npy", v, 1, (int64_t[]){2}, NPY_F32), -1);
     assert_non_null(strstr(lvd_errmsg(), "/nonexistent-dir/x.npy"));
     char p[256];
-    path_in(p, sizeof p, scratch, "neg.npy");
+    scratch_join(p, sizeof p, scratch, "neg.npy");
     assert_int_equal(npy_write(p, v, 1, (int64_t[]){-2}, NPY_F32), -1);
     assert_non_null(strstr(lvd_errmsg(), "negative"));
     assert_int_equal(npy_write(p, v, 9, (int64_t[]){1, 1, 1, 1, 1, 1, 1, 1, 2}, NPY_F32), -1);
@@ -409,22 +366,22 @@ static void test_malformed(void **state)
     expect_read_error(p, "unsupported", "structured");
 
     /* bad magic */
-    path_in(p, sizeof p, scratch, "magic.npy");
+    scratch_join(p, sizeof p, scratch, "magic.npy");
     write_handmade(p, "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", data, 12, 1);
     {
         size_t len;
-        uint8_t *b = slurp(p, &len);
+        uint8_t *b = scratch_slurp(p, &len);
         b[1] = 'n';
-        spit(p, b, len);
+        scratch_spit(p, b, len);
         free(b);
     }
     expect_read_error(p, "magic", NULL);
 
     /* too short, empty, missing */
-    path_in(p, sizeof p, scratch, "short.npy");
-    spit(p, "\x93NUMPY\x01", 7);
+    scratch_join(p, sizeof p, scratch, "short.npy");
+    scratch_spit(p, "\x93NUMPY\x01", 7);
     expect_read_error(p, "not a .npy", NULL);
-    path_in(p, sizeof p, scratch, "missing.npy");
+    scratch_join(p, sizeof p, scratch, "missing.npy");
     expect_read_error(p, "cannot open", NULL);
 
     /* truncated data: numpy's file minus 3 bytes */
@@ -432,55 +389,55 @@ static void test_malformed(void **state)
         char src[256];
         snprintf(src, sizeof src, "%s/f4_2d.npy", gen_dir);
         size_t len;
-        uint8_t *b = slurp(src, &len);
-        path_in(p, sizeof p, scratch, "trunc.npy");
-        spit(p, b, len - 3);
+        uint8_t *b = scratch_slurp(src, &len);
+        scratch_join(p, sizeof p, scratch, "trunc.npy");
+        scratch_spit(p, b, len - 3);
         free(b);
         expect_read_error(p, "truncated", "(3, 4)");
     }
 
     /* header lying about the shape: more elements than data, and fewer (trailing bytes) */
-    path_in(p, sizeof p, scratch, "lie_big.npy");
+    scratch_join(p, sizeof p, scratch, "lie_big.npy");
     write_handmade(p, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 5), }", data, 48, 1);
     expect_read_error(p, "(3, 5)", "truncated");
-    path_in(p, sizeof p, scratch, "lie_small.npy");
+    scratch_join(p, sizeof p, scratch, "lie_small.npy");
     write_handmade(p, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 5), }", data, 48, 1);
     expect_read_error(p, "(2, 5)", "trailing");
 
     /* header length beyond the file */
-    path_in(p, sizeof p, scratch, "hlen.npy");
-    spit(p, "\x93NUMPY\x01\x00\xff\x7f{'descr'", 17);
+    scratch_join(p, sizeof p, scratch, "hlen.npy");
+    scratch_spit(p, "\x93NUMPY\x01\x00\xff\x7f{'descr'", 17);
     expect_read_error(p, "header length", NULL);
 
     /* unsupported version, broken dicts */
-    path_in(p, sizeof p, scratch, "v9.npy");
+    scratch_join(p, sizeof p, scratch, "v9.npy");
     write_handmade(p, "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", data, 12, 1);
     {
         size_t len;
-        uint8_t *b = slurp(p, &len);
+        uint8_t *b = scratch_slurp(p, &len);
         b[6] = 9;
-        spit(p, b, len);
+        scratch_spit(p, b, len);
         free(b);
     }
     expect_read_error(p, "version 9.0", NULL);
-    path_in(p, sizeof p, scratch, "nokey.npy");
+    scratch_join(p, sizeof p, scratch, "nokey.npy");
     write_handmade(p, "{'descr': '<f4', 'shape': (3,), }", data, 12, 1);
     expect_read_error(p, "fortran_order", NULL);
-    path_in(p, sizeof p, scratch, "extrakey.npy");
+    scratch_join(p, sizeof p, scratch, "extrakey.npy");
     write_handmade(p, "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), 'x': 1}", data, 12, 1);
     expect_read_error(p, "'x'", NULL);
-    path_in(p, sizeof p, scratch, "badshape.npy");
+    scratch_join(p, sizeof p, scratch, "badshape.npy");
     write_handmade(p, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, -1), }", data, 12, 1);
     expect_read_error(p, "shape", NULL);
-    path_in(p, sizeof p, scratch, "notdict.npy");
+    scratch_join(p, sizeof p, scratch, "notdict.npy");
     write_handmade(p, "['descr', '<f4']", data, 12, 1);
     expect_read_error(p, "malformed", NULL);
-    path_in(p, sizeof p, scratch, "toomanydims.npy");
+    scratch_join(p, sizeof p, scratch, "toomanydims.npy");
     write_handmade(p, "{'descr': '<f4', 'fortran_order': False, 'shape': (1,1,1,1,1,1,1,1,1), }", data, 4, 1);
     expect_read_error(p, "dimensions", NULL);
 
     /* a handmade version 2.0 file with keys in another order is fine */
-    path_in(p, sizeof p, scratch, "v2order.npy");
+    scratch_join(p, sizeof p, scratch, "v2order.npy");
     for (int i = 0; i < 3; i++)
         data[i] = (float)i + 0.25f;
     write_handmade(p, "{\"shape\": (3,), \"fortran_order\": False, \"descr\": \"<f4\"}", data, 12, 2);

@@ -28,53 +28,12 @@ static char gen_dir[128];
 /* ---------------------------------------------------------------------------------------------------- */
 /* helpers */
 
-static void path_in(char *out, size_t cap, const char *dir, const char *name)
-{
-    int n = snprintf(out, cap, "%s/%s", dir, name);
-    assert_true(n > 0 && (size_t)n < cap);
-}
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
-static void spit(const char *path, const void *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    if (len)
-        assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-}
-
+/* Runs tensor_ref.py with args; fails the test unless it exits 0. Output goes to out (may be NULL). */
 static void run_ref(const char *args, char *out, size_t cap)
 {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' %s 2>&1", script, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char buf[4096];
-    size_t n = fread(buf, 1, sizeof buf - 1, p);
-    buf[n] = '\0';
-    if (pclose(p) != 0)
-        fail_msg("tensor_ref.py %s failed: %s", args, buf);
-    if (out && cap > 0) {
-        size_t k = n < cap - 1 ? n : cap - 1;
-        memcpy(out, buf, k);
-        out[k] = '\0';
-    }
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' %s", script, args);
+    scratch_run(cmd, out, cap);
 }
 
 static uint32_t f2u(float f)
@@ -136,7 +95,7 @@ static void check_tensor_vs_raw(const st_file *f, const char *name, st_dtype dty
     char raw[256];
     snprintf(raw, sizeof raw, "%s/%s.raw", gen_dir, name);
     size_t len;
-    uint32_t *ref = (uint32_t *)slurp(raw, &len);
+    uint32_t *ref = (uint32_t *)scratch_slurp(raw, &len);
     assert_int_equal(len, (size_t)n * 4);
     float *v = malloc((size_t)n * sizeof *v);
     assert_non_null(v);
@@ -153,7 +112,7 @@ static void test_read_torch_file(void **state)
 {
     (void)state;
     char p[256];
-    path_in(p, sizeof p, gen_dir, "ref.safetensors");
+    scratch_join(p, sizeof p, gen_dir, "ref.safetensors");
     st_file *f;
     if (st_open(p, &f) != 0)
         fail_msg("%s", lvd_errmsg());
@@ -195,7 +154,7 @@ static void test_write_round_trip(void **state)
 {
     (void)state;
     char dir[128], p[256];
-    path_in(dir, sizeof dir, scratch, "rt");
+    scratch_join(dir, sizeof dir, scratch, "rt");
     assert_int_equal(mkdir(dir, 0755), 0);
     float w[15], s = -0.0f, x4[12], empty_dummy = 0;
     for (int i = 0; i < 15; i++)
@@ -214,13 +173,13 @@ static void test_write_round_trip(void **state)
     };
     const size_t n = sizeof t / sizeof t[0];
     const char *meta[] = {"format", "lvd-vit", "text", "line\nbreak \"quoted\" \\ tab\t", "utf8", "\xc3\xbc\xc3\xaf"};
-    path_in(p, sizeof p, dir, "m.safetensors");
+    scratch_join(p, sizeof p, dir, "m.safetensors");
     if (st_write(p, t, n, meta, 3) != 0)
         fail_msg("%s", lvd_errmsg());
 
     /* header length field and 8-byte alignment of the data */
     size_t len;
-    uint8_t *b = slurp(p, &len);
+    uint8_t *b = scratch_slurp(p, &len);
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--)
         hl = (hl << 8) | b[i];
@@ -260,23 +219,23 @@ static void test_write_round_trip(void **state)
         int64_t cnt = 1;
         for (int32_t k = 0; k < t[i].ndim; k++)
             cnt *= t[i].shape[k];
-        spit(raw, t[i].data, (size_t)cnt * 4);
+        scratch_spit(raw, t[i].data, (size_t)cnt * 4);
     }
-    path_in(p, sizeof p, dir, "meta.json");
+    scratch_join(p, sizeof p, dir, "meta.json");
     static const char meta_json[] =
         "{\"meta\": {\"format\": \"lvd-vit\", \"text\": \"line\\nbreak \\\"quoted\\\" \\\\ tab\\t\", "
         "\"utf8\": \"\\u00fc\\u00ef\"},\n"
         " \"order\": [\"blocks.0.w\", \"scalar\", \"empty\", \"x4d\", \"we\\\"ird\\\\name\"],\n"
         " \"shapes\": {\"blocks.0.w\": [3, 5], \"scalar\": [], \"empty\": [0, 4], \"x4d\": [2, 1, 3, 2],"
         " \"we\\\"ird\\\\name\": [2]}}\n";
-    spit(p, meta_json, strlen(meta_json));
+    scratch_spit(p, meta_json, strlen(meta_json));
     char args[600], out[256];
     snprintf(args, sizeof args, "st-check '%s/m.safetensors' '%s'", dir, dir);
     run_ref(args, out, sizeof out);
     assert_non_null(strstr(out, "OK 5"));
 
     /* no metadata, no tensors */
-    path_in(p, sizeof p, dir, "none.safetensors");
+    scratch_join(p, sizeof p, dir, "none.safetensors");
     assert_int_equal(st_write(p, NULL, 0, NULL, 0), 0);
     assert_int_equal(st_open(p, &f), 0);
     assert_int_equal(st_count(f), 0);
@@ -289,7 +248,7 @@ static void test_write_errors(void **state)
     (void)state;
     float v[2] = {1, 2};
     char p[256];
-    path_in(p, sizeof p, scratch, "bad-write.safetensors");
+    scratch_join(p, sizeof p, scratch, "bad-write.safetensors");
     const st_write_tensor dup[] = {{"a", 1, {2}, v}, {"a", 1, {2}, v}};
     lvd_err_clear();
     assert_int_equal(st_write(p, dup, 2, NULL, 0), -1);
@@ -314,14 +273,14 @@ static void test_malformed(void **state)
     char p[256];
 #define CASE(file, header, data_len, hlen, w1, w2)                                                              \
     do {                                                                                                        \
-        path_in(p, sizeof p, scratch, file);                                                                    \
+        scratch_join(p, sizeof p, scratch, file);                                                                    \
         make_st(p, header, data_len, hlen);                                                                     \
         expect_open_error(p, w1, w2);                                                                           \
     } while (0)
     const uint64_t H = UINT64_MAX; /* the true header length */
 
     /* a valid file first, so the cases below fail for their one defect */
-    path_in(p, sizeof p, scratch, "valid.safetensors");
+    scratch_join(p, sizeof p, scratch, "valid.safetensors");
     make_st(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", 16, H);
     st_file *f;
     if (st_open(p, &f) != 0)
@@ -381,20 +340,20 @@ static void test_malformed(void **state)
     CASE("notentry.safetensors", "{\"a\":[1]}", 0, H, "'a'", NULL);
 
     /* shorter than the length field; missing */
-    path_in(p, sizeof p, scratch, "tiny.safetensors");
-    spit(p, "\x02\0\0", 3);
+    scratch_join(p, sizeof p, scratch, "tiny.safetensors");
+    scratch_spit(p, "\x02\0\0", 3);
     expect_open_error(p, "not a safetensors file", NULL);
-    path_in(p, sizeof p, scratch, "absent.safetensors");
+    scratch_join(p, sizeof p, scratch, "absent.safetensors");
     expect_open_error(p, "cannot open", NULL);
 
     /* a torch-written file cut short: its last tensor now ends outside */
     {
         char src[256];
-        path_in(src, sizeof src, gen_dir, "ref.safetensors");
+        scratch_join(src, sizeof src, gen_dir, "ref.safetensors");
         size_t len;
-        uint8_t *b = slurp(src, &len);
-        path_in(p, sizeof p, scratch, "cut.safetensors");
-        spit(p, b, len - 1);
+        uint8_t *b = scratch_slurp(src, &len);
+        scratch_join(p, sizeof p, scratch, "cut.safetensors");
+        scratch_spit(p, b, len - 1);
         free(b);
         expect_open_error(p, "'d.i64'", "outside");
     }

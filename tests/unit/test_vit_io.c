@@ -28,28 +28,6 @@ static char srcdir[512]; /* tests/ */
 /* ---------------------------------------------------------------------------------------------------- */
 /* helpers */
 
-static void path_in(char *out, size_t cap, const char *name)
-{
-    int n = snprintf(out, cap, "%s/%s", scratch, name);
-    assert_true(n > 0 && (size_t)n < cap);
-}
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
 static vit_config cfg_mlp(void)
 {
     vit_config c = {.patch = 4, .pos_grid = 3, .dim = 32, .depth = 2, .heads = 2, .ffn_hidden = 48,
@@ -202,7 +180,7 @@ static void expect_same_params(const vit_model *a, const vit_model *b)
 static void round_trip(const vit_config *c, const char *file)
 {
     char p[256], p2[300];
-    path_in(p, sizeof p, file);
+    scratch_join(p, sizeof p, scratch, file);
     vit_model *m = make_model(c, 1234);
     if (vit_save(m, p, 0) != 0)
         fail_msg("vit_save: %s", lvd_errmsg());
@@ -267,7 +245,7 @@ static void test_sha256(void **state)
 {
     (void)state;
     char p[256], cmd[400], want[80] = {0};
-    path_in(p, sizeof p, "hashme.bin");
+    scratch_join(p, sizeof p, scratch, "hashme.bin");
     FILE *f = fopen(p, "wb");
     assert_non_null(f);
     for (int i = 0; i < 300000; i++)
@@ -282,7 +260,7 @@ static void test_sha256(void **state)
     char got[65];
     assert_int_equal(vit_io_file_sha256(p, got), 0);
     assert_string_equal(got, want);
-    path_in(p, sizeof p, "absent.bin");
+    scratch_join(p, sizeof p, scratch, "absent.bin");
     assert_int_equal(vit_io_file_sha256(p, got), -1);
     assert_non_null(strstr(lvd_errmsg(), p));
 }
@@ -303,7 +281,7 @@ static void test_heads_and_pos_mode(void **state)
     c.heads = 8;
     c.depth = 1;
     vit_model *m = make_model(&c, 5);
-    path_in(p, sizeof p, "nometa.safetensors");
+    scratch_join(p, sizeof p, scratch, "nometa.safetensors");
     write_variant(m, p, &(variant){0});
     assert_int_equal(vit_io_config(p, &ic), 0);
     assert_int_equal(ic.heads, 2);
@@ -321,13 +299,13 @@ static void test_heads_and_pos_mode(void **state)
 
     c.n_reg = 4;
     m = make_model(&c, 6);
-    path_in(p, sizeof p, "nometa_reg.safetensors");
+    scratch_join(p, sizeof p, scratch, "nometa_reg.safetensors");
     write_variant(m, p, &(variant){0});
     assert_int_equal(vit_io_config(p, &ic), 0);
     assert_int_equal(ic.n_reg, 4);
     assert_int_equal(ic.pos_mode, VIT_POS_SIZE_AA);
     /* metadata wins over the default, overrides over metadata */
-    path_in(p, sizeof p, "meta_reg.safetensors");
+    scratch_join(p, sizeof p, scratch, "meta_reg.safetensors");
     write_variant(m, p, &(variant){.meta_heads = "4", .meta_pos = "offset"});
     assert_int_equal(vit_io_config(p, &ic), 0);
     assert_int_equal(ic.heads, 4);
@@ -344,7 +322,7 @@ static void test_heads_and_pos_mode(void **state)
     expect_load_error(p, bad2, 1, "heads=x", NULL);
     expect_load_error(p, bad3, 1, "pos_mode=bicubic", NULL);
     expect_load_error(p, bad4, 1, "heads 5", NULL); /* 128 % 5 != 0 */
-    path_in(p, sizeof p, "badmeta.safetensors");
+    scratch_join(p, sizeof p, scratch, "badmeta.safetensors");
     write_variant(m, p, &(variant){.meta_heads = "many"});
     expect_load_error(p, NULL, 0, "heads", "many", NULL);
     write_variant(m, p, &(variant){.meta_pos = "nearest"});
@@ -354,7 +332,7 @@ static void test_heads_and_pos_mode(void **state)
     /* D 32 without metadata: heads cannot be guessed; heads= makes it load */
     c = cfg_mlp();
     m = make_model(&c, 7);
-    path_in(p, sizeof p, "d32.safetensors");
+    scratch_join(p, sizeof p, scratch, "d32.safetensors");
     write_variant(m, p, &(variant){0});
     expect_load_error(p, NULL, 0, "heads", "32", NULL);
     const char *ov3[] = {"heads=2"};
@@ -374,7 +352,7 @@ static void test_bad_tensors(void **state)
     char p[256];
     vit_config c = cfg_mlp();
     vit_model *m = make_model(&c, 9), *l;
-    path_in(p, sizeof p, "bad.safetensors");
+    scratch_join(p, sizeof p, scratch, "bad.safetensors");
 
     write_variant(m, p, &(variant){.meta_heads = "2", .drop = {"blocks.1.attn.proj.bias"}});
     expect_load_error(p, NULL, 0, "missing tensor blocks.1.attn.proj.bias", NULL);
@@ -423,7 +401,7 @@ static void test_bad_tensors(void **state)
     expect_load_error(p, NULL, 0, "missing tensor blocks.2.norm1.weight", NULL);
 
     /* not a checkpoint at all */
-    path_in(p, sizeof p, "absent.safetensors");
+    scratch_join(p, sizeof p, scratch, "absent.safetensors");
     expect_load_error(p, NULL, 0, "cannot open", NULL);
     vit_free(m);
 }
@@ -458,7 +436,7 @@ static void check_converted(const char *dir, const char *tag, const vit_config *
             assert_int_equal(t->shape[k], strtoll(s, &s, 10));
         snprintf(p, sizeof p, "%s/%s.%s.raw", dir, tag, name);
         size_t len;
-        uint8_t *raw = slurp(p, &len);
+        uint8_t *raw = scratch_slurp(p, &len);
         assert_int_equal(len, t->count * sizeof(float));
         if (memcmp(raw, m->param_mem + t->offset, len) != 0)
             fail_msg("%s: tensor %s differs from torch's values", tag, name);
@@ -474,7 +452,7 @@ static void test_converted_checkpoints(void **state)
 {
     (void)state;
     char dir[128], cmd[4096];
-    path_in(dir, sizeof dir, "dinov2");
+    scratch_join(dir, sizeof dir, scratch, "dinov2");
     assert_int_equal(mkdir(dir, 0755), 0);
     snprintf(cmd, sizeof cmd,
              "/usr/bin/python3 '%s/unit/tensor_ref.py' fake-dinov2 '%s' && "
