@@ -28,7 +28,7 @@ struct knn_index {
     int32_t d;
     int exact;                 /* 1: flat (exact) index */
     int ivf;                   /* 1: the index contains an IVF (nprobe applies) */
-    int auto_choice;           /* 1: exact or IVF chosen by knn_create, not the caller's factory string */
+    int auto_choice;           /* 1: index and nprobe chosen by knn_create (not the caller) */
     int64_t nlist;             /* IVF lists (0: unknown or not IVF) */
     int32_t nprobe;            /* IVF lists searched (0: not IVF) */
     int64_t train_max;
@@ -148,7 +148,7 @@ int knn_create(int32_t d, int64_t n_expected, const knn_opts *o, knn_index **out
         ix->nlist = auto_nlist(n_expected, ix->train_max);
         snprintf(ix->name, sizeof ix->name, KNN_AUTO_FACTORY_FMT, ix->nlist);
         ix->ivf = 1;
-        ix->auto_choice = 1;
+        ix->auto_choice = o->nprobe == 0; /* the expected recall holds for the automatic nprobe only */
     }
     if (faiss_index_factory(&ix->fx, (int)d, ix->name, METRIC_INNER_PRODUCT) != 0) {
         lvd_fail("faiss: index factory \"%s\" (d %" PRId32 "): %s", ix->name, d, ferr());
@@ -330,9 +330,9 @@ int knn_recall(knn_index *ix, const float *x, int64_t n, const float *q, int64_t
     FaissIndex *fl = (FaissIndex *)flat;
     int rc = -1;
     size_t cnt = (size_t)nq * (size_t)k;
-    float *as = malloc(cnt * sizeof *as), *es = malloc(cnt * sizeof *es);
-    int64_t *ai = malloc(cnt * sizeof *ai), *ei = malloc(cnt * sizeof *ei);
-    if (!as || !es || !ai || !ei) {
+    float *asims = malloc(cnt * sizeof *asims), *esims = malloc(cnt * sizeof *esims);
+    int64_t *aids = malloc(cnt * sizeof *aids), *eids = malloc(cnt * sizeof *eids);
+    if (!asims || !esims || !aids || !eids) {
         lvd_fail("knn: out of memory for recall results (%" PRId64 " x %" PRId32 ")", nq, k);
         goto done;
     }
@@ -346,19 +346,19 @@ int knn_recall(knn_index *ix, const float *x, int64_t n, const float *q, int64_t
     for (int64_t at = 0; at < nq; at += ix->batch) {
         int64_t b = nq - at < ix->batch ? nq - at : ix->batch;
         size_t o = (size_t)at * (size_t)k;
-        if (faiss_Index_search(fl, b, q + (size_t)at * (size_t)ix->d, k, es + o, ei + o) != 0) {
+        if (faiss_Index_search(fl, b, q + (size_t)at * (size_t)ix->d, k, esims + o, eids + o) != 0) {
             lvd_fail("faiss: exact search for recall: %s", ferr());
             goto done;
         }
     }
-    if (knn_search(ix, q, nq, k, as, ai) != 0)
+    if (knn_search(ix, q, nq, k, asims, aids) != 0)
         goto done;
     int64_t hit = 0, want = 0;
     for (int64_t i = 0; i < nq; i++) {
         size_t o = (size_t)i * (size_t)k;
         for (int32_t j = 0; j < k; j++)
-            want += ei[o + (size_t)j] >= 0;
-        hit += overlap(ai + o, as + o, ei + o, es + o, k);
+            want += eids[o + (size_t)j] >= 0;
+        hit += overlap(aids + o, asims + o, eids + o, esims + o, k);
     }
     *recall = want > 0 ? (double)hit / (double)want : 1.0;
     ix->recall = *recall;
@@ -366,10 +366,10 @@ int knn_recall(knn_index *ix, const float *x, int64_t n, const float *q, int64_t
     ix->recall_nq = nq;
     rc = 0;
 done:
-    free(as);
-    free(es);
-    free(ai);
-    free(ei);
+    free(asims);
+    free(esims);
+    free(aids);
+    free(eids);
     faiss_Index_free(fl);
     return rc;
 }
