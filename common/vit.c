@@ -394,7 +394,6 @@ static void run_layout(vit_run *r, bump *bp)
         /* Every block keeps what its backward needs; block l's input is block l-1's output. */
         for (int32_t l = 0; l < r->depth; l++) {
             layer_acts *a = &r->layers[l];
-            a->xin = l == 0 ? r->x0 : NULL; /* set below to the previous block's output */
             a->ln1 = take(bp, btd);
             a->mean1 = take(bp, bt);
             a->rstd1 = take(bp, bt);
@@ -410,13 +409,13 @@ static void run_layout(vit_run *r, bump *bp)
             a->f2a = take(bp, bt * r->hd);
             a->fo = take(bp, btd);
         }
+        /* Block l reads block l-1's output (block 0 reads x0); the last block's output is xfinal. */
         float *prev = r->x0;
         for (int32_t l = 0; l < r->depth; l++) {
             r->layers[l].xin = prev;
-            prev = take(bp, btd); /* block l's output */
+            prev = take(bp, btd);
         }
         r->xfinal = prev;
-        /* The last output buffer was taken above; fix xin views now that all exist. */
         r->ds = take(bp, 2 * (int64_t)r->depth * r->b);
         r->g_x = take(bp, btd);
         r->g_x2 = take(bp, btd);
