@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -144,4 +145,25 @@ void atomic_file_abort(atomic_file *af)
     unlink(af->tmp);
     release(af);
     errno = e;
+}
+
+int atomic_file_mkdirs(const char *dir)
+{
+    char *tmp = strdup(dir);
+    if (!tmp)
+        return lvd_fail("out of memory");
+    int rc = 0;
+    for (char *p = tmp + 1; rc == 0; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            rc = lvd_fail_errno("cannot create directory %s", tmp);
+        *p = c;
+        if (c == '\0')
+            break;
+    }
+    free(tmp);
+    return rc;
 }

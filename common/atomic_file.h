@@ -50,4 +50,8 @@ int atomic_file_commit(atomic_file *af);
  * an af that was committed, aborted, or whose open failed. */
 void atomic_file_abort(atomic_file *af);
 
+/* Creates directory dir and its missing parents (mode 0755, like mkdir -p); existing ones are fine.
+ * Returns 0 or -1 naming the directory that could not be made. */
+int atomic_file_mkdirs(const char *dir);
+
 #endif

@@ -62,24 +62,6 @@ static const char *jtext(const cJSON *o, const char *key)
 
 /* ---- files ---- */
 
-static int mkdir_p(const char *dir)
-{
-    char tmp[PATH_CAP];
-    if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp)
-        return lvd_fail("%s: path too long", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return lvd_fail_errno("cannot create directory %s", tmp);
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return lvd_fail_errno("cannot create directory %s", tmp);
-    return 0;
-}
-
 static int write_file(const char *path, const void *data, size_t len)
 {
     FILE *f = fopen(path, "wb");
@@ -533,7 +515,7 @@ int audit_html_write(catalog *c, const char *work, const cJSON *report, const ch
     if (snprintf(thumbs, sizeof thumbs, "%s/thumbs", dir) >= (int)sizeof thumbs ||
         snprintf(path, sizeof path, "%s/index.html", dir) >= (int)sizeof path)
         return lvd_fail("%s: path too long", dir);
-    if (mkdir_p(thumbs) != 0)
+    if (atomic_file_mkdirs(thumbs) != 0)
         return -1;
     page p = {.c = c, .work = work, .dir = dir, .side = thumb_side, .stats = stats};
     atomic_file af;

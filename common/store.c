@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "atomic_file.h"
 #include "err.h"
 #include "shard.h"
 
@@ -31,24 +32,6 @@ struct store {
     int ntouched;
     uint64_t pending_members; /* members appended to the current shard since the last sync */
 };
-
-static int mkdir_p(const char *dir)
-{
-    char tmp[STORE_PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp)
-        return lvd_fail("%s: path too long", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return lvd_fail_errno("cannot create directory %s", tmp);
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return lvd_fail_errno("cannot create directory %s", tmp);
-    return 0;
-}
 
 static void shard_rel(const store *s, uint32_t number, char *buf, size_t cap)
 {
@@ -109,7 +92,7 @@ int store_open(store **out, catalog *cat, const char *work, const char *kind, co
     }
     char dir[STORE_PATH_MAX + 16];
     snprintf(dir, sizeof dir, "%s/shards", work);
-    if (mkdir_p(dir) != 0) {
+    if (atomic_file_mkdirs(dir) != 0) {
         free(s);
         return -1;
     }

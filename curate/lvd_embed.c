@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "catalog.h"
 #include "cli.h"
 #include "image.h"
@@ -113,24 +114,6 @@ typedef struct out {
     uint64_t written, files;
 } out;
 
-static int ensure_dirs(const char *path)
-{
-    char buf[STAGE_PATH_MAX + 600];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return lvd_fail("path too long: %s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return lvd_fail_errno("cannot create directory %s", buf);
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return lvd_fail_errno("cannot create directory %s", buf);
-    return 0;
-}
-
 /* The largest file number of prefix recorded for model_id in c, or -1. Names are prefix + 6 digits + ".npy". */
 static int max_file_no(catalog *c, int64_t model_id, const char *prefix, int64_t *out_no)
 {
@@ -174,7 +157,7 @@ static int out_begin_collection(out *o, const char *collection)
     o->next_no = (a > b ? a : b) + 1;
     char dir[STAGE_PATH_MAX + 600];
     snprintf(dir, sizeof dir, "%s/embeddings/%s/%s", o->st->work, o->name, collection);
-    return ensure_dirs(dir);
+    return atomic_file_mkdirs(dir);
 }
 
 /* Writes the collected rows as the next file, then commits their catalog rows. */

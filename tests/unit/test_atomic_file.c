@@ -256,6 +256,29 @@ static void test_missing_directory_names_the_path(void **state)
     assert_msg_has("Not a directory");
 }
 
+static void test_mkdirs(void **state)
+{
+    (void)state;
+    char deep[256], file[192], inside[256];
+    struct stat st;
+    scratch_join(deep, sizeof deep, scratch, "a/b/c");
+    assert_int_equal(atomic_file_mkdirs(deep), 0);
+    assert_int_equal(stat(deep, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(atomic_file_mkdirs(deep), 0); /* existing: fine */
+    scratch_join(deep, sizeof deep, scratch, "a/b/d/"); /* trailing slash */
+    assert_int_equal(atomic_file_mkdirs(deep), 0);
+    assert_int_equal(stat(deep, &st), 0);
+    /* a parent that is a regular file: the error names the directory that could not be made */
+    scratch_join(file, sizeof file, scratch, "plainfile");
+    scratch_spit(file, "x", 1);
+    scratch_join(inside, sizeof inside, file, "sub/dir");
+    lvd_err_clear();
+    assert_int_equal(atomic_file_mkdirs(inside), -1);
+    assert_msg_has("cannot create directory");
+    assert_msg_has(file);
+}
+
 /* Runs fn in a child process (as an unprivileged user when this is root, so permissions apply) and fails
  * unless it exits 0; fn returns a small number naming the check that failed, and its message is printed. */
 static void in_child(int (*fn)(const char *), const char *arg, int drop_root)
@@ -362,6 +385,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_commit_makes_the_file_whole),
+        cmocka_unit_test(test_mkdirs),
         cmocka_unit_test(test_stream_writes_commit_whole),
         cmocka_unit_test(test_abort_leaves_nothing),
         cmocka_unit_test(test_existing_target_replaced_only_at_commit),
