@@ -309,7 +309,7 @@ static int cmd_bench(const args *a)
     double imgs = (double)(a->batch * a->iters);
     double flops = vit_flops(&c, (int32_t)a->img, (int32_t)a->img) * (a->train ? 3.0 : 1.0) * imgs;
     printf("{\"arch\":\"%s\",\"img\":%lld,\"batch\":%lld,\"threads\":%lld,\"train\":%d,\"iters\":%lld,"
-           "\"seconds\":%.4f,\"images_per_s\":%.3f,\"gflops\":%.3f,\"cpu_seconds\":%.4f,\"images_per_cpu_s\":%.4f,"
+           "\"seconds\":%.6f,\"images_per_s\":%.3f,\"gflops\":%.3f,\"cpu_seconds\":%.6f,\"images_per_cpu_s\":%.4f,"
            "\"gflop_per_image\":%.4f,\"activation_mb\":%.1f}\n",
            a->arch, (long long)a->img, (long long)a->batch, (long long)omp_get_max_threads(), a->train, (long long)a->iters,
            t_total, imgs / t_total, flops / t_total / 1e9, c_total, imgs / c_total, flops / imgs / 1e9,
