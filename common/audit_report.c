@@ -40,13 +40,6 @@ static int jadd(cJSON *o, const char *key, cJSON *v)
     return 0;
 }
 
-static int step_fail(catalog *c, sqlite3_stmt *st)
-{
-    lvd_fail("%s: %s (in: %.160s)", catalog_path(c), sqlite3_errmsg(catalog_db(c)), sqlite3_sql(st));
-    sqlite3_reset(st);
-    return -1;
-}
-
 static const char *col_text(sqlite3_stmt *st, int i)
 {
     const unsigned char *t = sqlite3_column_text(st, i);
@@ -66,7 +59,7 @@ static int query_ints(catalog *c, const char *sql, int64_t a, int64_t b, int64_t
         sqlite3_bind_int64(st, 2, b);
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     for (int i = 0; i < n; i++)
         out[i] = rc == SQLITE_ROW ? sqlite3_column_int64(st, i) : 0;
     sqlite3_reset(st);
@@ -100,7 +93,7 @@ int audit_model(catalog *c, const char *name, int64_t *model_id, char **name_out
             found = sqlite3_column_int64(st, 0);
     }
     if (rc != SQLITE_DONE)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     sqlite3_reset(st);
     if (n == 0)
         return lvd_fail("%s: no dedup results for any model; run lvd-dedup first", catalog_path(c));
@@ -220,7 +213,7 @@ static cJSON *hist_query(catalog *c, const char *min_sql, const char *sql, int64
     if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
         lo = sqlite3_column_double(st, 0);
     else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        step_fail(c, st);
+        catalog_step_fail(c, st);
         return NULL;
     }
     sqlite3_reset(st);
@@ -241,7 +234,7 @@ static cJSON *hist_query(catalog *c, const char *min_sql, const char *sql, int64
             counts[i]++;
     }
     if (rc != SQLITE_DONE) {
-        step_fail(c, st);
+        catalog_step_fail(c, st);
         return NULL;
     }
     sqlite3_reset(st);
@@ -272,7 +265,7 @@ static cJSON *image_obj(catalog *c, int64_t id, int64_t prefer)
     sqlite3_bind_int64(st, 2, prefer);
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        step_fail(c, st);
+        catalog_step_fail(c, st);
         return NULL;
     }
     cJSON *o = cJSON_CreateObject();
@@ -303,7 +296,7 @@ static int params_report(catalog *c, int64_t model, cJSON *r, double *threshold,
         return -1;
     sqlite3_bind_int64(st, 1, v[1]);
     if (sqlite3_step(st) != SQLITE_ROW)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     *threshold = sqlite3_column_double(st, 1);
     *bthreshold = sqlite3_column_double(st, 2);
     cJSON *p = cJSON_AddObjectToObject(r, "params");
@@ -318,7 +311,7 @@ static int params_report(catalog *c, int64_t model, cJSON *r, double *threshold,
 
 static int pool_report(catalog *c, int64_t model, cJSON *r)
 {
-    int64_t v[4], undecided;
+    int64_t v[4], undecided = 0;
     if (query_ints(c,
                    "SELECT count(*), total(decision = 'kept'), total(decision = 'duplicate'),"
                    " total(decision = 'benchmark') FROM dedup_decisions WHERE model_id = ?1",
@@ -379,7 +372,7 @@ static int bench_pairs(catalog *c, const char *sql, int64_t model, int64_t bench
         rank += dir;
     }
     if (rc != SQLITE_DONE)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     sqlite3_reset(st);
     return 0;
 }
@@ -429,7 +422,7 @@ static int benchmark_report(catalog *c, int64_t model, int64_t bench, double t, 
             below++;
     }
     if (rc != SQLITE_DONE)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     sqlite3_reset(st);
     cJSON *bands = cJSON_AddArrayToObject(o, "bands");
     if (!bands)
@@ -497,7 +490,7 @@ static int benchmarks_report(catalog *c, int64_t model, double t, int32_t top, c
         }
     }
     if (rc != SQLITE_DONE)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     sqlite3_reset(st);
     cJSON *o;
     cJSON_ArrayForEach(o, arr)
@@ -540,7 +533,7 @@ static int component_rows(catalog *c, const char *sql, int64_t model, int32_t to
         }
     }
     if (rc != SQLITE_DONE)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     sqlite3_reset(st);
     return 0;
 }
@@ -574,7 +567,7 @@ static int self_pairs(catalog *c, const char *sql, int64_t model, int64_t limit,
         rank += dir;
     }
     if (rc != SQLITE_DONE)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     sqlite3_reset(st);
     return 0;
 }
@@ -626,7 +619,7 @@ static int sizes_report(catalog *c, int64_t model, cJSON *s)
         imgs += n * size;
     }
     if (rc != SQLITE_DONE)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     sqlite3_reset(st);
     return comps > 0 ? size_bucket(arr, lo, hi, comps, imgs) : 0;
 }
@@ -649,7 +642,7 @@ static int self_report(catalog *c, int64_t model, double t, int32_t top, cJSON *
     sqlite3_bind_int64(st, 1, model);
     sqlite3_bind_double(st, 2, t);
     if (sqlite3_step(st) != SQLITE_ROW)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     dup[0] = sqlite3_column_int64(st, 0);
     dup[1] = sqlite3_column_int64(st, 1);
     sqlite3_reset(st);
@@ -803,7 +796,7 @@ int audit_csv(catalog *c, int64_t model_id, FILE *f, int64_t *rows)
         cJSON_Delete(cause);
     }
     if (!bad && rc != SQLITE_DONE) {
-        step_fail(c, st);
+        catalog_step_fail(c, st);
         bad = 1;
     }
     sqlite3_reset(st);

@@ -191,6 +191,11 @@ int catalog_step_done(catalog *c, sqlite3_stmt *st)
         sqlite3_reset(st);
         return 0;
     }
+    return catalog_step_fail(c, st);
+}
+
+int catalog_step_fail(catalog *c, sqlite3_stmt *st)
+{
     lvd_fail("%s: %s (in: %.120s)", c->path, sqlite3_errmsg(c->db), sqlite3_sql(st));
     sqlite3_reset(st);
     return -1;

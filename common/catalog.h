@@ -41,6 +41,10 @@ int catalog_exec(catalog *c, const char *sql);
 /* Steps a statement to completion (SQLITE_DONE expected); -1 with the SQLite message otherwise. */
 int catalog_step_done(catalog *c, sqlite3_stmt *st);
 
+/* Records the failure of a step of st ("PATH: sqlite message (in: SQL...)"), resets st and returns -1: for
+ * callers that step rows themselves and see an error code. */
+int catalog_step_fail(catalog *c, sqlite3_stmt *st);
+
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK. */
 int catalog_begin(catalog *c);
 int catalog_commit(catalog *c);

@@ -77,13 +77,6 @@ static const char *jtext(const cJSON *o, const char *key)
 
 /* ---- SQL helpers ---- */
 
-static int step_fail(catalog *c, sqlite3_stmt *st)
-{
-    lvd_fail("%s: %s (in: %.120s)", catalog_path(c), sqlite3_errmsg(catalog_db(c)), sqlite3_sql(st));
-    sqlite3_reset(st);
-    return -1;
-}
-
 /* Text of column i, never NULL (NULL reads as ""). */
 static const char *col_text(sqlite3_stmt *st, int i)
 {
@@ -101,7 +94,7 @@ static int query_count(catalog *c, const char *sql, int64_t id, int64_t *out)
         sqlite3_bind_int64(st, 1, id);
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     sqlite3_reset(st);
     return 0;
@@ -125,7 +118,7 @@ static int query_histogram(catalog *c, const char *sql, int64_t id, cJSON *obj, 
         }
     }
     if (rc != SQLITE_DONE)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     sqlite3_reset(st);
     return 0;
 }
@@ -225,7 +218,7 @@ static int collections_report(catalog *c, cJSON *report)
         }
     }
     if (rc != SQLITE_DONE)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     sqlite3_reset(st);
     return 0;
 }
@@ -252,7 +245,7 @@ static int storage_report(catalog *c, cJSON *report)
             return -1;
         sqlite3_bind_text(st, 1, kinds[k], -1, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_ROW)
-            return step_fail(c, st);
+            return catalog_step_fail(c, st);
         int64_t n = sqlite3_column_int64(st, 0), committed = sqlite3_column_int64(st, 1),
                 members = sqlite3_column_int64(st, 2);
         sqlite3_reset(st);
@@ -289,7 +282,7 @@ static int errors_report(catalog *c, cJSON *report)
         }
     }
     if (rc != SQLITE_DONE)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     sqlite3_reset(st);
     return 0;
 }
@@ -325,7 +318,7 @@ static int runs_report(catalog *c, cJSON *report)
         }
     }
     if (rc != SQLITE_DONE)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     sqlite3_reset(st);
     return 0;
 }
@@ -364,7 +357,7 @@ static int run_failures(catalog *c, int is_crawl, int64_t run, int64_t *attempte
             return oom();
         }
     } else if (rc != SQLITE_DONE) {
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     }
     sqlite3_reset(st);
     return 0;
@@ -382,13 +375,13 @@ static int failure_warnings(catalog *c, cJSON *warnings)
             return -1;
         sqlite3_bind_text(st, 1, stages[s], -1, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_ROW)
-            return step_fail(c, st);
+            return catalog_step_fail(c, st);
         int none = sqlite3_column_type(st, 0) == SQLITE_NULL;
         int64_t run = sqlite3_column_int64(st, 0);
         sqlite3_reset(st);
         if (none)
             continue;
-        int64_t attempted, failed, cause_n;
+        int64_t attempted = 0, failed = 0, cause_n = 0;
         char *cause;
         if (run_failures(c, is_crawl, run, &attempted, &failed, &cause, &cause_n) != 0)
             return -1;
@@ -450,7 +443,7 @@ static int placeholder_warning(catalog *c, cJSON *warnings)
         }
     }
     if (rc != SQLITE_DONE)
-        return step_fail(c, st);
+        return catalog_step_fail(c, st);
     sqlite3_reset(st);
     if (!o)
         return 0;
