@@ -7,12 +7,13 @@
  *       planted near-duplicates of an earlier row (cosine ~0.999); X.npy.dups lists them as int64 pairs
  *       (row, earlier row).
  *   dedup_knn graph --npy X.npy --k K [--factory F] [--nprobe P] [--exact-max E] [--sample M] [--out-sample S]
- *                   [--threads T]
+ *                   [--threads T] [--faiss-scan 0|1]
  *       Builds the index knn.c chooses for N vectors (or F; E: knn_opts.exact_max) over the memory-mapped
  *       rows, then searches all N rows for their K nearest neighbours in batches: the k-NN graph lvd-dedup
  *       thresholds. Writes the graph rows of M evenly spaced sample queries to S (for recall) and prints one
  *       JSON line: phase times (wall and CPU), the index description, how many planted near-duplicates the
- *       graph links, and the number of edges with cosine >= 0.95.
+ *       graph links, and the number of edges with cosine >= 0.95. --faiss-scan 1 searches an IVF-Flat index
+ *       with FAISS's own per-query list scan instead of knn.c's list-major one (the search's baseline).
  *   dedup_knn exact --npy X.npy --k K --sample M --in-sample S [--queries Q] [--threads T]
  *       Exact search through FAISS IndexFlatIP (knn.c with exact_max >= N): the exact neighbours of the M
  *       sample queries, the recall@K of the graph rows in S against them, and the time of Q more queries,
@@ -37,7 +38,7 @@
 typedef struct args {
     const char *out, *npy, *factory, *sample_out, *sample_in;
     int64_t n, sample, queries, exact_max;
-    int32_t d, k, nprobe, threads;
+    int32_t d, k, nprobe, threads, faiss_scan;
     uint64_t seed;
 } args;
 
@@ -182,6 +183,26 @@ static int npy_map_read(const char *path, mapped *m)
     return 0;
 }
 
+/* Adds all rows of m to ix with ids 0..n-1, in batches (what both the graph and the exact index time). */
+static int add_rows(knn_index *ix, const mapped *m)
+{
+    const int64_t bs = 65536;
+    int64_t *ids = malloc((size_t)bs * sizeof *ids);
+    if (!ids)
+        return lvd_fail("out of memory for %" PRId64 " ids", bs);
+    for (int64_t at = 0; at < m->n; at += bs) {
+        int64_t b = m->n - at < bs ? m->n - at : bs;
+        for (int64_t i = 0; i < b; i++)
+            ids[i] = at + i;
+        if (knn_add(ix, m->x + at * m->d, ids, b) != 0) {
+            free(ids);
+            return -1;
+        }
+    }
+    free(ids);
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------------------------------
  * gen */
 
@@ -279,6 +300,7 @@ static int cmd_graph(const args *a)
     knn_opts_default(&o);
     o.factory = a->factory;
     o.nprobe = a->nprobe;
+    o.faiss_scan = a->faiss_scan;
     if (a->exact_max >= 0)
         o.exact_max = a->exact_max;
     knn_index *ix = NULL;
@@ -289,24 +311,14 @@ static int cmd_graph(const args *a)
         return die("training");
     stopwatch t_train = sw_since(t0);
     stopwatch t1 = sw_start();
-    const int64_t bs = 65536;
-    int64_t *ids = malloc((size_t)bs * sizeof *ids);
-    if (!ids)
-        return die("out of memory");
-    for (int64_t at = 0; at < n; at += bs) {
-        int64_t b = n - at < bs ? n - at : bs;
-        for (int64_t i = 0; i < b; i++)
-            ids[i] = at + i;
-        if (knn_add(ix, m.x + at * d, ids, b) != 0)
-            return die("adding");
-    }
-    free(ids);
+    if (add_rows(ix, &m) != 0)
+        return die("adding");
     stopwatch t_add = sw_since(t1);
 
     /* The graph: every row against the index, in batches; each batch is looked at and dropped, as lvd-dedup
      * turns it into edges. */
     stopwatch t2 = sw_start();
-    const int64_t qb = 16384;
+    const int64_t qb = 65536; /* lvd-dedup's default --batch */
     float *sims = malloc((size_t)qb * (size_t)k * sizeof *sims);
     int64_t *res = malloc((size_t)qb * (size_t)k * sizeof *res);
     float *ssims = malloc((size_t)ms * (size_t)k * sizeof *ssims);
@@ -398,16 +410,8 @@ static int cmd_exact(const args *a)
     stopwatch t0 = sw_start();
     if (knn_create(d, n, &o, &ix) != 0)
         return die("creating the exact index");
-    const int64_t bs = 65536;
-    int64_t *ids = malloc((size_t)bs * sizeof *ids);
-    for (int64_t at = 0; at < n; at += bs) {
-        int64_t b = n - at < bs ? n - at : bs;
-        for (int64_t i = 0; i < b; i++)
-            ids[i] = at + i;
-        if (knn_add(ix, m.x + at * d, ids, b) != 0)
-            return die("adding");
-    }
-    free(ids);
+    if (add_rows(ix, &m) != 0)
+        return die("adding");
     stopwatch t_add = sw_since(t0);
     stopwatch t1 = sw_start();
     if (knn_search(ix, q, ms, k, esims, eres) != 0)
@@ -488,7 +492,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: dedup_knn gen --out X.npy --n N --d D [--seed S]\n"
                     "       dedup_knn graph --npy X.npy --k K [--factory F] [--nprobe P] [--sample M] "
-                    "[--exact-max E] [--out-sample S] [--threads T]\n"
+                    "[--exact-max E] [--out-sample S] [--threads T] [--faiss-scan 0|1]\n"
                     "       dedup_knn exact --npy X.npy --k K --sample M --in-sample S [--queries Q] [--threads T]\n");
     return 2;
 }
@@ -529,6 +533,8 @@ int main(int argc, char **argv)
             a.queries = strtoll(v, NULL, 10);
         else if (!strcmp(o, "--threads"))
             a.threads = (int32_t)strtol(v, NULL, 10);
+        else if (!strcmp(o, "--faiss-scan"))
+            a.faiss_scan = (int32_t)strtol(v, NULL, 10);
         else if (!strcmp(o, "--seed"))
             a.seed = strtoull(v, NULL, 10);
         else

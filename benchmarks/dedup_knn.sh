@@ -6,12 +6,14 @@
 # is the exact graph's cost. Targets: graph in well under 15 minutes, recall@64 >= 0.95.
 #
 # Usage: benchmarks/dedup_knn.sh [--quick] [--n 1000000] [--d 384] [--k 64] [--factory F] [--nprobe P]
-#                                [--exact-max E] [--queries 10000] [--sample 1000] [--threads N]
+#                                [--exact-max E] [--queries 10000] [--sample 1000] [--threads N] [--scan-baseline]
 #   --quick     100,000 vectors, IVF forced (--exact-max 0), 2,000 baseline queries (a smoke run, minutes)
 #   --factory   a FAISS index_factory string instead of knn.c's automatic choice (e.g. "IVF8192,Flat")
 #   --exact-max flat (exact) search up to this many vectors (knn.c's default otherwise)
 #   --queries   rows the exact baseline searches to extrapolate from (default 10,000)
 #   --threads   default: every core (nproc)
+#   --scan-baseline  also build and search the same IVF-Flat index with FAISS's own per-query list scan
+#               (knn_opts.faiss_scan), the search's second baseline, and print the search-time ratio
 # Data: benchmarks/.cache/dedup_knn-N-D.npy (+ .dups), generated once by `dedup_knn gen` (a Gaussian mixture
 # of themes, topics and sub-topics with 1% planted near-duplicates), then memory-mapped by each step.
 # Environment: LVD_BUILD (default build) is the meson build directory that is built and measured.
@@ -23,6 +25,7 @@ k=64
 queries=10000
 sample=1000
 threads=$(nproc)
+scan_baseline=0
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,6 +39,7 @@ while [ $# -gt 0 ]; do
     --queries) queries=$2; shift 2 ;;
     --sample) sample=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
+    --scan-baseline) scan_baseline=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "dedup_knn.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -74,6 +78,11 @@ timed() {
 echo "== lvd k-NN graph: $bin graph --npy $data --k $k ${extra[*]}"
 timed graph "$bin" graph --npy "$data" --k "$k" --sample "$sample" --out-sample "$tmp/sample.bin" \
   --threads "$threads" "${extra[@]}"
+if [ "$scan_baseline" = 1 ]; then
+  echo "== baseline: the same index searched by FAISS's own IVF list scan (--faiss-scan 1)"
+  timed scan "$bin" graph --npy "$data" --k "$k" --sample "$sample" --out-sample "$tmp/sample-scan.bin" \
+    --threads "$threads" --faiss-scan 1 "${extra[@]}"
+fi
 echo "== baseline: exact FAISS IndexFlatIP: the $sample sample rows (recall) and $queries more (extrapolated)"
 timed exact "$bin" exact --npy "$data" --k "$k" --sample "$sample" --in-sample "$tmp/sample.bin" \
   --queries "$queries" --threads "$threads"
@@ -99,6 +108,14 @@ print(f"recall@{g['k']} of the graph vs exact, {e['sample']} sample rows: {e['re
 print(f"planted near-duplicates linked in the graph: {g['near_duplicates_linked']} of {g['near_duplicates']}")
 print(f"edges with cosine >= 0.95: {g['edges_ge_0.95']}")
 print(f"speed-up over exact (wall): {e['graph_extrapolated_s'] / gr['wall_s']:.1f}x")
+try:
+    s = json.load(open(t + "/scan.json"))
+    print(f"baseline FAISS IVF scan: search {s['search_s']:.1f} s wall, {s['search_cpu_s']:.1f} CPU s; "
+          f"list-major search is {s['search_s'] / g['search_s']:.1f}x faster (wall), "
+          f"{s['search_cpu_s'] / g['search_cpu_s']:.1f}x (CPU); planted near-duplicates linked "
+          f"{s['near_duplicates_linked']}, edges >= 0.95 {s['edges_ge_0.95']}")
+except FileNotFoundError:
+    pass
 ok_t = gr['wall_s'] < 15 * 60
 ok_r = e['recall'] >= 0.95
 print(f"targets: graph < 15 min: {'yes' if ok_t else 'NO'} ({gr['wall_s'] / 60:.1f} min); "

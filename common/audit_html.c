@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "atomic_file.h"
+#include "audit_report.h"
 #include "audit_thumb.h"
 #include "err.h"
 #include "html.h"
@@ -37,28 +38,6 @@ typedef struct page {
     size_t nthumbs, cap;
     audit_html_stats *stats;
 } page;
-
-/* ---- report access ---- */
-
-static const cJSON *jget(const cJSON *o, const char *key) { return cJSON_GetObjectItemCaseSensitive(o, key); }
-
-static double jnumv(const cJSON *o, const char *key)
-{
-    const cJSON *v = jget(o, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
-}
-
-static int64_t jint(const cJSON *o, const char *key)
-{
-    const cJSON *v = jget(o, key);
-    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
-}
-
-static const char *jtext(const cJSON *o, const char *key)
-{
-    const cJSON *v = jget(o, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
 
 /* ---- files ---- */
 
@@ -110,7 +89,7 @@ static int image_bytes(page *p, int64_t id, uint8_t **data, size_t *len)
  * memory; an entry with file "" means no thumbnail (placeholder). */
 static const thumb_entry *thumb_for(page *p, const cJSON *img)
 {
-    int64_t id = jint(img, "id");
+    int64_t id = audit_int(img, "id");
     for (size_t i = 0; i < p->nthumbs; i++)
         if (p->thumbs[i].id == id)
             return &p->thumbs[i];
@@ -124,7 +103,7 @@ static const thumb_entry *thumb_for(page *p, const cJSON *img)
     }
     thumb_entry *e = &p->thumbs[p->nthumbs++];
     *e = (thumb_entry){.id = id};
-    const char *sha = jtext(img, "sha256");
+    const char *sha = audit_text(img, "sha256");
     uint8_t *data = NULL, *th = NULL;
     size_t len = 0, tlen = 0;
     const char *ext = NULL;
@@ -175,7 +154,7 @@ static int put_figure(page *p, const cJSON *img, const char *cls, const char *ro
         fprintf(f, "<img src=\"%s\" width=\"%u\" height=\"%u\" alt=\"", t->file, t->w, t->h);
         html_text(f, role);
         fputs(": ", f);
-        html_text(f, jtext(img, "key"));
+        html_text(f, audit_text(img, "key"));
         fputs("\">", f);
     } else {
         fputs("<div class=\"noimg\">no image</div>", f);
@@ -183,9 +162,9 @@ static int put_figure(page *p, const cJSON *img, const char *cls, const char *ro
     fputs("<figcaption><b>", f);
     html_text(f, role);
     fputs("</b> <span class=\"key\">", f);
-    html_text(f, jtext(img, "key"));
+    html_text(f, audit_text(img, "key"));
     fputs("</span><br><span class=\"col\">", f);
-    html_text(f, jtext(img, "collection"));
+    html_text(f, audit_text(img, "collection"));
     fputs("</span>", f);
     if (note) {
         fputs("<br><span class=\"note\">", f);
@@ -198,7 +177,7 @@ static int put_figure(page *p, const cJSON *img, const char *cls, const char *ro
 
 static void put_hist(FILE *f, const cJSON *h, const char *title, double threshold, const char *label)
 {
-    const cJSON *e = jget(h, "edges"), *k = jget(h, "counts");
+    const cJSON *e = audit_get(h, "edges"), *k = audit_get(h, "counts");
     int32_t n = cJSON_GetArraySize(k);
     if (n < 1 || cJSON_GetArraySize(e) != n + 1)
         return;
@@ -225,36 +204,36 @@ static int put_pairs(page *p, const cJSON *list, int self, int64_t *count)
     *count = 0;
     cJSON_ArrayForEach(pr, list)
     {
-        double sim = jnumv(pr, "sim");
+        double sim = audit_num(pr, "sim");
         fputs("<div class=\"pair\" data-sim=\"", f);
         if (!isnan(sim))
             fprintf(f, "%.6f", sim);
-        fprintf(f, "\" data-rank=\"%" PRId64 "\">", jint(pr, "rank"));
-        if (put_figure(p, jget(pr, "image"), "removed", self ? "removed duplicate" : "removed", NULL) != 0)
+        fprintf(f, "\" data-rank=\"%" PRId64 "\">", audit_int(pr, "rank"));
+        if (put_figure(p, audit_get(pr, "image"), "removed", self ? "removed duplicate" : "removed", NULL) != 0)
             return -1;
         fputs("<div class=\"sim\">", f);
         put_sim(f, sim);
-        fprintf(f, "<br><small>#%" PRId64 "</small>", jint(pr, "rank"));
-        if (self && jtext(pr, "kind") && strcmp(jtext(pr, "kind"), "knn") != 0) {
+        fprintf(f, "<br><small>#%" PRId64 "</small>", audit_int(pr, "rank"));
+        if (self && audit_text(pr, "kind") && strcmp(audit_text(pr, "kind"), "knn") != 0) {
             fputs("<br><small>", f);
-            html_text(f, jtext(pr, "kind"));
+            html_text(f, audit_text(pr, "kind"));
             fputs("</small>", f);
         }
         fputs("</div>", f);
         if (self) {
-            const cJSON *ref = jget(pr, "ref"), *kept = jget(pr, "kept");
-            int same = cJSON_IsObject(ref) && cJSON_IsObject(kept) && jint(ref, "id") == jint(kept, "id");
+            const cJSON *ref = audit_get(pr, "ref"), *kept = audit_get(pr, "kept");
+            int same = cJSON_IsObject(ref) && cJSON_IsObject(kept) && audit_int(ref, "id") == audit_int(kept, "id");
             char note[96];
-            snprintf(note, sizeof note, "direct similarity to the kept image %.4f", jnumv(pr, "kept_sim"));
+            snprintf(note, sizeof note, "direct similarity to the kept image %.4f", audit_num(pr, "kept_sim"));
             if (put_figure(p, ref, "ref", same ? "kept" : "linked to", same ? NULL : note) != 0)
                 return -1;
             if (!same && put_figure(p, kept, "kept", "kept", NULL) != 0)
                 return -1;
         } else {
-            if (put_figure(p, jget(pr, "ref"), "ref", "benchmark", NULL) != 0)
+            if (put_figure(p, audit_get(pr, "ref"), "ref", "benchmark", NULL) != 0)
                 return -1;
-            if (cJSON_IsObject(jget(pr, "via")) &&
-                put_figure(p, jget(pr, "via"), "via", "matched via", "its match removed the whole component") != 0)
+            if (cJSON_IsObject(audit_get(pr, "via")) &&
+                put_figure(p, audit_get(pr, "via"), "via", "matched via", "its match removed the whole component") != 0)
                 return -1;
         }
         fputs("</div>\n", f);
@@ -269,12 +248,12 @@ static int put_pair_lists(page *p, const cJSON *s, int self, int64_t removed)
     FILE *f = p->f;
     int64_t n_top, n_low;
     fputs("<h3>Highest similarity</h3>\n<div class=\"pairs top\">\n", f);
-    if (put_pairs(p, jget(s, "top_pairs"), self, &n_top) != 0)
+    if (put_pairs(p, audit_get(s, "top_pairs"), self, &n_top) != 0)
         return -1;
     fputs("</div>\n", f);
-    if (cJSON_GetArraySize(jget(s, "threshold_pairs")) > 0) {
+    if (cJSON_GetArraySize(audit_get(s, "threshold_pairs")) > 0) {
         fputs("<h3>Nearest the threshold</h3>\n<div class=\"pairs low\">\n", f);
-        if (put_pairs(p, jget(s, "threshold_pairs"), self, &n_low) != 0)
+        if (put_pairs(p, audit_get(s, "threshold_pairs"), self, &n_low) != 0)
             return -1;
         fputs("</div>\n", f);
     } else {
@@ -288,30 +267,31 @@ static int put_pair_lists(page *p, const cJSON *s, int self, int64_t removed)
 static int put_benchmark(page *p, const cJSON *b, int idx, const cJSON *params)
 {
     FILE *f = p->f;
-    double t = jnumv(b, "threshold");
-    int64_t removed = jint(b, "removed");
+    double t = audit_num(b, "threshold");
+    int64_t removed = audit_int(b, "removed");
     fprintf(f, "<section class=\"benchmark\" id=\"benchmark-%d\" data-removed=\"%" PRId64 "\">\n<h2>Benchmark ",
             idx, removed);
-    html_text(f, jtext(b, "name"));
+    html_text(f, audit_text(b, "name"));
     fputs("</h2>\n<p class=\"facts\">", f);
     fprintf(f, "%" PRId64 " pool images removed (threshold: cosine &gt; %.4g, rule <b>", removed, t);
-    html_text(f, jtext(params, "benchmark_rule"));
+    html_text(f, audit_text(params, "benchmark_rule"));
     fprintf(f, "</b>): %" PRId64 " matched a benchmark image themselves, %" PRId64
                " went with their component. %" PRId64 " pairs above the threshold join %" PRId64
                " pool images to %" PRId64 " of the benchmark's %" PRId64 " images (%" PRId64 " embedded).</p>\n",
-            jint(b, "removed_direct"), jint(b, "removed_component"), jint(b, "matches"), jint(b, "matched_pool_images"),
-            jint(b, "matched_benchmark_images"), jint(b, "images"), jint(b, "embedded"));
+            audit_int(b, "removed_direct"), audit_int(b, "removed_component"), audit_int(b, "matches"),
+            audit_int(b, "matched_pool_images"), audit_int(b, "matched_benchmark_images"), audit_int(b, "images"),
+            audit_int(b, "embedded"));
     fputs("<div class=\"charts\"><table class=\"bands\"><tr><th>similarity</th><th>removed</th></tr>\n", f);
     const cJSON *band;
-    cJSON_ArrayForEach(band, jget(b, "bands"))
+    cJSON_ArrayForEach(band, audit_get(b, "bands"))
     {
-        fprintf(f, "<tr><td>%.4g&#8211;%.4g</td><td class=\"n\">%" PRId64 "</td></tr>\n", jnumv(band, "lo"),
-                jnumv(band, "hi"), jint(band, "removed"));
+        fprintf(f, "<tr><td>%.4g&#8211;%.4g</td><td class=\"n\">%" PRId64 "</td></tr>\n", audit_num(band, "lo"),
+                audit_num(band, "hi"), audit_int(band, "removed"));
     }
     fputs("</table>\n", f);
     char label[64];
     snprintf(label, sizeof label, "threshold %.4g", t);
-    put_hist(f, jget(b, "histogram"), "similarity that removed each pool image", t, label);
+    put_hist(f, audit_get(b, "histogram"), "similarity that removed each pool image", t, label);
     fputs("</div>\n", f);
     if (put_pair_lists(p, b, 0, removed) != 0)
         return -1;
@@ -330,14 +310,14 @@ static void put_component_table(page *p, const cJSON *list, const char *caption)
     const cJSON *o;
     cJSON_ArrayForEach(o, list)
     {
-        fprintf(f, "<tr><td class=\"n\">%" PRId64 "</td><td class=\"n\">%" PRId64 "</td><td>", jint(o, "component"),
-                jint(o, "size"));
-        html_text(f, cJSON_IsObject(jget(o, "kept")) ? jtext(jget(o, "kept"), "key") : "(none)");
+        fprintf(f, "<tr><td class=\"n\">%" PRId64 "</td><td class=\"n\">%" PRId64 "</td><td>",
+                audit_int(o, "component"), audit_int(o, "size"));
+        html_text(f, cJSON_IsObject(audit_get(o, "kept")) ? audit_text(audit_get(o, "kept"), "key") : "(none)");
         fprintf(f, "</td><td class=\"n\">%" PRId64 "</td><td class=\"n\">%" PRId64 "</td><td class=\"n\">",
-                jint(o, "removed_duplicate"), jint(o, "removed_benchmark"));
-        put_sim(f, jnumv(o, "weakest_sim"));
+                audit_int(o, "removed_duplicate"), audit_int(o, "removed_benchmark"));
+        put_sim(f, audit_num(o, "weakest_sim"));
         fputs("</td><td class=\"n\">", f);
-        put_sim(f, jnumv(o, "strongest_sim"));
+        put_sim(f, audit_num(o, "strongest_sim"));
         fputs("</td></tr>\n", f);
     }
     fputs("</table>\n", f);
@@ -346,24 +326,28 @@ static void put_component_table(page *p, const cJSON *list, const char *caption)
 static int put_self(page *p, const cJSON *s)
 {
     FILE *f = p->f;
-    double t = jnumv(s, "threshold");
-    int64_t removed = jint(s, "removed");
+    double t = audit_num(s, "threshold");
+    int64_t removed = audit_int(s, "removed");
     fprintf(f, "<section class=\"self\" id=\"self\" data-removed=\"%" PRId64 "\">\n<h2>Self-dedup</h2>\n", removed);
     fprintf(f, "<p class=\"facts\">%" PRId64 " pool images in %" PRId64 " components, %" PRId64
                " with more than one image (largest: %" PRId64 "). %" PRId64 " duplicates removed (an edge needs "
                "cosine &gt; %.4g); %" PRId64 " of them are at or below the threshold from the image kept: "
                "they were removed only through chaining.</p>\n",
-            jint(s, "images"), jint(s, "components"), jint(s, "multi_components"), jint(s, "largest_size"), removed, t,
-            jint(s, "chained"));
+            audit_int(s, "images"), audit_int(s, "components"), audit_int(s, "multi_components"),
+            audit_int(s, "largest_size"), removed, t, audit_int(s, "chained"));
     fputs("<div class=\"charts\"><table class=\"sizes\"><tr><th>component size</th><th>components</th>"
           "<th>images</th><th></th></tr>\n",
           f);
     int64_t most = 1;
     const cJSON *o;
-    cJSON_ArrayForEach(o, jget(s, "sizes")) if (jint(o, "components") > most) most = jint(o, "components");
-    cJSON_ArrayForEach(o, jget(s, "sizes"))
+    cJSON_ArrayForEach(o, audit_get(s, "sizes"))
     {
-        int64_t lo = jint(o, "min"), hi = jint(o, "max"), n = jint(o, "components");
+        if (audit_int(o, "components") > most)
+            most = audit_int(o, "components");
+    }
+    cJSON_ArrayForEach(o, audit_get(s, "sizes"))
+    {
+        int64_t lo = audit_int(o, "min"), hi = audit_int(o, "max"), n = audit_int(o, "components");
         if (lo == hi)
             fprintf(f, "<tr><td>%" PRId64 "</td>", lo);
         else
@@ -372,13 +356,13 @@ static int put_self(page *p, const cJSON *s)
         double w = n > 0 ? 4.0 + 156.0 * log1p((double)n) / log1p((double)most) : 0.0;
         fprintf(f, "<td class=\"n\">%" PRId64 "</td><td class=\"n\">%" PRId64 "</td>"
                    "<td><span class=\"sizebar\" style=\"width:%.0fpx\"></span></td></tr>\n",
-                n, jint(o, "images"), w);
+                n, audit_int(o, "images"), w);
     }
     fputs("</table>\n", f);
     char label[64];
     snprintf(label, sizeof label, "threshold %.4g", t);
-    put_hist(f, jget(s, "histogram"), "the edge that removed each duplicate", t, label);
-    put_hist(f, jget(s, "kept_histogram"), "direct similarity of each duplicate to the image kept", t, label);
+    put_hist(f, audit_get(s, "histogram"), "the edge that removed each duplicate", t, label);
+    put_hist(f, audit_get(s, "kept_histogram"), "direct similarity of each duplicate to the image kept", t, label);
     fputs("</div>\n", f);
 
     /* Weakest links: the two ends of each component's weakest spanning edge. */
@@ -387,33 +371,35 @@ static int put_self(page *p, const cJSON *s)
           "look alike.</p>\n<div class=\"pairs weak\">\n",
           f);
     int64_t weak = 0;
-    cJSON_ArrayForEach(o, jget(s, "weakest"))
+    cJSON_ArrayForEach(o, audit_get(s, "weakest"))
     {
-        double sim = jnumv(o, "weakest_sim");
-        fprintf(f, "<div class=\"pair\" data-sim=\"%.6f\" data-component=\"%" PRId64 "\">", sim, jint(o, "component"));
-        if (put_figure(p, jget(o, "weakest_a"), "a", "linked", NULL) != 0)
+        double sim = audit_num(o, "weakest_sim");
+        fprintf(f, "<div class=\"pair\" data-sim=\"%.6f\" data-component=\"%" PRId64 "\">", sim,
+                audit_int(o, "component"));
+        if (put_figure(p, audit_get(o, "weakest_a"), "a", "linked", NULL) != 0)
             return -1;
         fputs("<div class=\"sim\">", f);
         put_sim(f, sim);
-        fprintf(f, "<br><small>component of %" PRId64 "</small>", jint(o, "size"));
-        if (jtext(o, "weakest_kind") && strcmp(jtext(o, "weakest_kind"), "knn") != 0) {
+        fprintf(f, "<br><small>component of %" PRId64 "</small>", audit_int(o, "size"));
+        if (audit_text(o, "weakest_kind") && strcmp(audit_text(o, "weakest_kind"), "knn") != 0) {
             fputs("<br><small>", f);
-            html_text(f, jtext(o, "weakest_kind"));
+            html_text(f, audit_text(o, "weakest_kind"));
             fputs("</small>", f);
         }
         fputs("</div>", f);
-        if (put_figure(p, jget(o, "weakest_b"), "b", "linked", NULL) != 0)
+        if (put_figure(p, audit_get(o, "weakest_b"), "b", "linked", NULL) != 0)
             return -1;
-        const cJSON *kept = jget(o, "kept");
-        if (cJSON_IsObject(kept) && jint(kept, "id") != jint(jget(o, "weakest_a"), "id") &&
-            jint(kept, "id") != jint(jget(o, "weakest_b"), "id") && put_figure(p, kept, "kept", "kept", NULL) != 0)
+        const cJSON *kept = audit_get(o, "kept");
+        if (cJSON_IsObject(kept) && audit_int(kept, "id") != audit_int(audit_get(o, "weakest_a"), "id") &&
+            audit_int(kept, "id") != audit_int(audit_get(o, "weakest_b"), "id") &&
+            put_figure(p, kept, "kept", "kept", NULL) != 0)
             return -1;
         fputs("</div>\n", f);
         weak++;
     }
     p->stats->pairs += weak;
     fputs("</div>\n", f);
-    put_component_table(p, jget(s, "largest"), "Largest components");
+    put_component_table(p, audit_get(s, "largest"), "Largest components");
     fputs("<h3>Removed duplicates</h3>\n<p class=\"hint\">Each removed image beside the image its strongest edge "
           "joins (the edge that removed it), with the kept image when that is another one.</p>\n",
           f);
@@ -458,50 +444,50 @@ static const char SCRIPT[] =
 static int put_page(page *p, const cJSON *r)
 {
     FILE *f = p->f;
-    const cJSON *params = jget(r, "params"), *pool = jget(r, "pool");
+    const cJSON *params = audit_get(r, "params"), *pool = audit_get(r, "pool");
     fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>lvd-audit: ", f);
-    html_text(f, jtext(r, "model"));
+    html_text(f, audit_text(r, "model"));
     fprintf(f, "</title>\n<style>%s</style>\n</head>\n<body>\n<h1>What dedup removed: model ", CSS);
-    html_text(f, jtext(r, "model"));
+    html_text(f, audit_text(r, "model"));
     fputs("</h1>\n<table class=\"summary\">\n<tr><th>catalog</th><td>", f);
-    html_text(f, jtext(r, "catalog"));
-    fprintf(f, "</td></tr>\n<tr><th>dedup runs</th><td>%" PRId64 ", last ", jint(r, "dedup_runs"));
-    html_text(f, jtext(r, "last_run"));
+    html_text(f, audit_text(r, "catalog"));
+    fprintf(f, "</td></tr>\n<tr><th>dedup runs</th><td>%" PRId64 ", last ", audit_int(r, "dedup_runs"));
+    html_text(f, audit_text(r, "last_run"));
     fprintf(f, "</td></tr>\n<tr><th>parameters</th><td>k %" PRId64 ", self threshold %.4g, benchmark threshold %.4g "
                "(rule ",
-            jint(params, "k"), jnumv(params, "threshold"), jnumv(params, "benchmark_threshold"));
-    html_text(f, jtext(params, "benchmark_rule"));
+            audit_int(params, "k"), audit_num(params, "threshold"), audit_num(params, "benchmark_threshold"));
+    html_text(f, audit_text(params, "benchmark_rule"));
     fputs("), keep ", f);
-    html_text(f, jtext(params, "keep_rule"));
-    if (cJSON_IsNumber(jget(params, "phash_distance")))
-        fprintf(f, ", pHash distance &lt;= %" PRId64, jint(params, "phash_distance"));
+    html_text(f, audit_text(params, "keep_rule"));
+    if (cJSON_IsNumber(audit_get(params, "phash_distance")))
+        fprintf(f, ", pHash distance &lt;= %" PRId64, audit_int(params, "phash_distance"));
     fputs("</td></tr>\n<tr><th>index</th><td>", f);
-    html_text(f, jtext(params, "index"));
+    html_text(f, audit_text(params, "index"));
     fprintf(f, "</td></tr>\n<tr><th>pool</th><td>%" PRId64 " decided: %" PRId64 " kept, %" PRId64
                " duplicates removed, %" PRId64 " removed for benchmarks; %" PRId64 " not decided yet</td></tr>\n",
-            jint(pool, "decided"), jint(pool, "kept"), jint(pool, "duplicate"), jint(pool, "benchmark"),
-            jint(pool, "undecided"));
+            audit_int(pool, "decided"), audit_int(pool, "kept"), audit_int(pool, "duplicate"),
+            audit_int(pool, "benchmark"), audit_int(pool, "undecided"));
     fputs("</table>\n<p class=\"hint\">Pairs are sorted by similarity: first the highest, then those nearest the "
           "threshold. Only pairs above the thresholds are recorded, so the histograms start at the threshold "
           "line. Click a thumbnail to enlarge it.</p>\n<nav><ul>\n",
           f);
     const cJSON *b;
     int idx = 0;
-    cJSON_ArrayForEach(b, jget(r, "benchmarks"))
+    cJSON_ArrayForEach(b, audit_get(r, "benchmarks"))
     {
         fprintf(f, "<li><a href=\"#benchmark-%d\">", idx++);
-        html_text(f, jtext(b, "name"));
-        fprintf(f, "</a>: %" PRId64 " removed</li>\n", jint(b, "removed"));
+        html_text(f, audit_text(b, "name"));
+        fprintf(f, "</a>: %" PRId64 " removed</li>\n", audit_int(b, "removed"));
     }
     fprintf(f, "<li><a href=\"#self\">self-dedup</a>: %" PRId64 " removed</li>\n</ul></nav>\n",
-            jint(jget(r, "self"), "removed"));
+            audit_int(audit_get(r, "self"), "removed"));
     idx = 0;
-    cJSON_ArrayForEach(b, jget(r, "benchmarks"))
+    cJSON_ArrayForEach(b, audit_get(r, "benchmarks"))
     {
         if (put_benchmark(p, b, idx++, params) != 0)
             return -1;
     }
-    if (put_self(p, jget(r, "self")) != 0)
+    if (put_self(p, audit_get(r, "self")) != 0)
         return -1;
     fprintf(f, "<script>\n%s</script>\n</body>\n</html>\n", SCRIPT);
     return 0;

@@ -66,6 +66,70 @@ static int query_ints(catalog *c, const char *sql, int64_t a, int64_t b, int64_t
     return 0;
 }
 
+/* Sets the fields of o (already in its array) from the current row of st. */
+typedef int (*row_fill)(catalog *c, sqlite3_stmt *st, cJSON *o, void *ctx);
+
+/* The one loop of every list section: runs sql with ?1..?n bound to params[0..n) and appends one object per
+ * row to arr, filled by fill(c, st, o, ctx). The statement is reset on every path. */
+static int query_rows(catalog *c, const char *sql, const int64_t *params, int n, cJSON *arr, row_fill fill,
+                      void *ctx)
+{
+    sqlite3_stmt *st = catalog_stmt(c, sql);
+    if (!st)
+        return -1;
+    for (int i = 0; i < n; i++)
+        sqlite3_bind_int64(st, i + 1, params[i]);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            sqlite3_reset(st);
+            return oom();
+        }
+        if (fill(c, st, o, ctx) != 0) {
+            sqlite3_reset(st);
+            return -1;
+        }
+    }
+    if (rc != SQLITE_DONE)
+        return catalog_step_fail(c, st);
+    sqlite3_reset(st);
+    return 0;
+}
+
+/* Ranks of a pair list: the first row gets rank, each next one rank + dir (dir +1 or -1). bench: the
+ * benchmark collection of benchmark pairs (0 for self-dedup). */
+typedef struct pair_ctx {
+    int64_t rank;
+    int dir;
+    int64_t bench;
+} pair_ctx;
+
+/* The two pair lists of section o, which holds `removed` removals: top_pairs, the `top` of highest similarity
+ * (sql_top, similarity descending; ranks 1, 2, ...), then threshold_pairs, up to `top` more nearest the
+ * threshold (sql_low, ascending; ranks removed, removed - 1, ...), so no removal is in both. The queries bind
+ * ?1 model, then ?2 bench for a benchmark (bench > 0), then the row limit; fill reads one pair row. */
+static int pair_lists(catalog *c, cJSON *o, const char *sql_top, const char *sql_low, int64_t model, int64_t bench,
+                      int64_t removed, int32_t top, row_fill fill)
+{
+    cJSON *tp = cJSON_AddArrayToObject(o, "top_pairs"), *lp = tp ? cJSON_AddArrayToObject(o, "threshold_pairs") : NULL;
+    if (!lp)
+        return oom();
+    int64_t n_top = removed < top ? removed : top;
+    int64_t n_low = removed - n_top < top ? removed - n_top : top;
+    int64_t params[3] = {model, bench, 0};
+    int n = bench > 0 ? 3 : 2; /* the limit is the last parameter */
+    pair_ctx top_ctx = {1, 1, bench}, low_ctx = {removed, -1, bench};
+    params[n - 1] = n_top;
+    if (n_top > 0 && query_rows(c, sql_top, params, n, tp, fill, &top_ctx) != 0)
+        return -1;
+    params[n - 1] = n_low;
+    if (n_low > 0 && query_rows(c, sql_low, params, n, lp, fill, &low_ctx) != 0)
+        return -1;
+    return 0;
+}
+
 /* ---- model ---- */
 
 int audit_model(catalog *c, const char *name, int64_t *model_id, char **name_out)
@@ -336,46 +400,26 @@ static int pool_report(catalog *c, int64_t model, cJSON *r)
 
 /* ---- benchmarks ---- */
 
-/* Benchmark pair lists of collection bench: `limit` rows of sql (?1 model, ?2 bench, ?3 limit, ?4 offset
- * unused), each (image_id, bench_image_id, bench_sim, bench_via_image_id, component); ranks start at rank0
- * and step by dir (+1 or -1). */
-static int bench_pairs(catalog *c, const char *sql, int64_t model, int64_t bench, int64_t limit, int64_t rank0,
-                       int dir, cJSON *arr)
+/* The benchmark removals of model ?1 from collection ?2, one pair a row (image_id, bench_image_id, bench_sim,
+ * bench_via_image_id, component) for bench_pair_row; pair_lists adds the order and LIMIT ?3. */
+#define BENCH_PAIRS_SQL                                                                                        \
+    "SELECT image_id, bench_image_id, bench_sim, bench_via_image_id, component FROM dedup_decisions"          \
+    " WHERE model_id = ?1 AND decision = 'benchmark' AND bench_collection_id = ?2"
+
+static int bench_pair_row(catalog *c, sqlite3_stmt *st, cJSON *o, void *ctx)
 {
-    if (limit <= 0)
-        return 0;
-    sqlite3_stmt *st = catalog_stmt(c, sql);
-    if (!st)
+    pair_ctx *pc = ctx;
+    int64_t img = sqlite3_column_int64(st, 0), via = sqlite3_column_int64(st, 3);
+    /* image_obj reuses one cached statement, distinct from st. */
+    if (jnum(o, "rank", (double)pc->rank) || jcol_num(o, "sim", st, 2) || jadd(o, "image", image_obj(c, img, 0)) ||
+        jadd(o, "ref", image_obj(c, sqlite3_column_int64(st, 1), pc->bench)) ||
+        jadd(o, "via", image_obj(c, via != img ? via : 0, 0)) ||
+        jnum(o, "component", (double)sqlite3_column_int64(st, 4)))
         return -1;
-    sqlite3_bind_int64(st, 1, model);
-    sqlite3_bind_int64(st, 2, bench);
-    sqlite3_bind_int64(st, 3, limit);
-    int rc;
-    int64_t rank = rank0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t img = sqlite3_column_int64(st, 0), via = sqlite3_column_int64(st, 3);
-        cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddItemToArray(arr, o)) {
-            cJSON_Delete(o);
-            sqlite3_reset(st);
-            return oom();
-        }
-        /* image_obj reuses one cached statement, distinct from st. */
-        if (jnum(o, "rank", (double)rank) || jcol_num(o, "sim", st, 2) ||
-            jadd(o, "image", image_obj(c, img, 0)) ||
-            jadd(o, "ref", image_obj(c, sqlite3_column_int64(st, 1), bench)) ||
-            jadd(o, "via", image_obj(c, via != img ? via : 0, 0)) ||
-            jnum(o, "component", (double)sqlite3_column_int64(st, 4))) {
-            sqlite3_reset(st);
-            return -1;
-        }
-        rank += dir;
-    }
-    if (rc != SQLITE_DONE)
-        return catalog_step_fail(c, st);
-    sqlite3_reset(st);
+    pc->rank += pc->dir;
     return 0;
 }
+
 
 static int benchmark_report(catalog *c, int64_t model, int64_t bench, double t, int32_t top, cJSON *o)
 {
@@ -448,23 +492,16 @@ static int benchmark_report(catalog *c, int64_t model, int64_t bench, double t, 
                         model, bench, t)))
         return -1;
 
-    cJSON *tp = cJSON_AddArrayToObject(o, "top_pairs"), *np = tp ? cJSON_AddArrayToObject(o, "threshold_pairs") : NULL;
-    if (!np)
-        return oom();
-    int64_t n_top = removed[0] < top ? removed[0] : top;
-    int64_t n_low = removed[0] - n_top < top ? removed[0] - n_top : top;
-    if (bench_pairs(c,
-                    "SELECT image_id, bench_image_id, bench_sim, bench_via_image_id, component FROM dedup_decisions"
-                    " WHERE model_id = ?1 AND decision = 'benchmark' AND bench_collection_id = ?2"
-                    " ORDER BY bench_sim DESC, image_id LIMIT ?3",
-                    model, bench, n_top, 1, 1, tp) != 0 ||
-        bench_pairs(c,
-                    "SELECT image_id, bench_image_id, bench_sim, bench_via_image_id, component FROM dedup_decisions"
-                    " WHERE model_id = ?1 AND decision = 'benchmark' AND bench_collection_id = ?2"
-                    " ORDER BY bench_sim ASC, image_id DESC LIMIT ?3",
-                    model, bench, n_low, removed[0], -1, np) != 0)
-        return -1;
-    return 0;
+    return pair_lists(c, o, BENCH_PAIRS_SQL " ORDER BY bench_sim DESC, image_id LIMIT ?3",
+                      BENCH_PAIRS_SQL " ORDER BY bench_sim ASC, image_id DESC LIMIT ?3", model, bench, removed[0], top,
+                      bench_pair_row);
+}
+
+static int benchmark_row(catalog *c, sqlite3_stmt *st, cJSON *o, void *ctx)
+{
+    (void)c;
+    (void)ctx;
+    return jstr(o, "name", col_text(st, 1)) || jnum(o, "collection_id", (double)sqlite3_column_int64(st, 0)) ? -1 : 0;
 }
 
 static int benchmarks_report(catalog *c, int64_t model, double t, int32_t top, cJSON *r)
@@ -473,25 +510,9 @@ static int benchmarks_report(catalog *c, int64_t model, double t, int32_t top, c
     if (!arr)
         return oom();
     /* Ids first: the per-benchmark queries reuse cached statements, so this one must be finished. */
-    sqlite3_stmt *st = catalog_stmt(c, "SELECT id, name FROM collections WHERE role = 'benchmark' ORDER BY name");
-    if (!st)
+    if (query_rows(c, "SELECT id, name FROM collections WHERE role = 'benchmark' ORDER BY name", NULL, 0, arr,
+                   benchmark_row, NULL) != 0)
         return -1;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddItemToArray(arr, o)) {
-            cJSON_Delete(o);
-            sqlite3_reset(st);
-            return oom();
-        }
-        if (jstr(o, "name", col_text(st, 1)) || jnum(o, "collection_id", (double)sqlite3_column_int64(st, 0))) {
-            sqlite3_reset(st);
-            return -1;
-        }
-    }
-    if (rc != SQLITE_DONE)
-        return catalog_step_fail(c, st);
-    sqlite3_reset(st);
     cJSON *o;
     cJSON_ArrayForEach(o, arr)
     {
@@ -504,73 +525,47 @@ static int benchmarks_report(catalog *c, int64_t model, double t, int32_t top, c
 
 /* ---- self-dedup ---- */
 
-static int component_rows(catalog *c, const char *sql, int64_t model, int32_t top, cJSON *arr)
+static int component_row(catalog *c, sqlite3_stmt *st, cJSON *o, void *ctx)
 {
-    sqlite3_stmt *st = catalog_stmt(c, sql);
-    if (!st)
+    (void)ctx;
+    return jnum(o, "component", (double)sqlite3_column_int64(st, 0)) ||
+                   jnum(o, "size", (double)sqlite3_column_int64(st, 1)) ||
+                   jadd(o, "kept", image_obj(c, sqlite3_column_int64(st, 2), 0)) ||
+                   jnum(o, "removed_duplicate", (double)sqlite3_column_int64(st, 3)) ||
+                   jnum(o, "removed_benchmark", (double)sqlite3_column_int64(st, 4)) ||
+                   jcol_num(o, "weakest_sim", st, 5) || jstr(o, "weakest_kind", col_text(st, 6)) ||
+                   jadd(o, "weakest_a", image_obj(c, sqlite3_column_int64(st, 7), 0)) ||
+                   jadd(o, "weakest_b", image_obj(c, sqlite3_column_int64(st, 8), 0)) ||
+                   jcol_num(o, "strongest_sim", st, 9)
+               ? -1
+               : 0;
+}
+
+/* Components of more than one image of model ?1, as component_row reads them; callers add the order and
+ * LIMIT ?2. */
+#define COMPONENTS_SQL                                                                                         \
+    "SELECT component, size, kept_image_id, removed_duplicate, removed_benchmark, weakest_sim,"                \
+    " weakest_kind, weakest_a, weakest_b, strongest_sim FROM dedup_components WHERE model_id = ?1 AND size > 1"
+
+static int self_pair_row(catalog *c, sqlite3_stmt *st, cJSON *o, void *ctx)
+{
+    pair_ctx *pc = ctx;
+    if (jnum(o, "rank", (double)pc->rank) || jcol_num(o, "sim", st, 2) ||
+        jadd(o, "image", image_obj(c, sqlite3_column_int64(st, 0), 0)) ||
+        jadd(o, "ref", image_obj(c, sqlite3_column_int64(st, 1), 0)) ||
+        jadd(o, "kept", image_obj(c, sqlite3_column_int64(st, 3), 0)) || jcol_num(o, "kept_sim", st, 4) ||
+        jstr(o, "kind", col_text(st, 5)) || jnum(o, "component", (double)sqlite3_column_int64(st, 6)))
         return -1;
-    sqlite3_bind_int64(st, 1, model);
-    sqlite3_bind_int64(st, 2, top);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddItemToArray(arr, o)) {
-            cJSON_Delete(o);
-            sqlite3_reset(st);
-            return oom();
-        }
-        if (jnum(o, "component", (double)sqlite3_column_int64(st, 0)) ||
-            jnum(o, "size", (double)sqlite3_column_int64(st, 1)) ||
-            jadd(o, "kept", image_obj(c, sqlite3_column_int64(st, 2), 0)) ||
-            jnum(o, "removed_duplicate", (double)sqlite3_column_int64(st, 3)) ||
-            jnum(o, "removed_benchmark", (double)sqlite3_column_int64(st, 4)) || jcol_num(o, "weakest_sim", st, 5) ||
-            jstr(o, "weakest_kind", col_text(st, 6)) ||
-            jadd(o, "weakest_a", image_obj(c, sqlite3_column_int64(st, 7), 0)) ||
-            jadd(o, "weakest_b", image_obj(c, sqlite3_column_int64(st, 8), 0)) ||
-            jcol_num(o, "strongest_sim", st, 9)) {
-            sqlite3_reset(st);
-            return -1;
-        }
-    }
-    if (rc != SQLITE_DONE)
-        return catalog_step_fail(c, st);
-    sqlite3_reset(st);
+    pc->rank += pc->dir;
     return 0;
 }
 
-static int self_pairs(catalog *c, const char *sql, int64_t model, int64_t limit, int64_t rank0, int dir, cJSON *arr)
-{
-    if (limit <= 0)
-        return 0;
-    sqlite3_stmt *st = catalog_stmt(c, sql);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, model);
-    sqlite3_bind_int64(st, 2, limit);
-    int rc;
-    int64_t rank = rank0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddItemToArray(arr, o)) {
-            cJSON_Delete(o);
-            sqlite3_reset(st);
-            return oom();
-        }
-        if (jnum(o, "rank", (double)rank) || jcol_num(o, "sim", st, 2) ||
-            jadd(o, "image", image_obj(c, sqlite3_column_int64(st, 0), 0)) ||
-            jadd(o, "ref", image_obj(c, sqlite3_column_int64(st, 1), 0)) ||
-            jadd(o, "kept", image_obj(c, sqlite3_column_int64(st, 3), 0)) || jcol_num(o, "kept_sim", st, 4) ||
-            jstr(o, "kind", col_text(st, 5)) || jnum(o, "component", (double)sqlite3_column_int64(st, 6))) {
-            sqlite3_reset(st);
-            return -1;
-        }
-        rank += dir;
-    }
-    if (rc != SQLITE_DONE)
-        return catalog_step_fail(c, st);
-    sqlite3_reset(st);
-    return 0;
-}
+/* The duplicates removed by self-dedup of model ?1, one pair a row for self_pair_row; pair_lists adds the order
+ * and LIMIT ?2. */
+#define SELF_PAIRS_SQL                                                                                         \
+    "SELECT image_id, edge_image_id, edge_sim, kept_image_id, kept_sim, edge_kind, component"                 \
+    " FROM dedup_decisions WHERE model_id = ?1 AND decision = 'duplicate'"
+
 
 /* Adds {min, max, components, images} to arr. */
 static int size_bucket(cJSON *arr, int64_t lo, int64_t hi, int64_t comps, int64_t imgs)
@@ -662,35 +657,14 @@ static int self_report(catalog *c, int64_t model, double t, int32_t top, cJSON *
     cJSON *largest = cJSON_AddArrayToObject(s, "largest"), *weakest = largest ? cJSON_AddArrayToObject(s, "weakest") : NULL;
     if (!weakest)
         return oom();
-    if (component_rows(c,
-                       "SELECT component, size, kept_image_id, removed_duplicate, removed_benchmark, weakest_sim,"
-                       " weakest_kind, weakest_a, weakest_b, strongest_sim FROM dedup_components"
-                       " WHERE model_id = ?1 AND size > 1 ORDER BY size DESC, component LIMIT ?2",
-                       model, top, largest) != 0 ||
-        component_rows(c,
-                       "SELECT component, size, kept_image_id, removed_duplicate, removed_benchmark, weakest_sim,"
-                       " weakest_kind, weakest_a, weakest_b, strongest_sim FROM dedup_components"
-                       " WHERE model_id = ?1 AND size > 1 AND weakest_sim IS NOT NULL"
-                       " ORDER BY weakest_sim, component LIMIT ?2",
-                       model, top, weakest) != 0)
+    if (query_rows(c, COMPONENTS_SQL " ORDER BY size DESC, component LIMIT ?2", (int64_t[]){model, top}, 2, largest,
+                   component_row, NULL) != 0 ||
+        query_rows(c, COMPONENTS_SQL " AND weakest_sim IS NOT NULL ORDER BY weakest_sim, component LIMIT ?2",
+                   (int64_t[]){model, top}, 2, weakest, component_row, NULL) != 0)
         return -1;
-    cJSON *tp = cJSON_AddArrayToObject(s, "top_pairs"), *np = tp ? cJSON_AddArrayToObject(s, "threshold_pairs") : NULL;
-    if (!np)
-        return oom();
-    int64_t n_top = dup[0] < top ? dup[0] : top;
-    int64_t n_low = dup[0] - n_top < top ? dup[0] - n_top : top;
-    if (self_pairs(c,
-                   "SELECT image_id, edge_image_id, edge_sim, kept_image_id, kept_sim, edge_kind, component"
-                   " FROM dedup_decisions WHERE model_id = ?1 AND decision = 'duplicate'"
-                   " ORDER BY edge_sim DESC, image_id LIMIT ?2",
-                   model, n_top, 1, 1, tp) != 0 ||
-        self_pairs(c,
-                   "SELECT image_id, edge_image_id, edge_sim, kept_image_id, kept_sim, edge_kind, component"
-                   " FROM dedup_decisions WHERE model_id = ?1 AND decision = 'duplicate'"
-                   " ORDER BY edge_sim ASC, image_id DESC LIMIT ?2",
-                   model, n_low, dup[0], -1, np) != 0)
-        return -1;
-    return 0;
+    return pair_lists(c, s, SELF_PAIRS_SQL " ORDER BY edge_sim DESC, image_id LIMIT ?2",
+                      SELF_PAIRS_SQL " ORDER BY edge_sim ASC, image_id DESC LIMIT ?2", model, 0, dup[0], top,
+                      self_pair_row);
 }
 
 cJSON *audit_report(catalog *c, int64_t model_id, const char *model, int32_t top)
@@ -715,6 +689,28 @@ cJSON *audit_report(catalog *c, int64_t model_id, const char *model, int32_t top
     return r;
 }
 
+/* ---- reading the report ---- */
+
+const cJSON *audit_get(const cJSON *o, const char *key) { return cJSON_GetObjectItemCaseSensitive(o, key); }
+
+double audit_num(const cJSON *o, const char *key)
+{
+    const cJSON *v = audit_get(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+int64_t audit_int(const cJSON *o, const char *key)
+{
+    const cJSON *v = audit_get(o, key);
+    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+}
+
+const char *audit_text(const cJSON *o, const char *key)
+{
+    const cJSON *v = audit_get(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
 /* ---- CSV ---- */
 
 /* One RFC 4180 field: quoted when it holds a comma, quote, CR or LF (or leading/trailing space). */
@@ -735,12 +731,6 @@ static void csv_field(FILE *f, const char *s, int last)
         fputs(s, f);
     }
     fputs(last ? "\r\n" : ",", f);
-}
-
-static const char *jget(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
 int audit_csv(catalog *c, int64_t model_id, FILE *f, int64_t *rows)
@@ -778,17 +768,17 @@ int audit_csv(catalog *c, int64_t model_id, FILE *f, int64_t *rows)
                 snprintf(sim, sizeof sim, "%.6f", sqlite3_column_double(st, 6));
             if (sqlite3_column_type(st, 4) != SQLITE_NULL)
                 snprintf(rsim, sizeof rsim, "%.6f", sqlite3_column_double(st, 4));
-            csv_field(f, jget(img, "key"), 0);
-            csv_field(f, jget(img, "collection"), 0);
+            csv_field(f, audit_text(img, "key"), 0);
+            csv_field(f, audit_text(img, "collection"), 0);
             csv_field(f, reason, 0);
             csv_field(f, comp, 0);
-            csv_field(f, jget(ref, "key"), 0);
-            csv_field(f, jget(ref, "collection"), 0);
+            csv_field(f, audit_text(ref, "key"), 0);
+            csv_field(f, audit_text(ref, "collection"), 0);
             csv_field(f, sim, 0);
             csv_field(f, rsim, 0);
-            csv_field(f, jget(cause, "key"), 0);
-            csv_field(f, jget(img, "sha256"), 0);
-            csv_field(f, jget(ref, "sha256"), 1);
+            csv_field(f, audit_text(cause, "key"), 0);
+            csv_field(f, audit_text(img, "sha256"), 0);
+            csv_field(f, audit_text(ref, "sha256"), 1);
             (*rows)++;
         }
         cJSON_Delete(img);

@@ -64,6 +64,14 @@ int32_t audit_bin_of(const double *edges, int32_t n, double v);
 /* Builds the report of model_id (named model) with `top` pairs per list (>= 0). NULL on failure. */
 cJSON *audit_report(catalog *c, int64_t model_id, const char *model, int32_t top);
 
+/* Reading a report (or any object of it), for the renderers: member key of o (NULL when o is NULL, not an
+ * object, or lacks it); that member as a number (NAN unless it is a number), as an integer (the number
+ * truncated; 0 unless it is a number), or as a string (NULL unless it is a string). */
+const cJSON *audit_get(const cJSON *o, const char *key);
+double audit_num(const cJSON *o, const char *key);
+int64_t audit_int(const cJSON *o, const char *key);
+const char *audit_text(const cJSON *o, const char *key);
+
 /* Writes every removal of model_id as CSV (RFC 4180, header line first), ordered by reason then image id:
  *   image_key, collection, reason, component, ref_key, ref_collection, similarity, ref_similarity,
  *   cause_key, image_sha256, ref_sha256

@@ -13,8 +13,10 @@
  *   Index_c.h          faiss_Index_free, _d, _is_trained, _ntotal, _metric_type, _train, _add, _add_with_ids,
  *                      _search, _reset
  *   index_factory_c.h  faiss_index_factory
- *   IndexFlat_c.h      faiss_IndexFlatIP_new_with, faiss_IndexFlat_cast
- *   IndexIVF_c.h       faiss_IndexIVF_cast, faiss_IndexIVF_nlist, faiss_IndexIVF_nprobe, faiss_IndexIVF_set_nprobe
+ *   IndexFlat_c.h      faiss_IndexFlatIP_new_with, faiss_IndexFlat_cast, faiss_IndexFlat_xb
+ *   IndexIVF_c.h       faiss_IndexIVF_cast, faiss_IndexIVF_nlist, faiss_IndexIVF_nprobe, faiss_IndexIVF_set_nprobe,
+ *                      faiss_IndexIVF_quantizer
+ *   IndexIVFFlat_c.h   faiss_IndexIVFFlat_cast
  *   MetaIndexes_c.h    faiss_IndexIDMap_cast, faiss_IndexIDMap_sub_index
  *   AutoTune_c.h       faiss_ParameterSpace_new, faiss_ParameterSpace_free,
  *                      faiss_ParameterSpace_set_index_parameter
@@ -22,6 +24,7 @@
  */
 #include <faiss/c_api/AutoTune_c.h>
 #include <faiss/c_api/IndexFlat_c.h>
+#include <faiss/c_api/IndexIVFFlat_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/Index_c.h>
 #include <faiss/c_api/MetaIndexes_c.h>
@@ -34,6 +37,7 @@
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFFlat.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
@@ -148,6 +152,13 @@ FaissIndexFlat* faiss_IndexFlat_cast(FaissIndex* index) {
     return reinterpret_cast<FaissIndexFlat*>(dynamic_cast<faiss::IndexFlat*>(ix(index)));
 }
 
+/* The flat index's storage: ntotal * d floats (FAISS 1.7.3 keeps them as bytes in IndexFlatCodes::codes). */
+void faiss_IndexFlat_xb(FaissIndexFlat* index, float** p_xb, size_t* p_size) {
+    auto* f = reinterpret_cast<faiss::IndexFlat*>(index);
+    *p_xb = f->get_xb();
+    *p_size = static_cast<size_t>(f->ntotal) * static_cast<size_t>(f->d);
+}
+
 /* IndexIVF_c.h */
 FaissIndexIVF* faiss_IndexIVF_cast(FaissIndex* index) {
     return reinterpret_cast<FaissIndexIVF*>(dynamic_cast<faiss::IndexIVF*>(ix(index)));
@@ -163,6 +174,15 @@ size_t faiss_IndexIVF_nprobe(const FaissIndexIVF* obj) {
 
 void faiss_IndexIVF_set_nprobe(FaissIndexIVF* obj, size_t val) {
     reinterpret_cast<faiss::IndexIVF*>(obj)->nprobe = val;
+}
+
+FaissIndex* faiss_IndexIVF_quantizer(const FaissIndexIVF* obj) {
+    return handle(reinterpret_cast<const faiss::IndexIVF*>(obj)->quantizer);
+}
+
+/* IndexIVFFlat_c.h */
+FaissIndexIVFFlat* faiss_IndexIVFFlat_cast(FaissIndex* index) {
+    return reinterpret_cast<FaissIndexIVFFlat*>(dynamic_cast<faiss::IndexIVFFlat*>(ix(index)));
 }
 
 /* MetaIndexes_c.h */

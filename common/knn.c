@@ -5,6 +5,7 @@
 
 #include <faiss/c_api/AutoTune_c.h>
 #include <faiss/c_api/IndexFlat_c.h>
+#include <faiss/c_api/IndexIVFFlat_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/Index_c.h>
 #include <faiss/c_api/MetaIndexes_c.h>
@@ -16,12 +17,24 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define KNN_NAME_MAX 256
+
+/* List-major search keeps the candidates of one sub-batch of queries, (queries, nprobe, k) similarities and
+ * ids, within this many bytes (see knn.h). */
+#define KNN_LISTS_CAND_BYTES ((size_t)256 << 20)
+
+/* One inverted list of a list-major IVF-Flat index: its vectors in an IndexFlatIP and the caller's ids. */
+typedef struct knn_list {
+    FaissIndex *flat; /* IndexFlatIP (d) over the list's vectors, in the order added */
+    int64_t *ids;     /* (n) the caller's ids, same order */
+    int64_t n, cap;
+} knn_list;
 
 struct knn_index {
     FaissIndex *fx;            /* owns everything below it */
@@ -38,6 +51,10 @@ struct knn_index {
     int32_t recall_k;
     int64_t recall_nq;
     char name[KNN_NAME_MAX];   /* factory string, or what a loaded index is */
+    /* List-major IVF-Flat (see knn.h): fx is the trained IVF, left empty; its quantizer assigns vectors and
+     * queries to lists, and the vectors live in lists[nlist]. NULL: FAISS's own index holds and scans them. */
+    knn_list *lists;
+    int64_t lists_total;       /* vectors in all lists */
 };
 
 /* FAISS's message for the last failed C API call of this thread. */
@@ -110,6 +127,282 @@ static int set_nprobe(knn_index *ix, int32_t nprobe)
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------------------------------
+ * List-major IVF-Flat (see knn.h). Results equal those of FAISS's IndexIVFFlat with the same quantizer and
+ * nprobe (the same lists are scanned exhaustively), up to float rounding and the order of ties; the scan is a
+ * BLAS inner-product block per list instead of one scalar dot product per (query, vector).
+ */
+
+/* Makes ix list-major when its index is a bare IndexIVFFlat (FAISS's own scan otherwise). */
+static int lists_init(knn_index *ix)
+{
+    FaissIndexIVF *ivf = faiss_IndexIVF_cast(ix->fx);
+    if (!ivf || !faiss_IndexIVFFlat_cast(ix->fx))
+        return 0;
+    int64_t nl = (int64_t)faiss_IndexIVF_nlist(ivf);
+    ix->lists = calloc((size_t)nl, sizeof *ix->lists);
+    if (!ix->lists)
+        return lvd_fail("knn: out of memory for %" PRId64 " inverted lists", nl);
+    ix->nlist = nl;
+    for (int64_t l = 0; l < nl; l++)
+        if (faiss_IndexFlatIP_new_with((FaissIndexFlatIP **)&ix->lists[l].flat, ix->d) != 0)
+            return lvd_fail("faiss: creating IndexFlatIP (d %" PRId32 ") for list %" PRId64 ": %s", ix->d, l, ferr());
+    return 0;
+}
+
+/* Buckets n labels in [0, nl) (others skipped) by counting sort: offs (nl + 1) and order (positions of the
+ * labels, grouped by label, in input order within a label). */
+static void bucket(const int64_t *lab, int64_t n, int64_t nl, int64_t *offs, int64_t *order)
+{
+    memset(offs, 0, (size_t)(nl + 1) * sizeof *offs);
+    for (int64_t i = 0; i < n; i++)
+        if (lab[i] >= 0 && lab[i] < nl)
+            offs[lab[i] + 1]++;
+    for (int64_t l = 0; l < nl; l++)
+        offs[l + 1] += offs[l];
+    int64_t *fill = offs; /* offs[l] advances while filling; shifted back below */
+    for (int64_t i = 0; i < n; i++)
+        if (lab[i] >= 0 && lab[i] < nl)
+            order[fill[lab[i]]++] = i;
+    for (int64_t l = nl; l > 0; l--)
+        offs[l] = offs[l - 1];
+    offs[0] = 0;
+}
+
+/* Adds n vectors (batch rows at most) to the lists their nearest centroid names. */
+static int lists_add(knn_index *ix, const float *x, const int64_t *ids, int64_t n)
+{
+    FaissIndex *qz = faiss_IndexIVF_quantizer(faiss_IndexIVF_cast(ix->fx));
+    size_t d = (size_t)ix->d;
+    float *dist = malloc((size_t)n * sizeof *dist), *buf = malloc((size_t)n * d * sizeof *buf);
+    int64_t *lab = malloc((size_t)n * sizeof *lab), *order = malloc((size_t)n * sizeof *order);
+    int64_t *offs = malloc((size_t)(ix->nlist + 1) * sizeof *offs);
+    int rc = -1;
+    if (!dist || !buf || !lab || !order || !offs) {
+        lvd_fail("knn: out of memory adding %" PRId64 " vectors", n);
+        goto out;
+    }
+    if (faiss_Index_search(qz, n, x, 1, dist, lab) != 0) {
+        lvd_fail("faiss: assigning %" PRId64 " vectors to the lists of \"%s\": %s", n, ix->name, ferr());
+        goto out;
+    }
+    for (int64_t i = 0; i < n; i++)
+        if (lab[i] < 0 || lab[i] >= ix->nlist) {
+            lvd_fail("knn: vector %" PRId64 " (id %" PRId64 ") has no nearest list in \"%s\" (not finite?)", i,
+                     ids[i], ix->name);
+            goto out;
+        }
+    bucket(lab, n, ix->nlist, offs, order);
+    for (int64_t l = 0; l < ix->nlist; l++) {
+        int64_t m = offs[l + 1] - offs[l];
+        if (m == 0)
+            continue;
+        knn_list *li = &ix->lists[l];
+        if (li->n + m > li->cap) {
+            int64_t cap = li->cap ? li->cap : 16;
+            while (cap < li->n + m)
+                cap *= 2;
+            int64_t *p = realloc(li->ids, (size_t)cap * sizeof *p);
+            if (!p) {
+                lvd_fail("knn: out of memory for the ids of list %" PRId64, l);
+                goto out;
+            }
+            li->ids = p;
+            li->cap = cap;
+        }
+        for (int64_t j = 0; j < m; j++) {
+            int64_t i = order[offs[l] + j];
+            memcpy(buf + (size_t)j * d, x + (size_t)i * d, d * sizeof *buf);
+            li->ids[li->n + j] = ids[i];
+        }
+        if (faiss_Index_add(li->flat, m, buf) != 0) {
+            lvd_fail("faiss: adding %" PRId64 " vectors to list %" PRId64 " of \"%s\": %s", m, l, ix->name, ferr());
+            goto out;
+        }
+        li->n += m;
+        ix->lists_total += m;
+    }
+    rc = 0;
+out:
+    free(dist);
+    free(buf);
+    free(lab);
+    free(order);
+    free(offs);
+    return rc;
+}
+
+/* The k best of np runs of k candidates each (similarities descending, padded with -inf / -1) into sims/ids;
+ * head: np ints of scratch. */
+static void merge_runs(const float *cs, const int64_t *ci, int32_t np, int32_t k, int32_t *head, float *sims,
+                       int64_t *ids)
+{
+    memset(head, 0, (size_t)np * sizeof *head);
+    for (int32_t j = 0; j < k; j++) {
+        int32_t best = -1;
+        float bs = -INFINITY;
+        for (int32_t r = 0; r < np; r++) {
+            if (head[r] >= k)
+                continue;
+            size_t at = (size_t)r * (size_t)k + (size_t)head[r];
+            if (ci[at] >= 0 && (best < 0 || cs[at] > bs)) {
+                best = r;
+                bs = cs[at];
+            }
+        }
+        if (best < 0) {
+            sims[j] = -INFINITY;
+            ids[j] = -1;
+            continue;
+        }
+        size_t at = (size_t)best * (size_t)k + (size_t)head[best]++;
+        sims[j] = cs[at];
+        ids[j] = ci[at];
+    }
+}
+
+/* Searches nq queries: the quantizer picks each query's nprobe lists, queries are grouped by list, each list
+ * is searched (IndexFlatIP, BLAS for 20+ queries) for all its queries at once, lists in parallel (FAISS and
+ * OpenBLAS run single-threaded inside), then each query's nprobe result runs are merged. */
+static int lists_search(knn_index *ix, const float *q, int64_t nq, int32_t k, float *sims, int64_t *ids)
+{
+    FaissIndex *qz = faiss_IndexIVF_quantizer(faiss_IndexIVF_cast(ix->fx));
+    size_t d = (size_t)ix->d;
+    int32_t np = ix->nprobe > 0 ? ix->nprobe : 1;
+    size_t per_query = (size_t)np * (size_t)k * (sizeof(float) + sizeof(int64_t));
+    int64_t sb = (int64_t)(KNN_LISTS_CAND_BYTES / per_query);
+    if (sb < 1)
+        sb = 1;
+    if (sb > ix->batch)
+        sb = ix->batch;
+    if (sb > nq)
+        sb = nq;
+    size_t npairs = (size_t)sb * (size_t)np;
+    float *pd = malloc(npairs * sizeof *pd), *cs = malloc(npairs * (size_t)k * sizeof *cs);
+    int64_t *pl = malloc(npairs * sizeof *pl), *order = malloc(npairs * sizeof *order);
+    int64_t *offs = malloc((size_t)(ix->nlist + 1) * sizeof *offs), *ci = malloc(npairs * (size_t)k * sizeof *ci);
+    int rc = -1;
+    if (!pd || !cs || !pl || !order || !offs || !ci) {
+        lvd_fail("knn: out of memory for %" PRId64 " queries x %" PRId32 " lists x k %" PRId32, sb, np, k);
+        goto out;
+    }
+    for (int64_t at = 0; at < nq; at += sb) {
+        int64_t b = nq - at < sb ? nq - at : sb;
+        const float *qb = q + (size_t)at * d;
+        if (faiss_Index_search(qz, b, qb, np, pd, pl) != 0) {
+            lvd_fail("faiss: choosing the %" PRId32 " lists of %" PRId64 " queries in \"%s\": %s", np, b, ix->name,
+                     ferr());
+            goto out;
+        }
+        int64_t bp = b * np;
+        for (size_t i = 0; i < (size_t)bp * (size_t)k; i++) {
+            cs[i] = -INFINITY;
+            ci[i] = -1;
+        }
+        bucket(pl, bp, ix->nlist, offs, order);
+        int64_t most = 0;
+        for (int64_t l = 0; l < ix->nlist; l++)
+            if (offs[l + 1] - offs[l] > most)
+                most = offs[l + 1] - offs[l];
+        int failed = 0;
+        char why[512] = "";
+#pragma omp parallel
+        {
+            float *qs = malloc((size_t)most * d * sizeof *qs), *ds = malloc((size_t)most * (size_t)k * sizeof *ds);
+            int64_t *ls = malloc((size_t)most * (size_t)k * sizeof *ls);
+            if (!qs || !ds || !ls) {
+#pragma omp critical(knn_fail)
+                if (!failed) {
+                    failed = 1;
+                    snprintf(why, sizeof why, "knn: out of memory for %" PRId64 " queries of one list", most);
+                }
+            }
+#pragma omp for schedule(dynamic, 4)
+            for (int64_t l = 0; l < ix->nlist; l++) {
+                const knn_list *li = &ix->lists[l];
+                int64_t m = offs[l + 1] - offs[l];
+                if (m == 0 || li->n == 0 || !qs || !ds || !ls)
+                    continue;
+                int32_t kl = li->n < k ? (int32_t)li->n : k;
+                for (int64_t j = 0; j < m; j++)
+                    memcpy(qs + (size_t)j * d, qb + (size_t)(order[offs[l] + j] / np) * d, d * sizeof *qs);
+                if (faiss_Index_search(li->flat, m, qs, kl, ds, ls) != 0) {
+#pragma omp critical(knn_fail)
+                    if (!failed) {
+                        failed = 1;
+                        snprintf(why, sizeof why, "faiss: searching list %" PRId64 " of \"%s\": %s", l, ix->name,
+                                 ferr());
+                    }
+                    continue;
+                }
+                for (int64_t j = 0; j < m; j++) {
+                    size_t run = (size_t)order[offs[l] + j] * (size_t)k; /* (query, probe) pair's run */
+                    for (int32_t r = 0; r < kl; r++) {
+                        int64_t pos = ls[(size_t)j * (size_t)kl + (size_t)r];
+                        if (pos < 0 || pos >= li->n)
+                            break;
+                        cs[run + (size_t)r] = ds[(size_t)j * (size_t)kl + (size_t)r];
+                        ci[run + (size_t)r] = li->ids[pos];
+                    }
+                }
+            }
+            free(qs);
+            free(ds);
+            free(ls);
+        }
+        if (failed) {
+            lvd_fail("%s", why);
+            goto out;
+        }
+#pragma omp parallel
+        {
+            int32_t *head = malloc((size_t)np * sizeof *head);
+            if (!head) {
+#pragma omp critical(knn_fail)
+                failed = 1;
+            }
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < b; i++) {
+                size_t o = (size_t)i * (size_t)np * (size_t)k;
+                if (head)
+                    merge_runs(cs + o, ci + o, np, k, head, sims + (size_t)(at + i) * (size_t)k,
+                               ids + (size_t)(at + i) * (size_t)k);
+            }
+            free(head);
+        }
+        if (failed) {
+            lvd_fail("knn: out of memory merging the results of %" PRId64 " queries", b);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(pd);
+    free(cs);
+    free(pl);
+    free(order);
+    free(offs);
+    free(ci);
+    return rc;
+}
+
+/* For knn_save: puts the lists' vectors into the (empty) FAISS IVF, so the file is a plain IndexIVFFlat;
+ * lists_unfill empties it again. FAISS assigns each vector to the list it was in: same quantizer, same rule. */
+static int lists_fill(knn_index *ix)
+{
+    for (int64_t l = 0; l < ix->nlist; l++) {
+        const knn_list *li = &ix->lists[l];
+        if (li->n == 0)
+            continue;
+        float *xb = NULL;
+        size_t sz = 0;
+        faiss_IndexFlat_xb(faiss_IndexFlat_cast(li->flat), &xb, &sz);
+        if (faiss_Index_add_with_ids(ix->fx, li->n, xb, li->ids) != 0)
+            return lvd_fail("faiss: copying list %" PRId64 " into \"%s\" for saving: %s", l, ix->name, ferr());
+    }
+    return 0;
+}
+
 int knn_create(int32_t d, int64_t n_expected, const knn_opts *o, knn_index **out)
 {
     *out = NULL;
@@ -159,7 +452,7 @@ int knn_create(int32_t d, int64_t n_expected, const knn_opts *o, knn_index **out
         int32_t np = o->nprobe > 0 ? o->nprobe : auto_nprobe(ix->nlist, n_expected);
         if (np > ix->nlist)
             np = (int32_t)ix->nlist;
-        if (set_nprobe(ix, np) != 0) {
+        if (set_nprobe(ix, np) != 0 || (!o->faiss_scan && lists_init(ix) != 0)) {
             knn_free(ix);
             return -1;
         }
@@ -172,6 +465,12 @@ void knn_free(knn_index *ix)
 {
     if (!ix)
         return;
+    for (int64_t l = 0; ix->lists && l < ix->nlist; l++) {
+        if (ix->lists[l].flat)
+            faiss_Index_free(ix->lists[l].flat);
+        free(ix->lists[l].ids);
+    }
+    free(ix->lists);
     if (ix->fx)
         faiss_Index_free(ix->fx);
     free(ix);
@@ -238,6 +537,11 @@ int knn_add(knn_index *ix, const float *x, const int64_t *ids, int64_t n)
         return lvd_fail("knn: index \"%s\" is not trained: call knn_train before knn_add", ix->name);
     for (int64_t at = 0; at < n; at += ix->batch) {
         int64_t b = n - at < ix->batch ? n - at : ix->batch;
+        if (ix->lists) {
+            if (lists_add(ix, x + (size_t)at * (size_t)ix->d, ids + at, b) != 0)
+                return -1;
+            continue;
+        }
         if (faiss_Index_add_with_ids(ix->fx, b, x + (size_t)at * (size_t)ix->d, ids + at) != 0)
             return lvd_fail("faiss: adding %" PRId64 " vectors to \"%s\": %s", b, ix->name, ferr());
     }
@@ -252,6 +556,8 @@ int knn_search(knn_index *ix, const float *q, int64_t nq, int32_t k, float *sims
         return lvd_fail("knn: searching %" PRId64 " queries needs queries and result buffers", nq);
     if (knn_needs_training(ix))
         return lvd_fail("knn: index \"%s\" is not trained: call knn_train and knn_add before knn_search", ix->name);
+    if (ix->lists)
+        return lists_search(ix, q, nq, k, sims, ids);
     for (int64_t at = 0; at < nq; at += ix->batch) {
         int64_t b = nq - at < ix->batch ? nq - at : ix->batch;
         size_t o = (size_t)at * (size_t)k;
@@ -269,6 +575,8 @@ int knn_search(knn_index *ix, const float *q, int64_t nq, int32_t k, float *sims
 
 int64_t knn_count(const knn_index *ix)
 {
+    if (ix->lists)
+        return ix->lists_total;
     return faiss_Index_ntotal(ix->fx);
 }
 
@@ -374,13 +682,20 @@ done:
     return rc;
 }
 
-int knn_save(const knn_index *ix, const char *path)
+int knn_save(knn_index *ix, const char *path)
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return lvd_fail("knn: index path too long: %s", path);
-    if (faiss_write_index_fname(ix->fx, tmp) != 0) {
+    int filled = ix->lists ? lists_fill(ix) : 0;
+    int wrote = filled == 0 ? faiss_write_index_fname(ix->fx, tmp) : -1;
+    if (wrote != 0 && filled == 0)
         lvd_fail("faiss: writing index \"%s\" to %s: %s", ix->name, path, ferr());
+    if (ix->lists && faiss_Index_reset(ix->fx) != 0 && wrote == 0) {
+        lvd_fail("faiss: emptying \"%s\" after saving: %s", ix->name, ferr());
+        wrote = -1;
+    }
+    if (wrote != 0) {
         unlink(tmp);
         return -1;
     }

@@ -14,6 +14,17 @@
  * vectors per query, which KNN_AUTO_SCAN bounds. knn_describe says which index was chosen and the recall to
  * expect, for logs.
  *
+ * List-major scan: an IVF-Flat index (the automatic choice, or a factory string "IVF<n>,Flat") is searched
+ * list by list rather than query by query. The quantizer picks each query's nprobe lists as FAISS's IVF does;
+ * then every list is searched once for all the queries of a batch that probe it, through an IndexFlatIP over
+ * the list's vectors (FAISS's BLAS inner-product block plus heap for 20+ queries), lists in parallel, and each
+ * query's nprobe partial top-k are merged. The answer is that of IndexIVFFlat with the same quantizer and
+ * nprobe (same lists, each scanned exhaustively) up to float rounding and the order of ties; the speed is that
+ * of SGEMM instead of one scalar dot product per (query, vector). It pays for large query batches (all of a
+ * pool's images), where each list is scanned for many queries at once. Candidates of one sub-batch of queries
+ * (nprobe x k per query) are bounded to 256 MB. opts.faiss_scan keeps FAISS's own scan (the baseline of
+ * benchmarks/dedup_knn.sh). knn_save writes a plain IndexIVFFlat; knn_load gives an index FAISS scans.
+ *
  * Shapes: vectors are row-major (n, d) float32; search results are (nq, k) similarities (descending per
  * row) and ids (the caller's int64 ids given to knn_add; -1, with similarity -inf, where fewer than k results
  * exist). Large inputs are processed in batches of at most opts.batch rows, so memory stays bounded by the
@@ -48,6 +59,7 @@ typedef struct knn_opts {
                             per list, so the default caps it at 4096: raise train_max for sets beyond ~2M. */
     int64_t batch;       /* rows per add/search batch (default 65,536) */
     uint64_t seed;       /* which rows knn_train samples (FAISS's k-means uses its own fixed seed) */
+    int faiss_scan;      /* 1: IVF-Flat searched by FAISS's own per-query scan, not list-major (default 0) */
 } knn_opts;
 
 /* Defaults above. */
@@ -92,7 +104,7 @@ int knn_recall(knn_index *ix, const float *x, int64_t n, const float *q, int64_t
  * against the existing index without rebuilding it. knn_save writes a temporary file, fsyncs and renames it.
  * knn_load fails, naming the file, when the index's dimension is not d (d 0: any) or its metric is not the
  * inner product; IVF parameters (nlist, nprobe) come from the file. */
-int knn_save(const knn_index *ix, const char *path);
+int knn_save(knn_index *ix, const char *path);
 int knn_load(const char *path, int32_t d, knn_index **out);
 
 #endif

@@ -13,6 +13,8 @@
 
 #include "atomic_file.h"
 #include "err.h"
+#include "f16.h"
+#include "shape.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "npy.c assumes a little-endian host"
@@ -61,41 +63,12 @@ uint16_t npy_f32_to_f16(float f)
     return (uint16_t)(sign | h);
 }
 
-float npy_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t e = (h >> 10) & 0x1fu;
-    uint32_t m = h & 0x3ffu;
-    uint32_t x;
-    if (e == 0x1f) {
-        x = sign | 0x7f800000u | (m << 13);
-    } else if (e != 0) {
-        x = sign | ((e + 112u) << 23) | (m << 13);
-    } else if (m == 0) {
-        x = sign;
-    } else { /* subnormal: normalise */
-        uint32_t ee = 113;
-        while (!(m & 0x400u)) {
-            m <<= 1;
-            ee--;
-        }
-        x = sign | (ee << 23) | ((m & 0x3ffu) << 13);
-    }
-    float f;
-    memcpy(&f, &x, sizeof f);
-    return f;
-}
+float npy_f16_to_f32(uint16_t h) { return f16_to_f32(h); }
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* header */
 
-int64_t npy_count(const npy_array *a)
-{
-    int64_t n = 1;
-    for (int32_t i = 0; i < a->ndim; i++)
-        n *= a->shape[i];
-    return n;
-}
+int64_t npy_count(const npy_array *a) { return shape_numel(a->ndim, a->shape); }
 
 void npy_free(npy_array *a)
 {
@@ -318,14 +291,10 @@ int npy_read(const char *path, npy_array *a)
         goto out;
 
     size_t item = a->dtype == NPY_F32 ? 4 : 2;
-    uint64_t count = 1;
-    for (int32_t i = 0; i < a->ndim; i++) {
-        uint64_t d = (uint64_t)a->shape[i];
-        if (d != 0 && count > UINT64_MAX / 8 / d) {
-            lvd_fail("%s: .npy shape too large", path);
-            goto out;
-        }
-        count *= d;
+    uint64_t count;
+    if (shape_count(a->ndim, a->shape, 8, &count, NULL) != 0) { /* parse_shape took digits only: never negative */
+        lvd_fail("%s: .npy shape too large", path);
+        goto out;
     }
     uint64_t want = count * item, have = (uint64_t)st.st_size - pre_len - hlen;
     if (want != have) {
@@ -389,14 +358,13 @@ int npy_write(const char *path, const float *data, int32_t ndim, const int64_t *
         return lvd_fail("%s: cannot write a .npy array of %d dimensions (max %d)", path, ndim, NPY_MAX_DIMS);
     if (dtype != NPY_F32 && dtype != NPY_F16)
         return lvd_fail("%s: unknown .npy dtype %d", path, (int)dtype);
-    uint64_t count = 1;
-    for (int32_t i = 0; i < ndim; i++) {
-        if (shape[i] < 0)
-            return lvd_fail("%s: negative .npy shape entry %" PRId64, path, shape[i]);
-        if (shape[i] != 0 && count > UINT64_MAX / 8 / (uint64_t)shape[i])
-            return lvd_fail("%s: .npy shape too large", path);
-        count *= (uint64_t)shape[i];
-    }
+    uint64_t count;
+    int32_t bad = 0;
+    int shape_rc = shape_count(ndim, shape, 8, &count, &bad);
+    if (shape_rc == -1)
+        return lvd_fail("%s: negative .npy shape entry %" PRId64, path, shape[bad]);
+    if (shape_rc != 0)
+        return lvd_fail("%s: .npy shape too large", path);
     if (count > 0 && !data)
         return lvd_fail("%s: no data for a .npy array of %" PRIu64 " elements", path, count);
 

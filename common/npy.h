@@ -34,7 +34,8 @@ void npy_free(npy_array *a);
  * temporary name, fsync'ed and renamed, so a crash never leaves a half-written file under path. */
 int npy_write(const char *path, const float *data, int32_t ndim, const int64_t *shape, npy_dtype dtype);
 
-/* float32 <-> IEEE half, round to nearest even; exposed for tests and for in-memory float16 buffers. */
+/* float32 <-> IEEE half, round to nearest even; exposed for tests and for in-memory float16 buffers.
+ * npy_f16_to_f32 is f16.h's f16_to_f32 (exact). */
 uint16_t npy_f32_to_f16(float f);
 float npy_f16_to_f32(uint16_t h);
 

@@ -15,6 +15,8 @@
 
 #include "atomic_file.h"
 #include "err.h"
+#include "f16.h"
+#include "shape.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.c assumes a little-endian host"
@@ -46,31 +48,6 @@ static const struct {
     {"I16", 2, ST_OTHER}, {"U16", 2, ST_OTHER}, {"I8", 1, ST_OTHER},  {"U8", 1, ST_OTHER},
     {"BOOL", 1, ST_OTHER}, {"F8_E4M3", 1, ST_OTHER}, {"F8_E5M2", 1, ST_OTHER},
 };
-
-static float half_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t e = (h >> 10) & 0x1fu;
-    uint32_t m = h & 0x3ffu;
-    uint32_t x;
-    if (e == 0x1f) {
-        x = sign | 0x7f800000u | (m << 13);
-    } else if (e != 0) {
-        x = sign | ((e + 112u) << 23) | (m << 13);
-    } else if (m == 0) {
-        x = sign;
-    } else {
-        uint32_t ee = 113;
-        while (!(m & 0x400u)) {
-            m <<= 1;
-            ee--;
-        }
-        x = sign | (ee << 23) | ((m & 0x3ffu) << 13);
-    }
-    float f;
-    memcpy(&f, &x, sizeof f);
-    return f;
-}
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* reading */
@@ -112,13 +89,7 @@ const char *st_meta(const st_file *f, const char *key)
     return NULL;
 }
 
-int64_t st_numel(const st_tensor *t)
-{
-    int64_t n = 1;
-    for (int32_t i = 0; i < t->ndim; i++)
-        n *= t->shape[i];
-    return n;
-}
+int64_t st_numel(const st_tensor *t) { return shape_numel(t->ndim, t->shape); }
 
 int st_to_f32(const st_tensor *t, float *dst)
 {
@@ -132,7 +103,7 @@ int st_to_f32(const st_tensor *t, float *dst)
         for (size_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, t->data + 2 * i, 2);
-            dst[i] = half_to_f32(h);
+            dst[i] = f16_to_f32(h);
         }
         return 0;
     case ST_BF16:
@@ -272,7 +243,6 @@ static int load_header(st_file *f, const cJSON *root, const uint8_t *data, uint6
             goto out;
         }
         t->ndim = nd;
-        uint64_t count = 1;
         int k = 0;
         for (const cJSON *d = js->child; d; d = d->next, k++) {
             uint64_t v;
@@ -281,11 +251,11 @@ static int load_header(st_file *f, const cJSON *root, const uint8_t *data, uint6
                 goto out;
             }
             t->shape[k] = (int64_t)v;
-            if (v != 0 && count > UINT64_MAX / 16 / v) {
-                lvd_fail("%s: tensor '%s': shape too large", path, name);
-                goto out;
-            }
-            count *= v;
+        }
+        uint64_t count;
+        if (shape_count(t->ndim, t->shape, 16, &count, NULL) != 0) { /* json_uint: never negative */
+            lvd_fail("%s: tensor '%s': shape too large", path, name);
+            goto out;
         }
         uint64_t b, en;
         if (cJSON_GetArraySize(jo) != 2 || json_uint(cJSON_GetArrayItem(jo, 0), &b) != 0 ||
@@ -536,13 +506,12 @@ int st_write(const char *path, const st_write_tensor *t, size_t n, const char *c
             free(b.p);
             return lvd_fail("%s: tensor '%s': %d dimensions (max %d)", path, w->name, w->ndim, ST_MAX_DIMS);
         }
-        uint64_t count = 1;
-        for (int32_t k = 0; k < w->ndim; k++) {
-            if (w->shape[k] < 0) {
-                free(b.p);
-                return lvd_fail("%s: tensor '%s': negative shape entry", path, w->name);
-            }
-            count *= (uint64_t)w->shape[k];
+        uint64_t count;
+        int shape_rc = shape_count(w->ndim, w->shape, 4, &count, NULL);
+        if (shape_rc != 0) {
+            free(b.p);
+            return lvd_fail("%s: tensor '%s': %s", path, w->name,
+                            shape_rc == -1 ? "negative shape entry" : "shape too large");
         }
         if (count > 0 && !w->data) {
             free(b.p);
@@ -576,9 +545,7 @@ int st_write(const char *path, const st_write_tensor *t, size_t n, const char *c
     if (atomic_file_write(&af, len8, 8) != 0 || atomic_file_write(&af, b.p, b.len) != 0)
         goto fail;
     for (size_t i = 0; i < n; i++) {
-        size_t count = (size_t)1;
-        for (int32_t k = 0; k < t[i].ndim; k++)
-            count *= (size_t)t[i].shape[k];
+        size_t count = (size_t)shape_numel(t[i].ndim, t[i].shape);
         if (count > 0 && atomic_file_write(&af, t[i].data, count * 4) != 0)
             goto fail;
     }

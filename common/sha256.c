@@ -2,8 +2,11 @@
 #include "sha256.h"
 
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "err.h"
 
 struct sha256_ctx {
     EVP_MD_CTX *md; /* owned; freed by sha256_final */
@@ -63,4 +66,28 @@ void sha256_final(sha256_ctx *c, uint8_t out[SHA256_BYTES])
         memset(out, 0, SHA256_BYTES);
     EVP_MD_CTX_free(c->md);
     free(c);
+}
+
+int sha256_file(const char *path, char out[SHA256_HEX])
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return lvd_fail_errno("cannot open %s", path);
+    sha256_ctx *c = sha256_new();
+    if (!c) {
+        fclose(f);
+        return lvd_fail("%s: out of memory", path);
+    }
+    char buf[1 << 16];
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, f)) > 0)
+        sha256_update(c, buf, k);
+    int err = ferror(f);
+    fclose(f);
+    uint8_t d[SHA256_BYTES];
+    sha256_final(c, d);
+    if (err)
+        return lvd_fail_errno("reading %s", path);
+    sha256_to_hex(d, out);
+    return 0;
 }

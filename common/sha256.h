@@ -23,4 +23,8 @@ sha256_ctx *sha256_new(void);
 void sha256_update(sha256_ctx *c, const void *data, size_t len);
 void sha256_final(sha256_ctx *c, uint8_t out[SHA256_BYTES]); /* also frees c */
 
+/* Lowercase hex digest of the whole file at path, read in 64 KiB blocks. Returns 0 or -1 (message names path:
+ * cannot open, read error, out of memory). */
+int sha256_file(const char *path, char out[SHA256_HEX]);
+
 #endif

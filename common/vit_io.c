@@ -10,7 +10,6 @@
 
 #include "err.h"
 #include "safetensors.h"
-#include "sha256.h"
 
 #define BACKBONE_PREFIX "backbone."
 
@@ -339,29 +338,4 @@ int vit_save(const vit_model *m, const char *path, int grads)
     int rc = st_write(path, t, m->n_tensors, meta, 3);
     free(t);
     return rc;
-}
-
-int vit_io_file_sha256(const char *path, char out[65])
-{
-    out[0] = '\0';
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return lvd_fail_errno("%s: cannot open", path);
-    sha256_ctx *c = sha256_new();
-    if (!c) {
-        fclose(f);
-        return lvd_fail("%s: out of memory", path);
-    }
-    static _Thread_local uint8_t buf[1 << 16];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-        sha256_update(c, buf, n);
-    int err = ferror(f);
-    fclose(f);
-    uint8_t digest[SHA256_BYTES];
-    sha256_final(c, digest);
-    if (err)
-        return lvd_fail("%s: read error", path);
-    sha256_to_hex(digest, out);
-    return 0;
 }

@@ -25,7 +25,4 @@ int vit_load(const char *path, const char *const *overrides, size_t n_overrides,
  * metadata {"format": "lvd-vit", "heads", "pos_mode"}. */
 int vit_save(const vit_model *m, const char *path, int grads);
 
-/* Hex SHA-256 of the checkpoint file's bytes: the model identity lvd-embed records. */
-int vit_io_file_sha256(const char *path, char out[65]);
-
 #endif

@@ -45,28 +45,6 @@ static const char usage[] =
 
 enum { OPT_MODEL = OPT_FIRST_STAGE_OPTION, OPT_TOP, OPT_CSV, OPT_HTML, OPT_THUMB };
 
-/* ---- report access ---- */
-
-static const cJSON *jget(const cJSON *o, const char *key) { return cJSON_GetObjectItemCaseSensitive(o, key); }
-
-static int64_t jint(const cJSON *o, const char *key)
-{
-    const cJSON *v = jget(o, key);
-    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
-}
-
-static double jnum(const cJSON *o, const char *key)
-{
-    const cJSON *v = jget(o, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
-}
-
-static const char *jtext(const cJSON *o, const char *key)
-{
-    const cJSON *v = jget(o, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 /* ---- text ---- */
 
 /* s with control bytes shown as '?', cut at max bytes (with "..."); NULL shows as "-". Returns bytes shown. */
@@ -87,7 +65,7 @@ static size_t put_clean(FILE *f, const char *s, size_t max)
 /* An image's key padded to width. */
 static void put_key(FILE *f, const cJSON *img, int width)
 {
-    size_t n = put_clean(f, cJSON_IsObject(img) ? jtext(img, "key") : NULL, (size_t)width);
+    size_t n = put_clean(f, cJSON_IsObject(img) ? audit_text(img, "key") : NULL, (size_t)width);
     for (size_t i = n; i < (size_t)width; i++)
         fputc(' ', f);
 }
@@ -105,27 +83,27 @@ static void print_pairs(FILE *f, const cJSON *list, int self)
     const cJSON *p;
     cJSON_ArrayForEach(p, list)
     {
-        fprintf(f, "    %5" PRId64 "  ", jint(p, "rank"));
-        put_sim(f, jnum(p, "sim"));
+        fprintf(f, "    %5" PRId64 "  ", audit_int(p, "rank"));
+        put_sim(f, audit_num(p, "sim"));
         fputs("  ", f);
-        put_key(f, jget(p, "image"), KEY_SHOWN);
+        put_key(f, audit_get(p, "image"), KEY_SHOWN);
         fputs("  ", f);
-        put_key(f, jget(p, "ref"), KEY_SHOWN);
+        put_key(f, audit_get(p, "ref"), KEY_SHOWN);
         if (self) {
-            const cJSON *kept = jget(p, "kept");
-            if (cJSON_IsObject(kept) && jint(kept, "id") != jint(jget(p, "ref"), "id")) {
+            const cJSON *kept = audit_get(p, "kept");
+            if (cJSON_IsObject(kept) && audit_int(kept, "id") != audit_int(audit_get(p, "ref"), "id")) {
                 fputs("  kept ", f);
-                put_clean(f, jtext(kept, "key"), KEY_SHOWN);
-                fprintf(f, " (%.4f)", jnum(p, "kept_sim"));
+                put_clean(f, audit_text(kept, "key"), KEY_SHOWN);
+                fprintf(f, " (%.4f)", audit_num(p, "kept_sim"));
             }
-            if (jtext(p, "kind") && strcmp(jtext(p, "kind"), "knn") != 0) {
+            if (audit_text(p, "kind") && strcmp(audit_text(p, "kind"), "knn") != 0) {
                 fputs("  [", f);
-                put_clean(f, jtext(p, "kind"), 8);
+                put_clean(f, audit_text(p, "kind"), 8);
                 fputc(']', f);
             }
-        } else if (cJSON_IsObject(jget(p, "via"))) {
+        } else if (cJSON_IsObject(audit_get(p, "via"))) {
             fputs("  via ", f);
-            put_clean(f, jtext(jget(p, "via"), "key"), KEY_SHOWN);
+            put_clean(f, audit_text(audit_get(p, "via"), "key"), KEY_SHOWN);
         }
         fputc('\n', f);
     }
@@ -133,37 +111,37 @@ static void print_pairs(FILE *f, const cJSON *list, int self)
 
 static void print_pair_lists(FILE *f, const cJSON *s, int self, const char *what)
 {
-    if (cJSON_GetArraySize(jget(s, "top_pairs")) == 0)
+    if (cJSON_GetArraySize(audit_get(s, "top_pairs")) == 0)
         return;
     fprintf(f, "  top pairs (highest similarity first)\n    %5s  %6s  %-*s  %-*s\n", "rank", "sim", KEY_SHOWN,
             self ? "removed duplicate" : "removed pool image", KEY_SHOWN, what);
-    print_pairs(f, jget(s, "top_pairs"), self);
-    if (cJSON_GetArraySize(jget(s, "threshold_pairs")) > 0) {
+    print_pairs(f, audit_get(s, "top_pairs"), self);
+    if (cJSON_GetArraySize(audit_get(s, "threshold_pairs")) > 0) {
         fputs("  nearest the threshold (lowest similarity first)\n", f);
-        print_pairs(f, jget(s, "threshold_pairs"), self);
+        print_pairs(f, audit_get(s, "threshold_pairs"), self);
     }
 }
 
 static void print_benchmark(FILE *f, const cJSON *b, const cJSON *params)
 {
     fputs("\nbenchmark ", f);
-    put_clean(f, jtext(b, "name"), 200);
-    fprintf(f, " (%" PRId64 " images, %" PRId64 " embedded)\n", jint(b, "images"), jint(b, "embedded"));
-    fprintf(f, "  threshold  cosine > %.4g, rule ", jnum(b, "threshold"));
-    put_clean(f, jtext(params, "benchmark_rule"), 16);
+    put_clean(f, audit_text(b, "name"), 200);
+    fprintf(f, " (%" PRId64 " images, %" PRId64 " embedded)\n", audit_int(b, "images"), audit_int(b, "embedded"));
+    fprintf(f, "  threshold  cosine > %.4g, rule ", audit_num(b, "threshold"));
+    put_clean(f, audit_text(params, "benchmark_rule"), 16);
     fprintf(f, "\n  removed    %" PRId64 " pool images (%" PRId64 " matched themselves, %" PRId64
                " with their component)\n",
-            jint(b, "removed"), jint(b, "removed_direct"), jint(b, "removed_component"));
+            audit_int(b, "removed"), audit_int(b, "removed_direct"), audit_int(b, "removed_component"));
     fprintf(f, "  matches    %" PRId64 " pairs above the threshold: %" PRId64 " pool images, %" PRId64
                " benchmark images\n",
-            jint(b, "matches"), jint(b, "matched_pool_images"), jint(b, "matched_benchmark_images"));
+            audit_int(b, "matches"), audit_int(b, "matched_pool_images"), audit_int(b, "matched_benchmark_images"));
     fputs("  band            removed\n", f);
     const cJSON *band;
-    cJSON_ArrayForEach(band, jget(b, "bands"))
+    cJSON_ArrayForEach(band, audit_get(b, "bands"))
     {
         char label[48];
-        snprintf(label, sizeof label, "%.4g-%.4g", jnum(band, "lo"), jnum(band, "hi"));
-        fprintf(f, "  %-14s %8" PRId64 "\n", label, jint(band, "removed"));
+        snprintf(label, sizeof label, "%.4g-%.4g", audit_num(band, "lo"), audit_num(band, "hi"));
+        fprintf(f, "  %-14s %8" PRId64 "\n", label, audit_int(band, "removed"));
     }
     print_pair_lists(f, b, 0, "benchmark image");
 }
@@ -177,20 +155,20 @@ static void print_components(FILE *f, const cJSON *list, int weakest)
     const cJSON *o;
     cJSON_ArrayForEach(o, list)
     {
-        fprintf(f, "    %10" PRId64 "  %6" PRId64 "  ", jint(o, "component"), jint(o, "size"));
-        put_sim(f, jnum(o, "weakest_sim"));
+        fprintf(f, "    %10" PRId64 "  %6" PRId64 "  ", audit_int(o, "component"), audit_int(o, "size"));
+        put_sim(f, audit_num(o, "weakest_sim"));
         fputs("   ", f);
-        put_sim(f, jnum(o, "strongest_sim"));
+        put_sim(f, audit_num(o, "strongest_sim"));
         fputs("   ", f);
-        put_key(f, jget(o, "kept"), KEY_SHOWN);
+        put_key(f, audit_get(o, "kept"), KEY_SHOWN);
         if (weakest) {
             fputs("  ", f);
-            put_clean(f, jtext(jget(o, "weakest_a"), "key"), KEY_SHOWN);
+            put_clean(f, audit_text(audit_get(o, "weakest_a"), "key"), KEY_SHOWN);
             fputs(" ~ ", f);
-            put_clean(f, jtext(jget(o, "weakest_b"), "key"), KEY_SHOWN);
-            if (jtext(o, "weakest_kind") && strcmp(jtext(o, "weakest_kind"), "knn") != 0) {
+            put_clean(f, audit_text(audit_get(o, "weakest_b"), "key"), KEY_SHOWN);
+            if (audit_text(o, "weakest_kind") && strcmp(audit_text(o, "weakest_kind"), "knn") != 0) {
                 fputs(" [", f);
-                put_clean(f, jtext(o, "weakest_kind"), 8);
+                put_clean(f, audit_text(o, "weakest_kind"), 8);
                 fputc(']', f);
             }
         }
@@ -200,62 +178,64 @@ static void print_components(FILE *f, const cJSON *list, int weakest)
 
 static void print_self(FILE *f, const cJSON *s)
 {
-    fprintf(f, "\nself-dedup (threshold: cosine > %.4g)\n", jnum(s, "threshold"));
+    fprintf(f, "\nself-dedup (threshold: cosine > %.4g)\n", audit_num(s, "threshold"));
     fprintf(f, "  components %" PRId64 " over %" PRId64 " pool images; %" PRId64 " with more than one image, the "
                "largest %" PRId64 "\n",
-            jint(s, "components"), jint(s, "images"), jint(s, "multi_components"), jint(s, "largest_size"));
+            audit_int(s, "components"), audit_int(s, "images"), audit_int(s, "multi_components"),
+            audit_int(s, "largest_size"));
     fprintf(f, "  removed    %" PRId64 " duplicates; %" PRId64 " of them at or below the threshold from the image "
                "kept (chaining)\n",
-            jint(s, "removed"), jint(s, "chained"));
+            audit_int(s, "removed"), audit_int(s, "chained"));
     fputs("  size        components      images\n", f);
     const cJSON *o;
-    cJSON_ArrayForEach(o, jget(s, "sizes"))
+    cJSON_ArrayForEach(o, audit_get(s, "sizes"))
     {
         char label[48];
-        if (jint(o, "min") == jint(o, "max"))
-            snprintf(label, sizeof label, "%" PRId64, jint(o, "min"));
+        if (audit_int(o, "min") == audit_int(o, "max"))
+            snprintf(label, sizeof label, "%" PRId64, audit_int(o, "min"));
         else
-            snprintf(label, sizeof label, "%" PRId64 "-%" PRId64, jint(o, "min"), jint(o, "max"));
-        fprintf(f, "  %-10s %11" PRId64 " %11" PRId64 "\n", label, jint(o, "components"), jint(o, "images"));
+            snprintf(label, sizeof label, "%" PRId64 "-%" PRId64, audit_int(o, "min"), audit_int(o, "max"));
+        fprintf(f, "  %-10s %11" PRId64 " %11" PRId64 "\n", label, audit_int(o, "components"), audit_int(o, "images"));
     }
-    if (cJSON_GetArraySize(jget(s, "largest")) > 0) {
+    if (cJSON_GetArraySize(audit_get(s, "largest")) > 0) {
         fputs("  largest components\n", f);
-        print_components(f, jget(s, "largest"), 0);
+        print_components(f, audit_get(s, "largest"), 0);
     }
-    if (cJSON_GetArraySize(jget(s, "weakest")) > 0) {
+    if (cJSON_GetArraySize(audit_get(s, "weakest")) > 0) {
         fputs("  weakest links (most chained first)\n", f);
-        print_components(f, jget(s, "weakest"), 1);
+        print_components(f, audit_get(s, "weakest"), 1);
     }
     print_pair_lists(f, s, 1, "joined by its edge to");
 }
 
 static void print_text(FILE *f, const cJSON *r)
 {
-    const cJSON *params = jget(r, "params"), *pool = jget(r, "pool");
+    const cJSON *params = audit_get(r, "params"), *pool = audit_get(r, "pool");
     fputs("catalog  ", f);
-    put_clean(f, jtext(r, "catalog"), 4096);
+    put_clean(f, audit_text(r, "catalog"), 4096);
     fputs("\nmodel    ", f);
-    put_clean(f, jtext(r, "model"), 200);
-    fprintf(f, " (%" PRId64 " dedup run%s, last ", jint(r, "dedup_runs"), jint(r, "dedup_runs") == 1 ? "" : "s");
-    put_clean(f, jtext(r, "last_run"), 40);
-    fprintf(f, ")\nparams   k %" PRId64 ", threshold %.4g, benchmark threshold %.4g (rule ", jint(params, "k"),
-            jnum(params, "threshold"), jnum(params, "benchmark_threshold"));
-    put_clean(f, jtext(params, "benchmark_rule"), 16);
+    put_clean(f, audit_text(r, "model"), 200);
+    fprintf(f, " (%" PRId64 " dedup run%s, last ", audit_int(r, "dedup_runs"),
+            audit_int(r, "dedup_runs") == 1 ? "" : "s");
+    put_clean(f, audit_text(r, "last_run"), 40);
+    fprintf(f, ")\nparams   k %" PRId64 ", threshold %.4g, benchmark threshold %.4g (rule ", audit_int(params, "k"),
+            audit_num(params, "threshold"), audit_num(params, "benchmark_threshold"));
+    put_clean(f, audit_text(params, "benchmark_rule"), 16);
     fputs("), keep ", f);
-    put_clean(f, jtext(params, "keep_rule"), 32);
-    if (cJSON_IsNumber(jget(params, "phash_distance")))
-        fprintf(f, ", pHash distance <= %" PRId64, jint(params, "phash_distance"));
+    put_clean(f, audit_text(params, "keep_rule"), 32);
+    if (cJSON_IsNumber(audit_get(params, "phash_distance")))
+        fprintf(f, ", pHash distance <= %" PRId64, audit_int(params, "phash_distance"));
     fputs("\nindex    ", f);
-    put_clean(f, jtext(params, "index"), 200);
+    put_clean(f, audit_text(params, "index"), 200);
     fprintf(f, "\npool     %" PRId64 " decided: %" PRId64 " kept, %" PRId64 " duplicate, %" PRId64
                " benchmark; %" PRId64 " not decided yet\n",
-            jint(pool, "decided"), jint(pool, "kept"), jint(pool, "duplicate"), jint(pool, "benchmark"),
-            jint(pool, "undecided"));
+            audit_int(pool, "decided"), audit_int(pool, "kept"), audit_int(pool, "duplicate"),
+            audit_int(pool, "benchmark"), audit_int(pool, "undecided"));
     const cJSON *b;
-    cJSON_ArrayForEach(b, jget(r, "benchmarks")) print_benchmark(f, b, params);
-    if (cJSON_GetArraySize(jget(r, "benchmarks")) == 0)
+    cJSON_ArrayForEach(b, audit_get(r, "benchmarks")) print_benchmark(f, b, params);
+    if (cJSON_GetArraySize(audit_get(r, "benchmarks")) == 0)
         fputs("\nno benchmark collections\n", f);
-    print_self(f, jget(r, "self"));
+    print_self(f, audit_get(r, "self"));
 }
 
 /* ---- main ---- */

@@ -61,7 +61,9 @@ static const char usage[] =
     "                            image id (pixels)\n"
     "  --phash-distance D        also join images whose pHashes differ by at most D bits (0..10; off by\n"
     "                            default; 0 joins identical pHashes). Identical bytes are one image anyway.\n"
-    "  --batch N                 queries per committed transaction (4096)\n"
+    "  --batch N                 queries per search call and committed transaction (65536): the IVF lists\n"
+    "                            are scanned once per batch for all its queries, so larger is faster; a\n"
+    "                            killed run redoes at most one batch\n"
     "  --exact-max N             exact (flat) search up to N pool vectors, IVF beyond (200000)\n"
     "  --factory STR             FAISS index_factory string for the approximate index (e.g. IVF4096,PQ32)\n"
     "  --nprobe N                IVF lists searched (automatic)\n"
@@ -1159,7 +1161,7 @@ int main(int argc, char **argv)
     }
     x->b = benches;
     x->p = (params){.k = 64, .threshold = 0.6, .bthreshold = 0.45, .brule = 0, .keep = KEEP_PIXELS, .phash = -1,
-                    .batch = 4096, .exact_max = 200000};
+                    .batch = 65536, .exact_max = 200000};
     cli_stage_args sa = {0}; /* --retry-failed is moot: nothing fails transiently here */
     int opt;
     optind = 1;

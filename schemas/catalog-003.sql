@@ -7,6 +7,10 @@
 --              two pool images when one is among the other's k nearest neighbours with cosine > threshold
 --              (kind 'knn'), or when their pHashes differ by at most phash_distance bits (kind 'phash';
 --              only when --phash-distance is given). Images with identical SHA-256 are one image already.
+--              pHash pairs are stored as a spanning subset, not all of them: images with equal pHashes are
+--              chained in image id order, and two pHash values within the distance are joined through their
+--              lowest-id images. Components are the same as with every pair; the weakest link and each image's
+--              strongest edge are taken over the stored edges.
 --   component  a connected component of that graph (union-find). Its id is the smallest image id among its
 --              members, so it is the same whatever order the edges were found in (one run, parts, rounds).
 --   spanning   the maximum spanning forest: edges taken in descending similarity (ties: smaller image ids
@@ -52,13 +56,16 @@ CREATE TABLE dedup_edges (
     image_b      INTEGER NOT NULL REFERENCES images(id), -- the larger image id
     sim          REAL NOT NULL,       -- cosine between the two embeddings (for 'phash' edges it may be
                                       -- below the threshold: the edge exists because of the pHash)
-    kind         TEXT NOT NULL CHECK (kind IN ('knn', 'phash')), -- 'knn' when cosine > threshold (even if
-                                      -- the pHashes also match), else 'phash'
-    phash_dist   INTEGER,             -- Hamming distance of the two pHashes when pHash joining is on, else NULL
+    kind         TEXT NOT NULL CHECK (kind IN ('knn', 'phash')), -- 'knn' when the k-NN search found it
+                                      -- with cosine > threshold (even if the pHashes also match), else
+                                      -- 'phash' (its cosine can exceed the threshold when neither image is
+                                      -- among the other's k nearest)
+    phash_dist   INTEGER,             -- Hamming distance of the two pHashes when pHash joining is on and it
+                                      -- is at most phash_distance, else NULL
     dedup_run_id INTEGER REFERENCES dedup_runs(id), -- the run that found it (NULL in part files)
     PRIMARY KEY (model_id, image_a, image_b)
 ) WITHOUT ROWID;
-CREATE INDEX dedup_edges_b ON dedup_edges(model_id, image_b);
+CREATE INDEX dedup_edges_b ON dedup_edges(model_id, image_b); -- dropped by catalog-004.sql
 
 -- Every (pool image, benchmark image) pair with cosine > benchmark_threshold among the k nearest images of
 -- each benchmark collection to the pool image. The audit shows the top pairs and similarity bands from it.

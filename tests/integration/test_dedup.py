@@ -12,6 +12,7 @@ with its own .npy holding the rows of that collection's members. "anchor.png" is
 benchmark (the same bytes: one image); the benchmark import finds its row already present. It must be removed
 for the benchmark with similarity 1.
 """
+import io
 import json
 import os
 import shutil
@@ -24,9 +25,9 @@ import time
 import unittest
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance
 
-from lvdtest import WorkTestCase, db, exe, run
+from lvdtest import WorkTestCase, db, exe, read_image_bytes, run
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "scripts"))
@@ -116,8 +117,6 @@ def brute_force(work, thr=0.6, bthr=0.45, rule="component"):
         # Original pixel counts from the original bytes, decoded here with PIL.
         pixels = {}
         for i in pool:
-            from lvdtest import read_image_bytes
-            import io
             with Image.open(io.BytesIO(read_image_bytes(work, con, i))) as im:
                 pixels[i] = im.size[0] * im.size[1]
     P = np.stack([vec[i] for i in pool])
@@ -600,6 +599,416 @@ class RealImagesTest(WorkTestCase):
             if killed_mid_search:
                 break
         self.assertTrue(killed_mid_search, "no kill landed in the middle of the search")
+
+
+def phash_py(img):
+    """imagehash.phash (hash_size 8, highfreq_factor 4) in numpy, as common/phash.h defines it: luma, 32x32
+    antialiased resize, 2-D DCT-II, top-left 8x8 against their median, first coefficient the top bit. Another
+    resampler than lvd's, so a few bits may differ: it checks that a stored pHash belongs to its picture."""
+    a = np.asarray(img.convert("L").resize((32, 32), Image.LANCZOS), np.float64)
+    n = np.arange(32)
+    c = np.cos(np.pi * (2 * n[None, :] + 1) * n[:, None] / 64)
+    d = (c @ a @ c.T)[:8, :8].ravel()
+    return int("".join("1" if b else "0" for b in d > np.median(d)), 2)
+
+
+def hamming(a, b):
+    return bin(a ^ b).count("1")
+
+
+def phash_pairs(hashes, dist):
+    """The pHash edges lvd-dedup stores, as dedup_graph.h specifies them, from {image id: pHash}: images with
+    equal hashes chained in id order (distance 0), and two distinct hash values within dist joined once,
+    between the lowest image ids holding them. {(a, b): distance}, a < b."""
+    groups = {}
+    for i in sorted(hashes):
+        groups.setdefault(hashes[i], []).append(i)
+    out = {}
+    for g in groups.values():
+        for a, b in zip(g, g[1:]):
+            out[(a, b)] = 0
+    reps = sorted((g[0], h) for h, g in groups.items())
+    for x, (a, ha) in enumerate(reps):
+        for b, hb in reps[x + 1:]:
+            if hamming(ha, hb) <= dist:
+                out[(a, b)] = hamming(ha, hb)
+    return out
+
+
+class PHashTest(WorkTestCase):
+    """--phash-distance on real pictures: Fashion-MNIST pictures (o0..o7) and altered copies of them (JPEG q50,
+    resize 80%, brightness x1.2 as WebP, contrast x0.6, 4 px and 10 px border crops), whose pHashes (lvd-decode)
+    are within a few bits of their original's while their imported embeddings are far apart (cosine 0.1..0.49,
+    below the 0.6 threshold): only the pHash can join them. A few pairs are near in both (kind 'knn' with
+    phash_dist), one pair only in the embedding, a copy also bridges to another picture by embedding, one copy
+    matches a benchmark image (its whole component goes), and a GIF copy (lvd-decode recognises GIF but does not
+    decode it: no pHash) has an embedding and must never be joined by pHash. The expected edges, components and
+    decisions are computed here from the stored pHashes and embedding rows.
+
+    Stored pHash edges follow dedup_graph.h (equal hashes chained, distinct hashes joined between their lowest
+    ids), so components are checked against every pair within the distance, while the spanning-forest fields
+    (weakest_*, strongest_sim, edge_*) are checked against the stored edges: with equal hashes these can be
+    weaker than over every pair (o2, q2, c2 share a hash here)."""
+    D1, D2 = 4, 10
+    PICS = (201, 200, 202, 215, 205, 221, 217, 207)  # t10k indices, eight classes
+    # file, original, transform, import round
+    COPIES = (("q0.jpg", 0, "jpeg50", 1), ("r0.png", 0, "resize80", 1), ("b0.webp", 0, "bright120", 1),
+              ("k0.png", 0, "crop4", 1), ("K0.png", 0, "crop10", 1), ("b1.webp", 1, "bright120", 1),
+              ("k1.png", 1, "crop4", 1), ("q2.jpg", 2, "jpeg50", 1), ("c2.png", 2, "contrast60", 1),
+              ("r3.png", 3, "resize80", 1), ("k4.png", 4, "crop4", 1), ("g5.gif", 5, "gif", 1),
+              ("q1.jpg", 1, "jpeg50", 2), ("b2.webp", 2, "bright120", 2))
+    MILD = ("jpeg50", "resize80", "bright120", "contrast60")  # pHash-preserving transforms
+    DIM = 48
+
+    @staticmethod
+    def altered(img, t):
+        w, h = img.size
+        if t == "resize80":
+            return img.resize((round(w * 0.8), round(h * 0.8)), Image.BICUBIC)
+        if t == "bright120":
+            return ImageEnhance.Brightness(img).enhance(1.2)
+        if t == "contrast60":
+            return ImageEnhance.Contrast(img).enhance(0.6)
+        if t.startswith("crop"):
+            m = int(t[4:])
+            return img.crop((m, m, w - m, h - m))
+        return img
+
+    @classmethod
+    def embeddings(cls):
+        """(names, rows): originals on their own axes; a copy at cosine 0.1..0.49 to its original (all distinct,
+        so the spanning-forest order has no ties) except r3 (0.9) and k4 (0.8), near in both; o6 at 0.75 to o5
+        (different pictures: near by embedding only); k0 also at 0.7 to o7; b1 at 0.5 to the benchmark image."""
+        names = ["o%d.png" % i for i in range(len(cls.PICS))] + [c[0] for c in cls.COPIES] + ["bench.png"]
+        ax = {n: i for i, n in enumerate(names)}
+        vec = {}
+        for n in names:
+            vec[n] = np.zeros(cls.DIM)
+        for i in range(len(cls.PICS)):
+            vec["o%d.png" % i][ax["o%d.png" % i]] = 1.0
+        vec["bench.png"][ax["bench.png"]] = 1.0
+        vec["o6.png"][:] = 0
+        vec["o6.png"][ax["o5.png"]] = 0.75
+        vec["o6.png"][ax["o6.png"]] = np.sqrt(1 - 0.75 ** 2)
+        extra = {"r3.png": {}, "k4.png": {}, "k0.png": {"o7.png": 0.7}, "b1.webp": {"bench.png": 0.5}}
+        near = {"r3.png": 0.9, "k4.png": 0.8}
+        for j, (n, o, _, _) in enumerate(cls.COPIES):
+            c = near.get(n, 0.1 + 0.03 * j)
+            parts = dict(extra.get(n, {}))
+            parts["o%d.png" % o] = c
+            for m, v in parts.items():
+                vec[n][ax[m]] = v
+            vec[n][ax[n]] = np.sqrt(1 - sum(v * v for v in parts.values()))
+        return names, np.stack([unit(vec[n]) for n in names])
+
+    @classmethod
+    def setUpClass(cls):
+        cls.base = tempfile.mkdtemp(prefix="lvd-it-dedup-phash-")
+        dirs = {k: os.path.join(cls.base, k) for k in ("pool1", "pool2", "bench", "t")}
+        for d in dirs.values():
+            os.makedirs(d)
+        origs = []
+        for i, idx in enumerate(cls.PICS):
+            img = fixtures.picture(idx, "t10k", (160 + 8 * i, 200))
+            img.save(os.path.join(dirs["pool1"], "o%d.png" % i))
+            origs.append(img)
+        for n, o, t, rnd in cls.COPIES:
+            img = cls.altered(origs[o], t)
+            img.save(os.path.join(dirs["pool%d" % rnd], n), **({"quality": 50} if n.endswith(".jpg") else
+                                                                 {"quality": 80} if n.endswith(".webp") else {}))
+        fixtures.picture(300, "t10k", (160, 200)).save(os.path.join(dirs["bench"], "bench.png"))
+        cls.names, cls.mat = cls.embeddings()
+        cls.round1 = os.path.join(cls.base, "round1")
+        import_dir(cls.round1, "web", "pool", dirs["pool1"])
+        import_dir(cls.round1, "bench", "benchmark", dirs["bench"])
+        run("lvd-decode", "--work", cls.round1, "--size", "64", "--quiet")
+        import_embeddings(cls.round1, dirs["t"], cls.names, cls.mat, ["web", "bench"])
+        cls.full = os.path.join(cls.base, "full")
+        shutil.copytree(cls.round1, cls.full)
+        import_dir(cls.full, "web", "pool", dirs["pool2"])
+        run("lvd-decode", "--work", cls.full, "--size", "64", "--quiet")
+        import_embeddings(cls.full, dirs["t"], cls.names, cls.mat, ["web"])
+        cls.files = {n: os.path.join(dirs["pool%d" % r], n) for n, _, _, r in cls.COPIES}
+        cls.files.update({"o%d.png" % i: os.path.join(dirs["pool1"], "o%d.png" % i) for i in range(len(cls.PICS))})
+        m = members(cls.full, "web")
+        cls.ids = {n: i for n, (_, i) in m.items()}
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.base, ignore_errors=True)
+
+    def copy_of(self, src, name="w"):
+        w = os.path.join(self.tmp, name)
+        shutil.copytree(src, w)
+        return w
+
+    def hashes(self, work):
+        """{image id: pHash} of the images whose decode stored one."""
+        with db(work) as con:
+            return {i: int(p, 16) for i, p in
+                    con.execute("SELECT image_id, phash FROM decodes WHERE phash IS NOT NULL")}
+
+    def expected(self, work, dist, thr=0.6, bthr=0.45):
+        """What lvd-dedup should store, computed from the stored pHashes and embedding rows (k >= pool size):
+        edges {(a, b): (sim, kind, phash_dist)}, components {component: (size, kept, removed_duplicate,
+        removed_benchmark, weakest (sim, a, b, kind) or None, strongest sim or None)} and decisions {image:
+        (decision, component, kept, edge image, edge kind, edge sim)}."""
+        vec = stored_vectors(work)
+        hashes = self.hashes(work)
+        with db(work) as con:
+            pool = sorted(i for (i,) in con.execute(
+                "SELECT DISTINCT m.image_id FROM members m JOIN collections c ON c.id = m.collection_id"
+                " WHERE c.role = 'pool'") if i in vec)
+            bench = [i for (i,) in con.execute("SELECT m.image_id FROM members m JOIN collections c ON"
+                                               " c.id = m.collection_id WHERE c.role = 'benchmark'") if i in vec]
+            # keep rule pixels: the original's width*height, 0 without a decode
+            pixels = {}
+            for i in pool:
+                ok = con.execute("SELECT status FROM decodes WHERE image_id = ?", (i,)).fetchone()
+                pixels[i] = 0
+                if ok and ok[0] == "ok":
+                    with Image.open(io.BytesIO(read_image_bytes(work, con, i))) as im:
+                        pixels[i] = im.size[0] * im.size[1]
+
+        def sim(a, b):
+            return float(vec[a] @ vec[b])
+        ph = {} if dist is None else phash_pairs({i: hashes[i] for i in pool if i in hashes}, dist)
+        edges = {}
+        for x, a in enumerate(pool):
+            for b in pool[x + 1:]:
+                if sim(a, b) > thr:
+                    edges[(a, b)] = (sim(a, b), "knn", ph.get((a, b)))
+        for p, d in ph.items():
+            edges.setdefault(p, (sim(*p), "phash", d))
+        # Components: the graph's definition (every pair within dist, not only the stored chain) ...
+        parent = {i: i for i in pool}
+
+        def find(x):
+            while parent[x] != x:
+                x = parent[x]
+            return x
+
+        def union(a, b):
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+                return True
+            return False
+        for x, a in enumerate(pool):
+            for b in pool[x + 1:]:
+                if (a, b) in edges or (dist is not None and a in hashes and b in hashes
+                                       and hamming(hashes[a], hashes[b]) <= dist):
+                    union(a, b)
+        comp = {i: min(j for j in pool if find(j) == find(i)) for i in pool}
+        # ... and the spanning forest over the stored edges, which must connect the same components.
+        parent = {i: i for i in pool}
+        order = sorted(edges.items(), key=lambda t: (-t[1][0], t[0]))
+        weakest, strongest, node_edge = {}, {}, {}
+        for (a, b), (s, kind, _) in order:
+            self.assertEqual(comp[a], comp[b])
+            if union(a, b):
+                weakest[comp[a]] = (s, a, b, kind)
+            strongest.setdefault(comp[a], s)
+            node_edge.setdefault(a, (b, kind, s))
+            node_edge.setdefault(b, (a, kind, s))
+        self.assertEqual({i: find(i) for i in pool}, comp)
+        matched = {i for i in pool for b in bench if sim(i, b) > bthr}
+        gone = {comp[i] for i in matched}
+        kept = {}
+        for i in pool:
+            c = comp[i]
+            if c not in gone and (c not in kept or pixels[i] > pixels[kept[c]]):
+                kept[c] = i
+        dec = {}
+        for i in pool:
+            c = comp[i]
+            d = "benchmark" if c in gone else "kept" if kept[c] == i else "duplicate"
+            dec[i] = (d, c, kept.get(c)) + node_edge.get(i, (None, None, None))
+        comps = {}
+        for c in set(comp.values()):
+            mem = [i for i in pool if comp[i] == c]
+            comps[c] = (len(mem), kept.get(c), sum(dec[i][0] == "duplicate" for i in mem),
+                        sum(dec[i][0] == "benchmark" for i in mem), weakest.get(c), strongest.get(c))
+        return edges, comps, dec
+
+    @staticmethod
+    def catalog(work):
+        with db(work) as con:
+            edges = {(a, b): (s, k, d) for a, b, s, k, d in con.execute(
+                "SELECT image_a, image_b, sim, kind, phash_dist FROM dedup_edges")}
+            comps = {c: (n, kp, rd, rb, None if ws is None else (ws, wa, wb, wk), ss) for
+                     c, n, kp, rd, rb, ws, wa, wb, wk, ss in con.execute(
+                         "SELECT component, size, kept_image_id, removed_duplicate, removed_benchmark, weakest_sim,"
+                         " weakest_a, weakest_b, weakest_kind, strongest_sim FROM dedup_components")}
+            dec = {i: r for i, *r in con.execute(
+                "SELECT image_id, decision, component, kept_image_id, edge_image_id, edge_kind, edge_sim"
+                " FROM dedup_decisions")}
+        return edges, comps, {i: tuple(r) for i, r in dec.items()}
+
+    def assert_close(self, got, want, what):
+        """got == want with floats compared to 1e-6 (float32 rows summed in another order)."""
+        def flat(v):
+            return list(v) if isinstance(v, tuple) else [v]
+        self.assertEqual(set(got), set(want), what)
+        for k in want:
+            g, w = flat(got[k]), flat(want[k])
+            self.assertEqual(len(g), len(w), (what, k))
+            for a, b in zip(g, w):
+                if isinstance(b, tuple) or isinstance(a, tuple):
+                    self.assertEqual(a is None, b is None, (what, k, g, w))
+                    if a is not None:
+                        self.assert_close({0: a}, {0: b}, (what, k))
+                elif isinstance(b, float):
+                    self.assertAlmostEqual(a, b, places=6, msg=(what, k, g, w))
+                else:
+                    self.assertEqual(a, b, (what, k, g, w))
+
+    def check(self, work, dist):
+        want = self.expected(work, dist)
+        got = self.catalog(work)
+        for g, w, what in zip(got, want, ("edges", "components", "decisions")):
+            self.assert_close(g, w, what)
+        with db(work) as con:
+            self.assertEqual(con.execute("SELECT phash_distance FROM dedup_runs ORDER BY id DESC LIMIT 1").fetchone(),
+                             (dist,))
+        return want
+
+    def test_phash_values(self):
+        """The pictures make the test meaningful: lvd-decode stored a pHash for every PNG, JPEG and WebP (none for
+        the GIF, which it does not decode), each the pHash of its picture, mild copies land within a few bits of
+        their originals, the 10 px crop and unrelated pictures far away, and the bands <= D1, (D1, D2], > D2
+        all hold copies."""
+        h = self.hashes(self.full)
+        ids = self.ids
+        with db(self.full) as con:
+            status = dict(con.execute("SELECT image_id, status FROM decodes"))
+        self.assertEqual(status[ids["g5.gif"]], "unsupported")
+        self.assertNotIn(ids["g5.gif"], h)
+        for n, p in self.files.items():
+            if n.endswith(".gif"):
+                continue
+            self.assertEqual(status[ids[n]], "ok", n)
+            with Image.open(p) as im:
+                self.assertLessEqual(hamming(h[ids[n]], phash_py(im)), 6, n)
+        orig = ["o%d.png" % i for i in range(len(self.PICS))]
+        far = [hamming(h[ids[a]], h[ids[b]]) for x, a in enumerate(orig) for b in orig[x + 1:]]
+        self.assertGreater(min(far), self.D2, far)
+        dist = {n: hamming(h[ids[n]], h[ids["o%d.png" % o]]) for n, o, t, _ in self.COPIES if t != "gif"}
+        for n, o, t, _ in self.COPIES:
+            if t in self.MILD:
+                self.assertLessEqual(dist[n], 6, (n, dist))
+        self.assertGreater(dist["K0.png"], self.D2, dist)
+        self.assertLessEqual(dist["r3.png"], self.D1, dist)        # near in both: 'knn' with phash_dist at D1
+        self.assertTrue(self.D1 < dist["k4.png"] <= self.D2, dist)  # 'knn' without phash_dist at D1, with at D2
+        self.assertTrue(any(d <= self.D1 for d in dist.values()), dist)
+        self.assertTrue(any(self.D1 < d <= self.D2 for d in dist.values()), dist)
+        self.assertEqual(len({h[ids[n]] for n in ("o2.png", "q2.jpg", "c2.png")}), 1, dist)  # equal hashes: chained
+        print("\n# pHash distances of the copies to their originals: %s" %
+              ", ".join("%s %d" % kv for kv in sorted(dist.items())), file=sys.stderr)
+
+    def test_joining_equals_brute_force(self):
+        ids, emb_only = self.ids, None
+        for dist in (None, self.D1, self.D2):
+            w = self.copy_of(self.full, "d%s" % dist)
+            p, s = dedup(w, *(() if dist is None else ("--phash-distance", dist)))
+            edges, comps, dec = self.check(w, dist)
+            kinds = {k for _, k, _ in edges.values()}
+            a, b = sorted((ids["o3.png"], ids["r3.png"]))
+            c, d = sorted((ids["o4.png"], ids["k4.png"]))
+            e5 = tuple(sorted((ids["o5.png"], ids["o6.png"])))
+            o0 = dec[ids["o0.png"]][1]
+            if dist is None:
+                # Nothing joined by pHash: only the embedding pairs, no distances.
+                self.assertEqual(kinds, {"knn"})
+                self.assertTrue(all(pd is None for _, _, pd in edges.values()))
+                self.assertEqual(dec[ids["q0.jpg"]][1], ids["q0.jpg"])  # a pHash-equal copy stays alone
+                self.assertEqual(dec[ids["b1.webp"]][0], "benchmark")
+                self.assertEqual(dec[ids["o1.png"]][0], "kept")
+                emb_only = sorted(edges)
+            else:
+                self.assertIn("phash", kinds)
+                self.assertIn("pHash distance <= %d" % dist, p.stderr)
+                # The copies within dist of o0 are in its component; the 10 px crop has no edge to it.
+                h = self.hashes(w)
+                for n in ("q0.jpg", "r0.png", "b0.webp", "k0.png"):
+                    if hamming(h[ids[n]], h[ids["o0.png"]]) <= dist:
+                        self.assertEqual(dec[ids[n]][1], o0, n)
+                self.assertNotIn(tuple(sorted((ids["o0.png"], ids["K0.png"]))), edges)
+                # b1 matches the benchmark: its pHash component (o1 and its copies) goes with it.
+                if hamming(h[ids["b1.webp"]], h[ids["o1.png"]]) <= dist:
+                    self.assertEqual(dec[ids["o1.png"]][0], "benchmark")
+                    self.assertEqual(dec[ids["o1.png"]][1], dec[ids["b1.webp"]][1])
+                self.assertEqual(len({dec[ids[n]][1] for n in ("o2.png", "q2.jpg", "c2.png")}), 1)
+                # The knn edges of the run without pHash are all still there.
+                self.assertTrue(set(emb_only) <= set(edges))
+                self.assertEqual(s["pool_images"], len(dec))
+            # Near in both: kind 'knn', with the pHash distance when within dist.
+            h = self.hashes(w)
+            self.assertEqual(edges[(a, b)][1:], ("knn", None if dist is None else hamming(h[a], h[b])))
+            self.assertEqual(edges[(c, d)][1:], ("knn", hamming(h[c], h[d]) if dist == self.D2 else None))
+            self.assertEqual(edges[e5][1:], ("knn", None))  # near only by embedding
+            gif = ids["g5.gif"]
+            self.assertFalse([e for e in edges if gif in e])  # no pHash, far embedding: alone
+            self.assertEqual(dec[gif][:3], ("kept", gif, gif))
+
+    def test_fingerprint_and_force(self):
+        w = self.copy_of(self.full)
+        dedup(w, "--phash-distance", self.D1)
+        before = self.catalog(w)
+        for args, old, new in ((("--phash-distance", self.D2), "pHash distance %d (" % self.D1,
+                                "pHash distance %d." % self.D2),
+                               ((), "pHash distance %d (" % self.D1, "pHash distance off.")):
+            p, _ = dedup(w, *args, check=False)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("--force", p.stderr)
+            self.assertIn(old, p.stderr)
+            self.assertIn(new, p.stderr)
+            self.assertEqual(self.catalog(w), before)
+        # Same options: nothing new, nothing changed.
+        _, s = dedup(w, "--phash-distance", self.D1)
+        self.assertEqual(s["new"], 0)
+        self.assertEqual(self.catalog(w), before)
+        # --force recomputes with the new distance, and back to none.
+        _, s = dedup(w, "--phash-distance", self.D2, "--force")
+        self.assertEqual(s["new"], s["pool_images"])
+        self.check(w, self.D2)
+        clean = self.copy_of(self.full, "clean")
+        dedup(clean, "--phash-distance", self.D2)
+        self.assertEqual(state(w), state(clean))
+        with db(w) as con:
+            self.assertEqual(con.execute("SELECT phash_distance, forced FROM dedup_runs ORDER BY id").fetchall(),
+                             [(self.D1, 0), (self.D2, 1)])
+        dedup(w, "--force")
+        self.check(w, None)
+        p, _ = dedup(w, "--phash-distance", self.D1, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("pHash distance off (", p.stderr)
+        # Bad values: usage errors naming the option.
+        for bad in ("11", "-1", "four"):
+            p = run("lvd-dedup", "--work", w, "--model", MODEL, "--phash-distance", bad, check=False)
+            self.assertEqual(p.returncode, 2, bad)
+            self.assertIn("--phash-distance", p.stderr)
+
+    def test_incremental_equals_clean_run(self):
+        w = self.copy_of(self.round1)
+        dedup(w, "--phash-distance", self.D1)
+        self.check(w, self.D1)
+        import_dir(w, "web", "pool", os.path.dirname(self.files["q1.jpg"]))
+        run("lvd-decode", "--work", w, "--size", "64", "--quiet")
+        t = os.path.join(self.tmp, "t")
+        os.makedirs(t)
+        import_embeddings(w, t, self.names, self.mat, ["web"])
+        _, s = dedup(w, "--phash-distance", self.D1)
+        self.assertEqual(s["new"], 2)
+        self.check(w, self.D1)
+        clean = self.copy_of(self.full, "clean")
+        dedup(clean, "--phash-distance", self.D1)
+        self.assertEqual(state(w), state(clean))
+        # The new copies were joined to round-1 images by pHash alone.
+        with db(w) as con:
+            got = con.execute("SELECT count(*) FROM dedup_edges WHERE kind = 'phash' AND (image_a IN (?, ?) OR"
+                              " image_b IN (?, ?))", (self.ids["q1.jpg"], self.ids["b2.webp"]) * 2).fetchone()[0]
+        self.assertGreater(got, 0)
 
 
 if __name__ == "__main__":

@@ -88,4 +88,36 @@ static inline void scratch_run(const char *cmd, char *out, size_t cap)
     }
 }
 
+/* Runs `/usr/bin/python3 'script' args` as scratch_run does: fails the test unless it exits 0; output to out. */
+static inline void scratch_python(const char *script, const char *args, char *out, size_t cap)
+{
+    char cmd[4096];
+    assert_true(snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' %s", script, args) < (int)sizeof cmd);
+    scratch_run(cmd, out, cap);
+}
+
+/* Group setup of a test whose reference fixtures a Python script writes: makes the scratch directory (tag as
+ * in scratch_make) into dir (cap bytes) and its subdirectory gen/ into gen (gen_cap bytes), then runs
+ * `/usr/bin/python3 'script' verb 'gen'`. Returns 0 or -1 (a group setup fails no test itself); pair it with
+ * scratch_teardown, which gets dir through the group state. */
+static inline int scratch_setup_fixtures(void **state, char *dir, size_t cap, const char *tag, char *gen,
+                                         size_t gen_cap, const char *script, const char *verb)
+{
+    if (scratch_make(dir, cap, tag) != 0)
+        return -1;
+    *state = dir;
+    if (snprintf(gen, gen_cap, "%s/gen", dir) >= (int)gen_cap || mkdir(gen, 0755) != 0)
+        return -1;
+    char cmd[4096];
+    if (snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' %s '%s'", script, verb, gen) >= (int)sizeof cmd)
+        return -1;
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Group teardown: removes the scratch directory scratch_setup_fixtures put in the group state. */
+static inline int scratch_teardown(void **state)
+{
+    return *state ? scratch_remove(*state) : 0;
+}
+
 #endif

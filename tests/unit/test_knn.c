@@ -319,6 +319,108 @@ static void test_ivf_recall(void **state)
     free(res);
 }
 
+/* Row i of (a, as) against row i of (b, bs), k per row: similarities agree per rank within tol, and an id of a
+ * missing from b's row is tied (within tol) with b's k-th similarity; -1 padding agrees. Returns the number
+ * of result ids that differ only by such ties. */
+static int64_t same_results(const int64_t *a, const float *as, const int64_t *b, const float *bs, int64_t nq,
+                            int32_t k, double tol)
+{
+    int64_t swapped = 0;
+    for (int64_t i = 0; i < nq; i++)
+        for (int32_t j = 0; j < k; j++) {
+            size_t o = (size_t)(i * k + j);
+            assert_true((a[o] < 0) == (b[o] < 0));
+            if (a[o] < 0)
+                continue;
+            assert_true(fabs((double)as[o] - (double)bs[o]) <= tol);
+            int found = 0;
+            for (int32_t m = 0; m < k && !found; m++)
+                found = b[i * k + m] == a[o];
+            if (!found) {
+                assert_true(fabs((double)as[o] - (double)bs[i * k + k - 1]) <= tol);
+                swapped++;
+            }
+        }
+    return swapped;
+}
+
+/* The list-major scan of IVF-Flat (knn.h) answers as FAISS's own IVF scan does: same neighbours and
+ * similarities for a large batch (lists searched by BLAS, several sub-batches), for single queries, with the
+ * caller's ids, and with -1 padding when the probed lists hold fewer than k vectors. */
+static void test_list_major_equals_faiss_scan(void **state)
+{
+    (void)state;
+    const int32_t d = 32, k = 12;
+    const int64_t n = 20000;
+    float *x = clustered_unit(n, d, 40, 0.1);
+    int64_t *ids = malloc((size_t)n * sizeof *ids);
+    assert_non_null(ids);
+    for (int64_t i = 0; i < n; i++)
+        ids[i] = 1000 + 7 * i;
+    knn_opts o;
+    knn_opts_default(&o);
+    o.factory = "IVF64,Flat";
+    o.nprobe = 4;
+    o.batch = 3000;
+    knn_opts of = o;
+    of.faiss_scan = 1;
+    knn_index *lm = build(x, n, d, &o, ids), *fs = build(x, n, d, &of, ids);
+    float *s1 = malloc((size_t)(n * k) * sizeof *s1), *s2 = malloc((size_t)(n * k) * sizeof *s2);
+    int64_t *r1 = malloc((size_t)(n * k) * sizeof *r1), *r2 = malloc((size_t)(n * k) * sizeof *r2);
+    assert_non_null(s1);
+    assert_non_null(s2);
+    assert_non_null(r1);
+    assert_non_null(r2);
+    assert_int_equal(knn_search(lm, x, n, k, s1, r1), 0);
+    assert_int_equal(knn_search(fs, x, n, k, s2, r2), 0);
+    int64_t swapped = same_results(r1, s1, r2, s2, n, k, 1e-5);
+    print_message("# list-major vs FAISS scan: %" PRId64 " queries x %" PRId32 ", %" PRId64 " results differ by ties\n",
+                  n, k, swapped);
+    assert_true(swapped < n * k / 1000);
+    /* The ids are the caller's and name the right vectors; every query finds itself first. */
+    for (int64_t i = 0; i < n; i++) {
+        int64_t id = r1[i * k];
+        assert_true(id >= 1000 && (id - 1000) % 7 == 0);
+        assert_true(fabs(dot(x + i * d, x + ((id - 1000) / 7) * d, d) - (double)s1[i * k]) < 1e-5);
+        assert_true(s1[i * k] > 0.9999f);
+    }
+    /* One query at a time (each list scanned for one query). */
+    for (int64_t i = 0; i < 20; i++) {
+        float s[12];
+        int64_t r[12];
+        assert_int_equal(knn_search(lm, x + (i * 911) * d, 1, k, s, r), 0);
+        same_results(r, s, r2 + (i * 911) * k, s2 + (i * 911) * k, 1, k, 1e-5);
+    }
+    /* k beyond what one probed list holds: both pad with -1. */
+    knn_opts o1 = o, of1 = of;
+    o1.nprobe = of1.nprobe = 1;
+    knn_index *lm1 = build(x, n, d, &o1, ids), *fs1 = build(x, n, d, &of1, ids);
+    const int32_t kb = 2000;
+    float *b1 = malloc((size_t)(50 * kb) * sizeof *b1), *b2 = malloc((size_t)(50 * kb) * sizeof *b2);
+    int64_t *i1 = malloc((size_t)(50 * kb) * sizeof *i1), *i2 = malloc((size_t)(50 * kb) * sizeof *i2);
+    assert_int_equal(knn_search(lm1, x, 50, kb, b1, i1), 0);
+    assert_int_equal(knn_search(fs1, x, 50, kb, b2, i2), 0);
+    same_results(i1, b1, i2, b2, 50, kb, 1e-5);
+    int64_t pad = 0;
+    for (int64_t i = 0; i < 50 * kb; i++)
+        pad += i1[i] < 0 && isinf(b1[i]) && b1[i] < 0;
+    assert_true(pad > 0);
+    knn_free(lm1);
+    knn_free(fs1);
+    free(b1);
+    free(b2);
+    free(i1);
+    free(i2);
+    knn_free(lm);
+    knn_free(fs);
+    free(x);
+    free(ids);
+    free(s1);
+    free(s2);
+    free(r1);
+    free(r2);
+}
+
 /* Save, load, same answers; IVF parameters come back from the file. */
 static void test_save_load(void **state)
 {
@@ -472,6 +574,7 @@ int main(void)
         cmocka_unit_test(test_exact_equals_brute_force),
         cmocka_unit_test(test_k_larger_than_n),
         cmocka_unit_test(test_ivf_recall),
+        cmocka_unit_test(test_list_major_equals_faiss_scan),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_errors),
     };

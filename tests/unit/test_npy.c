@@ -38,14 +38,6 @@ static uint64_t rng(void)
     return rng_state;
 }
 
-/* Runs tensor_ref.py with args; fails the test unless it exits 0. Output goes to out (may be NULL). */
-static void run_ref(const char *args, char *out, size_t cap)
-{
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' %s", script, args);
-    scratch_run(cmd, out, cap);
-}
-
 static uint32_t f2u(float f)
 {
     uint32_t u;
@@ -126,7 +118,7 @@ static void test_f16_rounding_vs_numpy(void **state)
     scratch_join(out, sizeof out, scratch, "f16_out.raw");
     scratch_spit(in, v, N * sizeof *v);
     snprintf(args, sizeof args, "f16 '%s' '%s'", in, out);
-    run_ref(args, NULL, 0);
+    scratch_python(script, args, NULL, 0);
     size_t len;
     uint16_t *ref = (uint16_t *)scratch_slurp(out, &len);
     assert_int_equal(len, N * 2);
@@ -148,7 +140,7 @@ static void test_f16_to_f32_vs_numpy(void **state)
     char out[256], args[400];
     scratch_join(out, sizeof out, scratch, "f16to32.raw");
     snprintf(args, sizeof args, "f16to32 '%s'", out);
-    run_ref(args, NULL, 0);
+    scratch_python(script, args, NULL, 0);
     size_t len;
     uint32_t *ref = (uint32_t *)scratch_slurp(out, &len);
     assert_int_equal(len, 65536 * 4);
@@ -277,7 +269,7 @@ static void test_write_read_by_numpy(void **state)
     fclose(lf);
     char args[400], out[256];
     snprintf(args, sizeof args, "npy-check '%s'", dir);
-    run_ref(args, out, sizeof out);
+    scratch_python(script, args, out, sizeof out);
     assert_non_null(strstr(out, "OK 8"));
 
     /* no temporary files left behind */
@@ -449,23 +441,10 @@ static void test_malformed(void **state)
     npy_free(&a);
 }
 
+/* The scratch directory, and gen/ in it filled by tensor_ref.py npy-gen. */
 static int setup(void **state)
 {
-    (void)state;
-    if (scratch_make(scratch, sizeof scratch, "npy") != 0)
-        return -1;
-    snprintf(gen_dir, sizeof gen_dir, "%s/gen", scratch);
-    if (mkdir(gen_dir, 0755) != 0)
-        return -1;
-    char cmd[1400];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' npy-gen '%s'", script, gen_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    return scratch_remove(scratch);
+    return scratch_setup_fixtures(state, scratch, sizeof scratch, "npy", gen_dir, sizeof gen_dir, script, "npy-gen");
 }
 
 int main(int argc, char **argv)
@@ -479,5 +458,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_write_errors),
         cmocka_unit_test(test_malformed),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, scratch_teardown);
 }

@@ -28,14 +28,6 @@ static char gen_dir[128];
 /* ---------------------------------------------------------------------------------------------------- */
 /* helpers */
 
-/* Runs tensor_ref.py with args; fails the test unless it exits 0. Output goes to out (may be NULL). */
-static void run_ref(const char *args, char *out, size_t cap)
-{
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' %s", script, args);
-    scratch_run(cmd, out, cap);
-}
-
 static uint32_t f2u(float f)
 {
     uint32_t u;
@@ -231,7 +223,7 @@ static void test_write_round_trip(void **state)
     scratch_spit(p, meta_json, strlen(meta_json));
     char args[600], out[256];
     snprintf(args, sizeof args, "st-check '%s/m.safetensors' '%s'", dir, dir);
-    run_ref(args, out, sizeof out);
+    scratch_python(script, args, out, sizeof out);
     assert_non_null(strstr(out, "OK 5"));
 
     /* no metadata, no tensors */
@@ -360,23 +352,10 @@ static void test_malformed(void **state)
 #undef CASE
 }
 
+/* The scratch directory, and gen/ in it filled by tensor_ref.py st-gen. */
 static int setup(void **state)
 {
-    (void)state;
-    if (scratch_make(scratch, sizeof scratch, "st") != 0)
-        return -1;
-    snprintf(gen_dir, sizeof gen_dir, "%s/gen", scratch);
-    if (mkdir(gen_dir, 0755) != 0)
-        return -1;
-    char cmd[1400];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' st-gen '%s'", script, gen_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    return scratch_remove(scratch);
+    return scratch_setup_fixtures(state, scratch, sizeof scratch, "st", gen_dir, sizeof gen_dir, script, "st-gen");
 }
 
 int main(int argc, char **argv)
@@ -388,5 +367,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_write_errors),
         cmocka_unit_test(test_malformed),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, scratch_teardown);
 }

@@ -19,6 +19,7 @@
 
 #include "err.h"
 #include "safetensors.h"
+#include "sha256.h"
 #include "vit.h"
 #include "vit_io.h"
 
@@ -213,8 +214,8 @@ static void round_trip(const vit_config *c, const char *file)
     snprintf(p2, sizeof p2, "%s.again", p);
     assert_int_equal(vit_save(l, p2, 0), 0);
     char s1[65], s2[65];
-    assert_int_equal(vit_io_file_sha256(p, s1), 0);
-    assert_int_equal(vit_io_file_sha256(p2, s2), 0);
+    assert_int_equal(sha256_file(p, s1), 0);
+    assert_int_equal(sha256_file(p2, s2), 0);
     assert_string_equal(s1, s2);
 
     /* gradients: saved under the same names, loadable as a model */
@@ -241,6 +242,7 @@ static void test_round_trip(void **state)
     round_trip(&c, "plain.safetensors");
 }
 
+/* sha256_file (the checkpoint identity lvd-embed records) against sha256sum, across 64 KiB blocks. */
 static void test_sha256(void **state)
 {
     (void)state;
@@ -258,10 +260,10 @@ static void test_sha256(void **state)
     pclose(s);
     want[64] = '\0';
     char got[65];
-    assert_int_equal(vit_io_file_sha256(p, got), 0);
+    assert_int_equal(sha256_file(p, got), 0);
     assert_string_equal(got, want);
     scratch_join(p, sizeof p, scratch, "absent.bin");
-    assert_int_equal(vit_io_file_sha256(p, got), -1);
+    assert_int_equal(sha256_file(p, got), -1);
     assert_non_null(strstr(lvd_errmsg(), p));
 }
 
