@@ -266,6 +266,8 @@ static void merge_runs(const float *cs, const int64_t *ci, int32_t np, int32_t k
  * OpenBLAS run single-threaded inside), then each query's nprobe result runs are merged. */
 static int lists_search(knn_index *ix, const float *q, int64_t nq, int32_t k, float *sims, int64_t *ids)
 {
+    if (nq == 0)
+        return 0;
     FaissIndex *qz = faiss_IndexIVF_quantizer(faiss_IndexIVF_cast(ix->fx));
     size_t d = (size_t)ix->d;
     int32_t np = ix->nprobe > 0 ? ix->nprobe : 1;
@@ -300,7 +302,7 @@ static int lists_search(knn_index *ix, const float *q, int64_t nq, int32_t k, fl
             ci[i] = -1;
         }
         bucket(pl, bp, ix->nlist, offs, order);
-        int64_t most = 0;
+        int64_t most = 1; /* queries of the busiest list (scratch rows per thread) */
         for (int64_t l = 0; l < ix->nlist; l++)
             if (offs[l + 1] - offs[l] > most)
                 most = offs[l + 1] - offs[l];
