@@ -9,9 +9,10 @@
  * Flat, with "IDMap,"). IVF indexes are trained on a sample of at most opts.train_max vectors and searched
  * with opts.nprobe lists. The automatic parameters are those benchmarks/dedup_knn.sh measured on 1,000,000 x
  * 384 clustered vectors (see benchmarks/RESULTS.md). Why IVF-Flat: in Debian's generic (SSE2) build of FAISS
- * the IVF list scan is plain C++ at ~0.3 us per 384-d vector, while k-means training and list assignment run on
- * OpenBLAS SGEMM; IVF-PQ and IVF-SQ8 trained or scanned slower there. The cost is ~nprobe * n / nlist scanned
- * vectors per query, which KNN_AUTO_SCAN bounds. knn_describe says which index was chosen and the recall to
+ * the IVF list scan is plain C++ at ~0.3 us per 384-d vector, while k-means training, list assignment and flat
+ * search run on OpenBLAS SGEMM; IVF-PQ and IVF-SQ8 trained or scanned slower there, and IVF-Flat's lists can be
+ * scanned by SGEMM (list-major, below). The cost is ~nprobe * n / nlist scanned vectors per query, which
+ * KNN_AUTO_SCAN bounds. knn_describe says which index was chosen and the recall to
  * expect, for logs.
  *
  * List-major scan: an IVF-Flat index (the automatic choice, or a factory string "IVF<n>,Flat") is searched
