@@ -195,6 +195,30 @@ static void put_hist(FILE *f, const cJSON *h, const char *title, double threshol
         log_warn("histogram '%s' not drawn: %s", title, lvd_errmsg());
 }
 
+/* The nearest-neighbour distribution of a section (report key "nearest"): its histogram over every searched
+ * pool image with the threshold line, and the "flagged at" table, in <div class="nearest">. */
+static void put_nearest(FILE *f, const cJSON *nr, double t, const char *title, const char *what)
+{
+    if (!cJSON_IsObject(nr))
+        return;
+    fprintf(f, "<div class=\"nearest\" data-images=\"%" PRId64 "\">\n", audit_int(nr, "images"));
+    char label[64];
+    snprintf(label, sizeof label, "threshold %.4g", t);
+    if (audit_int(nr, "images") > 0)
+        put_hist(f, audit_get(nr, "histogram"), title, t, label);
+    fputs("<table class=\"flagged\"><caption>", f);
+    html_text(f, what);
+    fputs("</caption><tr><th>threshold</th><th>pool images</th></tr>\n", f);
+    const cJSON *o;
+    cJSON_ArrayForEach(o, audit_get(nr, "flagged"))
+    {
+        int used = cJSON_IsTrue(audit_get(o, "used"));
+        fprintf(f, "<tr%s><td>&gt; %.4g%s</td><td class=\"n\">%" PRId64 "</td></tr>\n", used ? " class=\"used\"" : "",
+                audit_num(o, "threshold"), used ? " (used)" : "", audit_int(o, "images"));
+    }
+    fputs("</table>\n</div>\n", f);
+}
+
 /* The pairs of one list: removed image | reference image (and the image that caused the removal when it is
  * a third one). self: the reference is the other end of the removing edge. */
 static int put_pairs(page *p, const cJSON *list, int self, int64_t *count)
@@ -292,6 +316,8 @@ static int put_benchmark(page *p, const cJSON *b, int idx, const cJSON *params)
     char label[64];
     snprintf(label, sizeof label, "threshold %.4g", t);
     put_hist(f, audit_get(b, "histogram"), "similarity that removed each pool image", t, label);
+    put_nearest(f, audit_get(b, "nearest"), t, "nearest benchmark image of every searched pool image",
+                "pool images whose nearest benchmark image is above");
     fputs("</div>\n", f);
     if (put_pair_lists(p, b, 0, removed) != 0)
         return -1;
@@ -363,6 +389,8 @@ static int put_self(page *p, const cJSON *s)
     snprintf(label, sizeof label, "threshold %.4g", t);
     put_hist(f, audit_get(s, "histogram"), "the edge that removed each duplicate", t, label);
     put_hist(f, audit_get(s, "kept_histogram"), "direct similarity of each duplicate to the image kept", t, label);
+    put_nearest(f, audit_get(s, "nearest"), t, "nearest other pool image of every searched pool image",
+                "pool images whose nearest other pool image is above");
     fputs("</div>\n", f);
 
     /* Weakest links: the two ends of each component's weakest spanning edge. */
@@ -425,7 +453,7 @@ static const char CSS[] =
     ".sim{font-size:1.3em;font-weight:bold;min-width:5em;text-align:center}"
     ".noimg{width:120px;height:90px;background:#ddd;display:flex;align-items:center;justify-content:center}"
     ".sizebar{display:inline-block;height:.8em;background:#4a7fb5}.hint{color:#555;font-size:.9em}"
-    ".shown{color:#555;font-style:italic}";
+    ".shown{color:#555;font-style:italic}tr.used{font-weight:bold}";
 
 /* Counts the pairs each section shows once the page has loaded, and enlarges a thumbnail on click. */
 static const char SCRIPT[] =
@@ -468,8 +496,9 @@ static int put_page(page *p, const cJSON *r)
             audit_int(pool, "decided"), audit_int(pool, "kept"), audit_int(pool, "duplicate"),
             audit_int(pool, "benchmark"), audit_int(pool, "undecided"));
     fputs("</table>\n<p class=\"hint\">Pairs are sorted by similarity: first the highest, then those nearest the "
-          "threshold. Only pairs above the thresholds are recorded, so the histograms start at the threshold "
-          "line. Click a thumbnail to enlarge it.</p>\n<nav><ul>\n",
+          "threshold. Only pairs above the thresholds are recorded, so the histograms of removals start at the "
+          "threshold line; the nearest-neighbour histograms hold every searched pool image, and their tables count "
+          "the images other thresholds would flag. Click a thumbnail to enlarge it.</p>\n<nav><ul>\n",
           f);
     const cJSON *b;
     int idx = 0;

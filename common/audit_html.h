@@ -6,10 +6,13 @@
  * inline script (no external URL of any kind), so DIR can be copied anywhere and opened offline.
  *
  * Page: a summary table; one <section class="benchmark"> per benchmark collection (facts, the similarity
- * bands, a histogram of the similarity that removed each image with the threshold marked, then the pairs
+ * bands, a histogram of the similarity that removed each image with the threshold marked, a
+ * <div class="nearest"> with the histogram of every searched pool image's nearest benchmark image and a
+ * table class="flagged" of the images thresholds around the used one would flag, then the pairs
  * "removed pool image | benchmark image" of highest similarity and those nearest the threshold); one
  * <section class="self"> for self-dedup (component sizes, histograms of the removing edge and of the direct
- * similarity to the kept image, the components with the weakest links, the largest components, and the pairs
+ * similarity to the kept image, the same <div class="nearest"> for the nearest other pool image, the components
+ * with the weakest links, the largest components, and the pairs
  * "removed duplicate | the image its edge joins"). Every pair is a <div class="pair" data-sim="..."> holding
  * one <figure> per image; lists are sorted by similarity as in the report (audit_report.h).
  */

@@ -398,6 +398,79 @@ static int pool_report(catalog *c, int64_t model, cJSON *r)
                : 0;
 }
 
+/* ---- nearest neighbours (dedup_nearest, catalog-004.sql) ---- */
+
+void audit_flag_thresholds(double t, double *out, int32_t *n)
+{
+    int32_t k = 0;
+    for (int i = -AUDIT_FLAG_BELOW; i <= AUDIT_FLAG_ABOVE; i++) {
+        double v = i == 0 ? t : round((t + 0.05 * i) * 1e9) / 1e9;
+        if (v >= -1.0 && v < 1.0)
+            out[k++] = v;
+    }
+    *n = k;
+}
+
+/* o.nearest for collection coll (0: the pool) of model: {images, min_sim, max_sim, histogram, flagged}. */
+static int nearest_report(catalog *c, int64_t model, int64_t coll, double t, cJSON *o)
+{
+    cJSON *nr = cJSON_AddObjectToObject(o, "nearest");
+    if (!nr)
+        return oom();
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT count(*), min(sim), max(sim) FROM dedup_nearest"
+                                       " WHERE model_id = ?1 AND collection_id = ?2");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, model);
+    sqlite3_bind_int64(st, 2, coll);
+    if (sqlite3_step(st) != SQLITE_ROW)
+        return catalog_step_fail(c, st);
+    int64_t n = sqlite3_column_int64(st, 0);
+    double lo = n > 0 ? sqlite3_column_double(st, 1) : t;
+    int bad = jnum(nr, "images", (double)n) || jcol_num(nr, "min_sim", st, 1) || jcol_num(nr, "max_sim", st, 2);
+    sqlite3_reset(st);
+    if (bad)
+        return -1;
+    double edges[AUDIT_BINS_MAX + 1], thr[AUDIT_FLAG_MAX];
+    int64_t counts[AUDIT_BINS_MAX] = {0}, flagged[AUDIT_FLAG_MAX] = {0};
+    int32_t nb, nt;
+    audit_hist_bins(lo, t, edges, &nb);
+    audit_flag_thresholds(t, thr, &nt);
+    st = catalog_stmt(c, "SELECT sim FROM dedup_nearest WHERE model_id = ?1 AND collection_id = ?2");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, model);
+    sqlite3_bind_int64(st, 2, coll);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        double v = sqlite3_column_double(st, 0);
+        int32_t i = audit_bin_of(edges, nb, v);
+        if (i >= 0)
+            counts[i]++;
+        for (int32_t j = 0; j < nt; j++)
+            flagged[j] += v > thr[j];
+    }
+    if (rc != SQLITE_DONE)
+        return catalog_step_fail(c, st);
+    sqlite3_reset(st);
+    if (jadd(nr, "histogram", hist_obj(edges, nb, counts)))
+        return -1;
+    cJSON *fl = cJSON_AddArrayToObject(nr, "flagged");
+    if (!fl)
+        return oom();
+    for (int32_t j = 0; j < nt; j++) {
+        cJSON *f = cJSON_CreateObject();
+        if (!f || !cJSON_AddItemToArray(fl, f)) {
+            cJSON_Delete(f);
+            return oom();
+        }
+        if (jnum(f, "threshold", thr[j]) || jnum(f, "images", (double)flagged[j]) ||
+            (thr[j] == t && !cJSON_AddTrueToObject(f, "used")))
+            return -1;
+    }
+    return 0;
+}
+
 /* ---- benchmarks ---- */
 
 /* The benchmark removals of model ?1 from collection ?2, one pair a row (image_id, bench_image_id, bench_sim,
@@ -492,6 +565,8 @@ static int benchmark_report(catalog *c, int64_t model, int64_t bench, double t, 
                         model, bench, t)))
         return -1;
 
+    if (nearest_report(c, model, bench, t, o) != 0)
+        return -1;
     return pair_lists(c, o, BENCH_PAIRS_SQL " ORDER BY bench_sim DESC, image_id LIMIT ?3",
                       BENCH_PAIRS_SQL " ORDER BY bench_sim ASC, image_id DESC LIMIT ?3", model, bench, removed[0], top,
                       bench_pair_row);
@@ -653,6 +728,8 @@ static int self_report(catalog *c, int64_t model, double t, int32_t top, cJSON *
              hist_query(c, "SELECT min(kept_sim) FROM dedup_decisions WHERE model_id = ?1 AND decision = 'duplicate'",
                         "SELECT kept_sim FROM dedup_decisions WHERE model_id = ?1 AND decision = 'duplicate'", model,
                         0, t)))
+        return -1;
+    if (nearest_report(c, model, 0, t, s) != 0)
         return -1;
     cJSON *largest = cJSON_AddArrayToObject(s, "largest"), *weakest = largest ? cJSON_AddArrayToObject(s, "weakest") : NULL;
     if (!weakest)

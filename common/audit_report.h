@@ -1,4 +1,5 @@
-/* audit_report.h — what lvd-dedup removed and why, read from the catalog (schema 3, catalog-003.sql).
+/* audit_report.h — what lvd-dedup removed and why, read from the catalog (schema 3, catalog-003.sql, and the
+ * nearest neighbours of schema 4, catalog-004.sql).
  *
  * Read-only: every function only runs SELECTs, so it works on a catalog opened with CATALOG_READONLY while a
  * stage is writing (WAL readers see the last committed state).
@@ -10,11 +11,11 @@
  *   benchmarks [ per collection of role benchmark, by name:
  *     {name, images, embedded, threshold, removed, removed_direct, removed_component,
  *      matches, matched_pool_images, matched_benchmark_images,
- *      bands [{lo, hi, removed}], histogram {edges [...], counts [...]},
+ *      bands [{lo, hi, removed}], histogram {edges [...], counts [...]}, nearest,
  *      top_pairs [pair], threshold_pairs [pair]} ]
  *   self {threshold, components, multi_components, largest_size, images, removed, chained,
  *     sizes [{min, max, components, images}], histogram {edges, counts}, kept_histogram {edges, counts},
- *     largest [component], weakest [component], top_pairs [pair], threshold_pairs [pair]}
+ *     nearest, largest [component], weakest [component], top_pairs [pair], threshold_pairs [pair]}
  * where
  *   image     {id, key, collection, sha256}: key and collection of the image's membership in the collection
  *             concerned (a benchmark image: that benchmark), else of its first pool membership
@@ -24,6 +25,15 @@
  *             that edge), kept (the image kept for the component), kept_sim (direct cosine), kind, component}
  *   component {component, size, kept (image or null), removed_duplicate, removed_benchmark, weakest_sim,
  *             weakest_kind, weakest_a, weakest_b (images), strongest_sim}
+ *   nearest   the nearest neighbour of every searched pool image (dedup_nearest), above the threshold or not:
+ *             benchmark: its most similar image of that benchmark; self: its most similar other pool image.
+ *             {images (pool images with a row), min_sim, max_sim (null when none), histogram {edges, counts}
+ *             (bins of audit_hist_bins from the lowest similarity, so it also shows what lies below the
+ *             threshold), flagged [{threshold, images, used (true on the run's threshold only)}]}: for
+ *             thresholds t - 0.2, ..., t + 0.15 in steps of 0.05 (audit_flag_thresholds), the pool images
+ *             whose nearest similarity is strictly above it. Benchmark: the images that would match directly
+ *             (the component rule removes their components too); self: the images that would have an edge,
+ *             i.e. sit in a component of more than one image (one image of each such component is kept).
  * Lists: top_pairs are the `top` removals of highest similarity (descending, ties by image id);
  * threshold_pairs the removals of lowest similarity, nearest the threshold (ascending), never repeating a
  * pair of top_pairs, so both together show min(removed, 2 top) removals. largest: components of more than
@@ -57,6 +67,14 @@ void audit_bands(double t, double *edges, int32_t *n);
  * or 0.2, the smallest giving at most 40 bins) from a multiple of w at or below min(lo_value, t) (one bin
  * lower when t falls on it, so the threshold line never sits on the left axis) up to 1. */
 void audit_hist_bins(double lo_value, double t, double *edges, int32_t *n);
+
+/* Thresholds of the nearest-neighbour "flagged" tables around the run's threshold t: t + 0.05 i for
+ * i = -AUDIT_FLAG_BELOW..AUDIT_FLAG_ABOVE (t itself exactly, the others rounded to 9 decimals), those in
+ * [-1, 1) only, ascending; *n gets their number (at most AUDIT_FLAG_MAX). */
+#define AUDIT_FLAG_BELOW 4
+#define AUDIT_FLAG_ABOVE 3
+#define AUDIT_FLAG_MAX (AUDIT_FLAG_BELOW + AUDIT_FLAG_ABOVE + 1)
+void audit_flag_thresholds(double t, double *out, int32_t *n);
 
 /* Index of the band/bin holding v (see above), or -1 when v is below edges[0]. */
 int32_t audit_bin_of(const double *edges, int32_t n, double v);

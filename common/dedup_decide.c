@@ -332,6 +332,7 @@ int dedup_decide(dedup_ctx *x, catalog *c)
     static const char *const stamp[] = {
         "UPDATE dedup_edges SET dedup_run_id = ?2 WHERE model_id = ?1 AND dedup_run_id IS NULL",
         "UPDATE dedup_benchmark_matches SET dedup_run_id = ?2 WHERE model_id = ?1 AND dedup_run_id IS NULL",
+        "UPDATE dedup_nearest SET dedup_run_id = ?2 WHERE model_id = ?1 AND dedup_run_id IS NULL",
         "UPDATE dedup_runs SET changed_components = ?3 WHERE id = ?2"};
     for (size_t i = 0; i < sizeof stamp / sizeof *stamp; i++) {
         st = catalog_stmt(c, stamp[i]);
@@ -339,7 +340,7 @@ int dedup_decide(dedup_ctx *x, catalog *c)
             goto out;
         sqlite3_bind_int64(st, 1, x->model_id);
         sqlite3_bind_int64(st, 2, drun);
-        if (i == 2)
+        if (i == sizeof stamp / sizeof *stamp - 1)
             sqlite3_bind_int64(st, 3, nchanged);
         if (catalog_step_done(c, st) != 0)
             goto out;
@@ -388,6 +389,8 @@ cJSON *dedup_decide_summary(dedup_ctx *x, catalog *c, int decided_here)
     cJSON_AddNumberToObject(s, "new", (double)x->new_decided);
     cJSON_AddNumberToObject(s, "edges_found", (double)x->edges_found);
     cJSON_AddNumberToObject(s, "benchmark_matches_found", (double)x->matches_found);
+    cJSON_AddNumberToObject(s, "nearest_written", (double)x->nearest_written);
+    cJSON_AddNumberToObject(s, "nearest_updated", (double)x->nearest_updated);
     cJSON_AddStringToObject(s, "index", x->index_desc[0] ? x->index_desc : "none (nothing searched)");
     if (!decided_here)
         return s;

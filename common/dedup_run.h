@@ -79,6 +79,8 @@ typedef struct dedup_ctx {
     char index_desc[512];  /* the pool index searched this run, "" if none */
     /* counts for the summary */
     int64_t searched, new_decided, changed_components, edges_found, matches_found;
+    int64_t nearest_written; /* dedup_nearest rows of the images searched (pool and benchmark rows) */
+    int64_t nearest_updated; /* older pool images' pool rows moved to a newer, more similar image */
 } dedup_ctx;
 
 /* Appends *it to s (growing it). 0 or -1 (out of memory). */

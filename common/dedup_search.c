@@ -1,8 +1,16 @@
-/* dedup_search.c — the k-NN search phase of lvd-dedup (see dedup_search.h). */
+/* dedup_search.c — the k-NN search phase of lvd-dedup (see dedup_search.h).
+ *
+ * Besides the pairs above the thresholds, every query records its nearest neighbour in the pool and in each
+ * benchmark (dedup_nearest, catalog-004.sql) whatever the similarity, in the same transaction: the candidates
+ * within SIM_SLACK of the best FAISS similarity get the exact value (as edges do) and the most similar wins
+ * (ties: smaller image id). A query that finds an older pool image (searched before this run) more similar
+ * than that image's stored neighbour moves the older image's row to it. */
 #include "dedup_search.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "err.h"
 #include "knn.h"
@@ -125,6 +133,95 @@ static int insert_match(dedup_ctx *x, int64_t image, int64_t coll, int64_t bimag
     return catalog_step_done(x->st.cat, st);
 }
 
+/* Records one observation of image's nearest neighbour in collection coll (0: the pool): a new row, or the
+ * stored row replaced when this one is more similar (ties: the smaller neighbour id), so a row is the best of
+ * everything searched (catalog-004.sql). *changed gets whether a row was written. */
+static int upsert_nearest(dedup_ctx *x, int64_t image, int64_t coll, int64_t nearest, double sim, int *changed)
+{
+    sqlite3_stmt *st = catalog_stmt(
+        x->st.cat, "INSERT INTO dedup_nearest(model_id, collection_id, image_id, nearest_image_id, sim)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(model_id, collection_id, image_id) DO UPDATE SET"
+                   " nearest_image_id = excluded.nearest_image_id, sim = excluded.sim, dedup_run_id = NULL"
+                   " WHERE excluded.sim > dedup_nearest.sim OR (excluded.sim = dedup_nearest.sim AND"
+                   " excluded.nearest_image_id < dedup_nearest.nearest_image_id)");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, x->model_id);
+    sqlite3_bind_int64(st, 2, coll);
+    sqlite3_bind_int64(st, 3, image);
+    sqlite3_bind_int64(st, 4, nearest);
+    sqlite3_bind_double(st, 5, sim);
+    if (catalog_step_done(x->st.cat, st) != 0)
+        return -1;
+    if (changed)
+        *changed = sqlite3_changes(catalog_db(x->st.cat)) > 0;
+    return 0;
+}
+
+/* The pool's nearest neighbours in memory, position-indexed like x->pool: sim (-INFINITY: none known), the
+ * neighbour's image id, and a flag for rows to write at the end of the batch. older: pool images searched
+ * before this run (decided, or searched by an earlier attempt), whose rows a query may improve. */
+typedef struct nearest_mem {
+    double *sim;
+    int64_t *id;
+    uint8_t *dirty, *older;
+} nearest_mem;
+
+static void nearest_free(nearest_mem *m)
+{
+    free(m->sim);
+    free(m->id);
+    free(m->dirty);
+    free(m->older);
+}
+
+/* Allocates m and reads the stored pool rows of the older images (from catalog.db, read-only in a
+ * partitioned run: the part file holds only its own searches). */
+static int nearest_init(dedup_ctx *x, nearest_mem *m)
+{
+    int64_t n = x->pool.n > 0 ? x->pool.n : 1;
+    m->sim = malloc((size_t)n * sizeof *m->sim);
+    m->id = malloc((size_t)n * sizeof *m->id);
+    m->dirty = calloc((size_t)n, 1);
+    m->older = calloc((size_t)n, 1);
+    if (!m->sim || !m->id || !m->dirty || !m->older)
+        return lvd_fail("out of memory for the nearest neighbours of %" PRId64 " pool images", n);
+    int64_t nolder = 0;
+    for (int64_t i = 0; i < x->pool.n; i++) {
+        const dedup_item *it = &x->pool.v[i];
+        m->sim[i] = -INFINITY;
+        m->id[i] = INT64_MAX;
+        m->older[i] = !it->query && (it->decided || it->searched);
+        nolder += m->older[i];
+    }
+    catalog *src = x->st.part.count > 1 ? x->st.main_ro : x->st.cat;
+    if (nolder == 0 || !src)
+        return 0;
+    sqlite3_stmt *st = catalog_stmt(src, "SELECT image_id, nearest_image_id, sim FROM dedup_nearest"
+                                         " WHERE model_id = ?1 AND collection_id = 0");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, x->model_id);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t i = dedup_items_find(&x->pool, sqlite3_column_int64(st, 0));
+        if (i < 0 || !m->older[i])
+            continue;
+        m->id[i] = sqlite3_column_int64(st, 1);
+        m->sim[i] = sqlite3_column_double(st, 2);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return dedup_db_error(src, "reading dedup_nearest");
+    return 0;
+}
+
+/* Whether (sim, id) is a better nearest neighbour than the one known at pool position i. */
+static int nearest_better(const nearest_mem *m, int64_t i, double sim, int64_t id)
+{
+    return sim > m->sim[i] || (sim == m->sim[i] && id < m->id[i]);
+}
+
 static int mark_searched(dedup_ctx *x, int64_t image)
 {
     sqlite3_stmt *st = catalog_stmt(x->st.cat, "INSERT OR REPLACE INTO dedup_searched(model_id, image_id, fingerprint) "
@@ -152,10 +249,13 @@ int dedup_search(dedup_ctx *x, int64_t nq)
     int64_t *ids = malloc((size_t)bs * (size_t)kmax * sizeof *ids), *qi = malloc((size_t)bs * sizeof *qi);
     found_edge *fe = malloc((size_t)bs * (size_t)kk * sizeof *fe); /* at most kk - 1 edges per query */
     int rc = -1;
+    nearest_mem nm = {0};
     if (!bix || !q || !v || !sims || !ids || !qi || !fe) {
         lvd_fail("out of memory for search batches of %" PRId64 " queries", bs);
         goto out;
     }
+    if (nearest_init(x, &nm) != 0)
+        goto out;
     double t0 = progress_now();
     if (build_index(x, &x->pool, x->p.exact_max, &pix) != 0)
         goto out;
@@ -192,24 +292,52 @@ int dedup_search(dedup_ctx *x, int64_t nq)
         for (int64_t i = 0; i < n; i++) {
             const dedup_item *me = &x->pool.v[qi[i]];
             const float *qv = q + (size_t)i * (size_t)d;
+            double top = NAN; /* FAISS similarity of the first other image: the nearest candidates are within
+                               * SIM_SLACK of it, and get the exact value */
             for (int32_t j = 0; j < kk; j++) {
                 int64_t id = ids[(size_t)i * (size_t)kk + (size_t)j];
                 if (id < 0 || id == qi[i])
                     continue;
-                if (sims[(size_t)i * (size_t)kk + (size_t)j] <= x->p.threshold - SIM_SLACK)
-                    break; /* descending */
+                double fs = sims[(size_t)i * (size_t)kk + (size_t)j];
+                if (isnan(top))
+                    top = fs;
+                int near = fs >= top - SIM_SLACK, edge = fs > x->p.threshold - SIM_SLACK;
+                int older = nm.older[id] && fs > nm.sim[id] - SIM_SLACK;
+                if (!near && !edge && !older)
+                    continue; /* not break: an older image further down may still gain this query */
                 if (dedup_item_vec(x, &x->pool.v[id], v) != 0)
                     goto fail_tx;
                 /* Lower image id first, so both directions sum the same products in the same order. */
-                double s = me->id < x->pool.v[id].id ? vf_dot(qv, v, d) : vf_dot(v, qv, d);
-                if (s > x->p.threshold) {
-                    int64_t o = x->pool.v[id].id;
-                    fe[nfe++] = (found_edge){.a = me->id < o ? me->id : o, .b = me->id < o ? o : me->id, .sim = s};
+                int64_t o = x->pool.v[id].id;
+                double s = me->id < o ? vf_dot(qv, v, d) : vf_dot(v, qv, d);
+                if (near && nearest_better(&nm, qi[i], s, o)) {
+                    nm.sim[qi[i]] = s;
+                    nm.id[qi[i]] = o;
+                    nm.dirty[qi[i]] = 1;
                 }
+                if (older && nearest_better(&nm, id, s, me->id)) {
+                    nm.sim[id] = s;
+                    nm.id[id] = me->id;
+                    nm.dirty[id] = 1;
+                }
+                if (s > x->p.threshold)
+                    fe[nfe++] = (found_edge){.a = me->id < o ? me->id : o, .b = me->id < o ? o : me->id, .sim = s};
             }
         }
         if (insert_edges(x, fe, nfe) != 0)
             goto fail_tx;
+        /* Pool rows: the queries' own, and the older images this batch improved, in image id order. */
+        for (int64_t i = 0; i < x->pool.n; i++) {
+            if (!nm.dirty[i])
+                continue;
+            int changed = 0;
+            if (upsert_nearest(x, x->pool.v[i].id, 0, nm.id[i], nm.sim[i], &changed) != 0)
+                goto fail_tx;
+            if (nm.older[i])
+                x->nearest_updated += changed;
+            else
+                x->nearest_written++;
+        }
         for (int b = 0; b < x->nb; b++) {
             if (!bix[b])
                 continue;
@@ -218,20 +346,36 @@ int dedup_search(dedup_ctx *x, int64_t nq)
                 goto fail_tx;
             for (int64_t i = 0; i < n; i++) {
                 const float *qv = q + (size_t)i * (size_t)d;
+                double top = NAN, best = -INFINITY;
+                int64_t best_id = -1;
                 for (int32_t j = 0; j < kb; j++) {
                     int64_t id = ids[(size_t)i * (size_t)kb + (size_t)j];
                     if (id < 0)
                         continue;
-                    if (sims[(size_t)i * (size_t)kb + (size_t)j] <= x->p.bthreshold - SIM_SLACK)
-                        break;
+                    double fs = sims[(size_t)i * (size_t)kb + (size_t)j];
+                    if (isnan(top))
+                        top = fs;
+                    int near = fs >= top - SIM_SLACK;
+                    if (!near && fs <= x->p.bthreshold - SIM_SLACK)
+                        break; /* descending */
                     if (dedup_item_vec(x, &x->b[b].im.v[id], v) != 0)
                         goto fail_tx;
                     double s = vf_dot(qv, v, d);
+                    int64_t bid = x->b[b].im.v[id].id;
+                    if (near && (s > best || (s == best && bid < best_id))) {
+                        best = s;
+                        best_id = bid;
+                    }
                     if (s > x->p.bthreshold) {
-                        if (insert_match(x, x->pool.v[qi[i]].id, x->b[b].id, x->b[b].im.v[id].id, s) != 0)
+                        if (insert_match(x, x->pool.v[qi[i]].id, x->b[b].id, bid, s) != 0)
                             goto fail_tx;
                         x->matches_found++;
                     }
+                }
+                if (best_id >= 0) {
+                    if (upsert_nearest(x, x->pool.v[qi[i]].id, x->b[b].id, best_id, best, NULL) != 0)
+                        goto fail_tx;
+                    x->nearest_written++;
                 }
             }
         }
@@ -242,6 +386,7 @@ int dedup_search(dedup_ctx *x, int64_t nq)
         }
         if (catalog_commit(x->st.cat) != 0)
             goto fail_tx;
+        memset(nm.dirty, 0, (size_t)x->pool.n);
         x->searched += n;
         progress_update(&prog, (uint64_t)x->searched, 0);
     }
@@ -251,6 +396,7 @@ int dedup_search(dedup_ctx *x, int64_t nq)
 fail_tx:
     catalog_rollback(x->st.cat);
 out:
+    nearest_free(&nm);
     knn_free(pix);
     for (int b = 0; bix && b < x->nb; b++)
         knn_free(bix[b]);

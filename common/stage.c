@@ -149,7 +149,15 @@ static const char *merge_sql =
     "INSERT OR IGNORE INTO main.dedup_benchmark_matches(model_id, image_id, collection_id, bench_image_id, sim)"
     "  SELECT model_id, image_id, collection_id, bench_image_id, sim FROM p.dedup_benchmark_matches;"
     "INSERT OR REPLACE INTO main.dedup_searched(model_id, image_id, fingerprint)"
-    "  SELECT model_id, image_id, fingerprint FROM p.dedup_searched;";
+    "  SELECT model_id, image_id, fingerprint FROM p.dedup_searched;"
+    /* Nearest neighbours: per key the most similar row wins (ties: the smaller neighbour id), whichever part
+     * or earlier run observed it (catalog-004.sql). */
+    "INSERT INTO main.dedup_nearest(model_id, collection_id, image_id, nearest_image_id, sim)"
+    "  SELECT model_id, collection_id, image_id, nearest_image_id, sim FROM p.dedup_nearest WHERE true"
+    "  ON CONFLICT(model_id, collection_id, image_id) DO UPDATE SET nearest_image_id = excluded.nearest_image_id,"
+    "     sim = excluded.sim, dedup_run_id = NULL"
+    "  WHERE excluded.sim > main.dedup_nearest.sim OR (excluded.sim = main.dedup_nearest.sim"
+    "     AND excluded.nearest_image_id < main.dedup_nearest.nearest_image_id);";
 
 static int merge_one(catalog *cat, const char *path)
 {

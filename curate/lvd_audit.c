@@ -29,7 +29,9 @@ static const char usage[] =
     "Shows what lvd-dedup removed and why: per benchmark collection, the pool images removed by similarity\n"
     "band and the top pairs (pool image, benchmark image, similarity) with the threshold used; for self-dedup,\n"
     "the components by size, the largest, those with the weakest links (transitive chaining), and the\n"
-    "removed duplicates beside the image they were joined to. Read-only: it never writes the catalog.\n\n"
+    "removed duplicates beside the image they were joined to. Both also show the similarity of every searched\n"
+    "pool image to its nearest neighbour, above the threshold or not, and how many images thresholds around\n"
+    "the one used would flag. Read-only: it never writes the catalog.\n\n"
     "  --model NAME      the embedding model whose dedup to audit (default: the only one with dedup results)\n"
     "  --top N           pairs per list and components per table (50); each section lists the N pairs of\n"
     "                    highest similarity, then up to N more nearest the threshold\n"
@@ -122,6 +124,51 @@ static void print_pair_lists(FILE *f, const cJSON *s, int self, const char *what
     }
 }
 
+/* The nearest-neighbour distribution of a section: the "flagged at" table, then the non-empty histogram bins
+ * with a bar of up to 40 '#'. */
+static void print_nearest(FILE *f, const cJSON *nr, const char *what)
+{
+    if (!cJSON_IsObject(nr))
+        return;
+    fprintf(f, "  nearest    %s of each of %" PRId64 " searched pool images:", what, audit_int(nr, "images"));
+    if (audit_int(nr, "images") == 0) {
+        fputs(" none\n", f);
+        return;
+    }
+    fputs(" min ", f);
+    put_sim(f, audit_num(nr, "min_sim"));
+    fputs(", max ", f);
+    put_sim(f, audit_num(nr, "max_sim"));
+    fputs("\n    flagged at cosine >    pool images\n", f);
+    const cJSON *o;
+    cJSON_ArrayForEach(o, audit_get(nr, "flagged"))
+    {
+        fprintf(f, "    %-8.4g %-10s %11" PRId64 "\n", audit_num(o, "threshold"),
+                cJSON_IsTrue(audit_get(o, "used")) ? "(used)" : "", audit_int(o, "images"));
+    }
+    const cJSON *h = audit_get(nr, "histogram"), *e = audit_get(h, "edges"), *k = audit_get(h, "counts");
+    int32_t n = cJSON_GetArraySize(k);
+    if (n < 1 || cJSON_GetArraySize(e) != n + 1)
+        return;
+    int64_t most = 1;
+    for (int32_t i = 0; i < n; i++)
+        if ((int64_t)cJSON_GetArrayItem(k, i)->valuedouble > most)
+            most = (int64_t)cJSON_GetArrayItem(k, i)->valuedouble;
+    fputs("    similarity        images\n", f);
+    for (int32_t i = 0; i < n; i++) {
+        int64_t c = (int64_t)cJSON_GetArrayItem(k, i)->valuedouble;
+        if (c == 0)
+            continue;
+        char label[48];
+        snprintf(label, sizeof label, "%.4g-%.4g", cJSON_GetArrayItem(e, i)->valuedouble,
+                 cJSON_GetArrayItem(e, i + 1)->valuedouble);
+        fprintf(f, "    %-14s %9" PRId64 " ", label, c);
+        for (int64_t j = 0, w = (c * 40 + most - 1) / most; j < w; j++)
+            fputc('#', f);
+        fputc('\n', f);
+    }
+}
+
 static void print_benchmark(FILE *f, const cJSON *b, const cJSON *params)
 {
     fputs("\nbenchmark ", f);
@@ -143,6 +190,7 @@ static void print_benchmark(FILE *f, const cJSON *b, const cJSON *params)
         snprintf(label, sizeof label, "%.4g-%.4g", audit_num(band, "lo"), audit_num(band, "hi"));
         fprintf(f, "  %-14s %8" PRId64 "\n", label, audit_int(band, "removed"));
     }
+    print_nearest(f, audit_get(b, "nearest"), "most similar benchmark image");
     print_pair_lists(f, b, 0, "benchmark image");
 }
 
@@ -197,6 +245,7 @@ static void print_self(FILE *f, const cJSON *s)
             snprintf(label, sizeof label, "%" PRId64 "-%" PRId64, audit_int(o, "min"), audit_int(o, "max"));
         fprintf(f, "  %-10s %11" PRId64 " %11" PRId64 "\n", label, audit_int(o, "components"), audit_int(o, "images"));
     }
+    print_nearest(f, audit_get(s, "nearest"), "most similar other pool image");
     if (cJSON_GetArraySize(audit_get(s, "largest")) > 0) {
         fputs("  largest components\n", f);
         print_components(f, audit_get(s, "largest"), 0);

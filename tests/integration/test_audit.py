@@ -202,6 +202,12 @@ def sql_dedup(work, model, t, bt):
                      weak[0] if weak else None, weak[1] if weak else None, weak[2] if weak else None,
                      "knn" if weak else None, max(e[0] for e in inner) if inner else None,
                      best[0][3] if best else None, best[1] if best else None, best[0][0] if best else None, dr))
+    # Nearest neighbours (catalog-004.sql): collection 0 = the pool; ties to the smaller image id.
+    for i in pool:
+        for cid, cands in [(0, [j for j in pool if j != i])] + sorted(bench.items()):
+            if cands:
+                s, j = max((sim(i, j), -j) for j in cands)
+                cur.execute("INSERT INTO dedup_nearest VALUES (?, ?, ?, ?, ?, ?)", (mid, cid, i, -j, s, dr))
     con.commit()
     con.close()
 
@@ -271,10 +277,60 @@ class Catalog:
         return self.con.execute("SELECT component, size, weakest_sim, kept_image_id FROM dedup_components"
                                 " WHERE model_id = ?", (self.mid,)).fetchall()
 
+    def nearest(self, cid):
+        """{pool image: nearest similarity} of dedup_nearest in collection cid (0: the pool)."""
+        return dict(self.con.execute("SELECT image_id, sim FROM dedup_nearest WHERE model_id = ? AND"
+                                     " collection_id = ?", (self.mid, cid)).fetchall())
+
     def removals(self):
         return self.con.execute("SELECT image_id, reason, component, ref_image_id, ref_sim, cause_image_id,"
                                 " cause_sim, bench_collection_id FROM dedup_removals WHERE model_id = ?",
                                 (self.mid,)).fetchall()
+
+
+def hist_bins(lo_value, t):
+    """The bin edges lvd-audit documents for a histogram of values >= lo_value around threshold t
+    (audit_report.h, audit_hist_bins)."""
+    lo = min(lo_value, t)
+    lo = -1.0 if not math.isfinite(lo) or lo < -1.0 else min(lo, 0.99)
+    for w in (0.01, 0.02, 0.025, 0.05, 0.1, 0.2):
+        start = math.floor(lo / w) * w
+        if abs(start - t) < 1e-12:
+            start -= w
+        nb = math.ceil((1.0 - start) / w - 1e-9)
+        if nb <= 40:
+            break
+    nb = max(1, min(nb, 64))
+    return [start + i * w for i in range(nb)] + [1.0]
+
+
+def flag_thresholds(t):
+    """t - 0.2 .. t + 0.15 in steps of 0.05 within [-1, 1) (audit_flag_thresholds)."""
+    out = [t if i == 0 else round((t + 0.05 * i) * 1e9) / 1e9 for i in range(-4, 4)]
+    return [v for v in out if -1.0 <= v < 1.0]
+
+
+def brute_nearest(work, model="ctl"):
+    """{collection id (0: the pool): {pool image: nearest similarity}} by brute force over the stored rows."""
+    con = db(work)
+    mid = con.execute("SELECT id FROM models WHERE name = ?", (model,)).fetchone()[0]
+    rows = con.execute("SELECT e.image_id, e.file, e.row, c.role, c.id FROM embeddings e JOIN members m"
+                       " ON m.image_id = e.image_id JOIN collections c ON c.id = m.collection_id"
+                       " WHERE e.model_id = ?", (mid,)).fetchall()
+    con.close()
+    arrays, vec, coll = {}, {}, {}
+    for iid, f, r, role, cid in rows:
+        if f not in arrays:
+            arrays[f] = np.load(os.path.join(work, f)).astype(np.float64)
+        vec[iid] = arrays[f][r]
+        coll.setdefault(0 if role == "pool" else cid, set()).add(iid)
+    out = {}
+    for i in sorted(coll[0]):
+        for cid, members in coll.items():
+            cands = [j for j in members if j != i]
+            if cands:
+                out.setdefault(cid, {})[i] = max(float(vec[i] @ vec[j]) for j in cands)
+    return out
 
 
 def split_pairs(rows, top):
@@ -500,6 +556,64 @@ class AuditTest(WorkTestCase):
                 self.assertAlmostEqual(p["sim"], x[2], places=9)
                 self.assertAlmostEqual(p["kept_sim"], x[4], places=9)
 
+    def check_nearest(self, nr, sims, brute, t, what):
+        """One report "nearest" object against the dedup_nearest similarities of its collection (sims) and the
+        brute-force ones (brute, {image: sim})."""
+        self.assertEqual(set(sims), set(brute), what)
+        for i, v in brute.items():
+            self.assertAlmostEqual(sims[i], v, places=6, msg=(what, i))
+        vals = list(sims.values())
+        self.assertEqual(nr["images"], len(vals), what)
+        self.assertAlmostEqual(nr["min_sim"], min(vals), places=12)
+        self.assertAlmostEqual(nr["max_sim"], max(vals), places=12)
+        edges = hist_bins(min(vals), t)
+        self.assertEqual(len(nr["histogram"]["edges"]), len(edges), what)
+        for a, b in zip(nr["histogram"]["edges"], edges):
+            self.assertAlmostEqual(a, b, places=8, msg=what)
+        self.assertLess(edges[0], t, what)  # the histogram starts below the threshold
+        want = [0] * (len(edges) - 1)
+        for v in vals:
+            want[band_index(edges, v)] += 1
+        self.assertEqual(nr["histogram"]["counts"], want, what)
+        self.assertEqual(sum(want), len(vals))
+        thr = flag_thresholds(t)
+        self.assertEqual([round(f["threshold"], 9) for f in nr["flagged"]], [round(x, 9) for x in thr], what)
+        self.assertEqual([f.get("used", False) for f in nr["flagged"]], [x == t for x in thr], what)
+        for f, x in zip(nr["flagged"], thr):
+            self.assertEqual(f["images"], sum(1 for v in vals if v > f["threshold"]), (what, x))
+            if all(abs(v - x) > 1e-7 for v in brute.values()):  # brute force agrees away from float ties
+                self.assertEqual(f["images"], sum(1 for v in brute.values() if v > x), (what, x))
+        return {round(f["threshold"], 9): f["images"] for f in nr["flagged"]}
+
+    def test_nearest_matches_catalog(self):
+        r = json.loads(self.audit("--json").stdout)
+        cat = Catalog(self.work)
+        t, bt = cat.params()
+        brute = brute_nearest(self.work)
+        pool = cat.con.execute("SELECT count(*) FROM dedup_decisions WHERE model_id = ?", (cat.mid,)).fetchone()[0]
+        for (cid, name), b in zip(cat.benchmarks(), r["benchmarks"]):
+            sims = cat.nearest(cid)
+            self.assertEqual(len(sims), pool, name)  # every searched pool image, not only those matched
+            self.assertGreater(sum(1 for v in sims.values() if v <= bt), 0, name)
+            flagged = self.check_nearest(b["nearest"], sims, brute[cid], bt, name)
+            # At the threshold used: the pool images with a match of their own.
+            self.assertEqual(flagged[round(bt, 9)], b["matched_pool_images"], name)
+        sims = cat.nearest(0)
+        self.assertEqual(len(sims), pool)
+        flagged = self.check_nearest(r["self"]["nearest"], sims, brute[0], t, "self")
+        knn = {i for (i,) in cat.con.execute("SELECT image_a FROM dedup_edges WHERE model_id = ? AND kind = 'knn'"
+                                            " UNION SELECT image_b FROM dedup_edges WHERE model_id = ? AND"
+                                            " kind = 'knn'", (cat.mid, cat.mid))}
+        self.assertEqual(flagged[round(t, 9)], len(knn))
+        self.assertGreater(sum(1 for v in sims.values() if v <= t), 0, "images without an edge have rows too")
+        # The text summary shows the same table.
+        out = self.audit().stdout
+        sec = out.split("\nself-dedup", 1)[1]
+        self.assertIn("nearest    most similar other pool image of each of %d searched pool images" % pool, sec)
+        self.assertRegex(sec, r"\n    %s\s+\(used\)\s+%d\n" % (re.escape("%.4g" % t), flagged[round(t, 9)]))
+        for f in r["self"]["nearest"]["flagged"]:
+            self.assertRegex(sec, r"\n    %s\s+(\(used\))?\s+%d\n" % (re.escape("%.4g" % f["threshold"]), f["images"]))
+
     def test_text_summary(self):
         out = self.audit("--top", "2").stdout
         cat = Catalog(self.work)
@@ -599,8 +713,19 @@ class AuditTest(WorkTestCase):
             self.assertEqual(len(imgs), len(srcs))
             bad = [i for i in imgs if not (i[1] and i[2] > 0 and i[3] > 0)]
             self.assertEqual(bad, [], "thumbnails that did not decode")
+            # Removal histograms (one per benchmark, two for self) and one nearest-neighbour histogram each.
             self.assertEqual(wd.js("return document.querySelectorAll('svg.hist line.threshold').length"),
-                             len(want) + 2)
+                             2 * len(want) + 3)
+            bars = wd.js("return Array.from(document.querySelectorAll('section')).map(function(s){"
+                         " var d=s.querySelector('div.nearest'); return [s.id, d ? d.querySelectorAll("
+                         "'svg.hist rect.bar').length : -1, d ? d.querySelectorAll('svg.hist line.threshold')"
+                         ".length : -1, d ? d.querySelectorAll('table.flagged tr.used').length : -1]; })")
+            want_bars = {}
+            for k, (cid, name) in enumerate(cat.benchmarks()):
+                want_bars["benchmark-%d" % k] = [len(hist_bins(min(cat.nearest(cid).values()), cat.params()[1])) - 1,
+                                                 1, 1]
+            want_bars["self"] = [len(hist_bins(min(cat.nearest(0).values()), cat.params()[0])) - 1, 1, 1]
+            self.assertEqual({b[0]: b[1:] for b in bars}, want_bars)
             # The odd key is shown as text, not parsed as markup.
             self.assertTrue(wd.js("return Array.from(document.querySelectorAll('figcaption .key'))"
                                   ".some(function(e){ return e.textContent === %s; })" % json.dumps(ODD_NAME)))

@@ -198,6 +198,39 @@ def state(work):
                                    " FROM dedup_benchmark_matches")))
 
 
+def nearest_rows(work):
+    """{(collection_id, pool image): (nearest_image_id, sim)} of dedup_nearest (collection 0: the pool)."""
+    with db(work) as con:
+        return {(c, i): (n, s) for c, i, n, s in con.execute(
+            "SELECT collection_id, image_id, nearest_image_id, sim FROM dedup_nearest")}
+
+
+def brute_nearest(work, pool=None):
+    """What dedup_nearest must hold, by brute force over the stored embedding rows: for every pool image of
+    `pool` (default: every pool image with an embedding), its most similar other pool image (key collection 0)
+    and the most similar image of each benchmark collection (key its id), as (ids tied within 1e-9 at the top,
+    sim). Only images with an embedding count on either side."""
+    vec = stored_vectors(work)
+    with db(work) as con:
+        allpool = sorted({i for (i,) in con.execute(
+            "SELECT m.image_id FROM members m JOIN collections c ON c.id = m.collection_id"
+            " WHERE c.role = 'pool'") if i in vec})
+        bench = {}
+        for i, c in con.execute("SELECT m.image_id, m.collection_id FROM members m JOIN collections c"
+                                " ON c.id = m.collection_id WHERE c.role = 'benchmark'"):
+            if i in vec:
+                bench.setdefault(c, set()).add(i)
+    out = {}
+    for i in (allpool if pool is None else pool):
+        for coll, cands in [(0, [j for j in allpool if j != i])] + [(c, sorted(b)) for c, b in bench.items()]:
+            if not cands:
+                continue
+            sims = {j: float(vec[i] @ vec[j]) for j in cands}
+            best = max(sims.values())
+            out[(coll, i)] = (sorted(j for j, v in sims.items() if v >= best - 1e-9), best)
+    return out
+
+
 class Controlled:
     """Pool and benchmark files with planted embeddings (see the module comment)."""
 
@@ -426,6 +459,147 @@ class ControlledTest(WorkTestCase):
         p, _ = dedup(w2, "--merge", check=False)
         self.assertEqual(p.returncode, 1)
         self.assertIn("--force", p.stderr)
+
+
+    def assert_nearest(self, work, want, what):
+        """dedup_nearest equals brute_force's expectation: same keys, the same similarity, and the smallest of
+        the images tied at the top."""
+        got = nearest_rows(work)
+        self.assertEqual(set(got), set(want), what)
+        for key, (tied, sim) in want.items():
+            self.assertEqual(got[key][0], tied[0], (what, key, tied))
+            self.assertAlmostEqual(got[key][1], sim, places=6, msg=(what, key))
+
+    def test_nearest_equal_brute_force(self):
+        w = self.copy_full()
+        _, s = dedup(w)
+        want = brute_nearest(w)
+        self.assert_nearest(w, want, "one run")
+        ids = self.ids(w)
+        pool = {i for (c, i) in want if c == 0}
+        with db(w) as con:
+            bench = [c for (c,) in con.execute("SELECT id FROM collections WHERE role = 'benchmark'")]
+            drun = con.execute("SELECT max(id) FROM dedup_runs").fetchone()[0]
+            runs = set(con.execute("SELECT DISTINCT dedup_run_id FROM dedup_nearest"))
+            edges = con.execute("SELECT image_a, image_b, sim FROM dedup_edges WHERE kind = 'knn'").fetchall()
+            matches = con.execute("SELECT image_id, collection_id, sim FROM dedup_benchmark_matches").fetchall()
+        self.assertEqual(len(bench), 1)
+        # One pool row and one row per benchmark for every pool image, above the thresholds or not.
+        self.assertEqual(len(pool), len(ids) - 3)  # b1..b3 are benchmark-only; the anchor is in both
+        self.assertEqual(set(want), {(c, i) for i in pool for c in [0] + bench})
+        self.assertEqual(s["nearest_written"], len(pool) * (1 + len(bench)))
+        self.assertEqual(s["nearest_updated"], 0)
+        self.assertEqual(runs, {(drun,)})
+        got = nearest_rows(w)
+        below = [i for i in pool if got[(0, i)][1] <= 0.6]
+        self.assertIn(ids["s0.png"], below)
+        self.assertIn(ids["p2.png"], below)
+        self.assertLessEqual(got[(bench[0], ids["p2.png"])][1], 0.45)
+        self.assertAlmostEqual(got[(bench[0], ids["p2.png"])][1], 0.43, places=3)
+        self.assertEqual(got[(bench[0], ids["p2.png"])][0], ids["b2.png"])
+        # A singleton is orthogonal to every other image: ties at 0 go to the smallest image id.
+        self.assertEqual(got[(0, ids["s3.png"])], (min(pool - {ids["s3.png"]}), 0.0))
+        # The same value as the edges and matches: an image's row is its strongest one, bit for bit.
+        strongest = {}
+        for a, b, sim in edges:
+            for i in (a, b):
+                strongest[i] = max(strongest.get(i, -2), sim)
+        for i in pool:
+            if i in strongest:
+                self.assertEqual(got[(0, i)][1], strongest[i], i)
+            else:
+                self.assertLessEqual(got[(0, i)][1], 0.6, i)
+        best = {}
+        for i, c, sim in matches:
+            best[(c, i)] = max(best.get((c, i), -2), sim)
+        for (c, i), (n, sim) in got.items():
+            if c:
+                if (c, i) in best:
+                    self.assertEqual(sim, best[(c, i)], i)
+                else:
+                    self.assertLessEqual(sim, 0.45, i)
+        # Nothing new: the rows stay as they are.
+        with db(w) as con:
+            before = sorted(con.execute("SELECT * FROM dedup_nearest"))
+        dedup(w)
+        with db(w) as con:
+            self.assertEqual(sorted(con.execute("SELECT * FROM dedup_nearest")), before)
+
+    def test_nearest_force_drops_and_recomputes(self):
+        w = self.copy_full()
+        dedup(w)
+        ids = self.ids(w)
+        with sqlite3.connect(os.path.join(w, "catalog.db")) as con:
+            con.execute("UPDATE dedup_nearest SET sim = 0.123, nearest_image_id = ? WHERE collection_id = 0",
+                        (ids["anchor.png"],))
+            con.execute("INSERT INTO dedup_nearest(model_id, collection_id, image_id, nearest_image_id, sim)"
+                        " SELECT id, 999, ?, ?, 0.5 FROM models", (ids["s0.png"], ids["s1.png"]))
+        con.close()
+        _, s = dedup(w, "--threshold", "0.75", "--force")
+        self.assert_nearest(w, brute_nearest(w), "--force")
+        with db(w) as con:
+            self.assertEqual(con.execute("SELECT count(*) FROM dedup_nearest WHERE collection_id = 999").fetchone()[0],
+                             0)
+            drun = con.execute("SELECT max(id) FROM dedup_runs").fetchone()[0]
+            self.assertEqual(con.execute("SELECT DISTINCT dedup_run_id FROM dedup_nearest").fetchall(), [(drun,)])
+        # The rows do not depend on the threshold.
+        clean = os.path.join(self.tmp, "clean")
+        shutil.copytree(self.full, clean)
+        dedup(clean)
+        self.assertEqual(nearest_rows(w), nearest_rows(clean))
+
+    def test_nearest_incremental_and_parts(self):
+        t = os.path.join(self.tmp, "t")
+        os.makedirs(t)
+        self.c.round1(self.work, t)
+        dedup(self.work)
+        ids = self.ids(self.work)
+        old = {i for (c, i) in nearest_rows(self.work) if c == 0}
+        self.assert_nearest(self.work, brute_nearest(self.work), "round 1")
+        with db(self.work) as con:
+            run1 = con.execute("SELECT max(id) FROM dedup_runs").fetchone()[0]
+        # Round 2 searched in two parts: p1d (new) is p1's (old) nearest now at 0.9; the part that found it
+        # updates p1's row and the merge takes the more similar row.
+        both = os.path.join(self.tmp, "both")
+        # Copied by another process: closing this process's descriptors of a catalog it still holds open
+        # connections to would drop their POSIX locks (the copy's reads are harmless elsewhere).
+        subprocess.run(["cp", "-a", self.work, both], check=True)
+        self.c.round2(self.work, t)
+        _, s = dedup(self.work)
+        self.c.round2(both, os.path.join(self.tmp, "t"))
+        for i in range(2):
+            run("lvd-dedup", "--work", both, "--model", MODEL, "--part", "%d/2" % i, "--quiet")
+        dedup(both, "--merge")
+        want = brute_nearest(self.work)
+        self.assert_nearest(self.work, want, "incremental")
+        self.assert_nearest(both, want, "incremental in parts")
+        clean = os.path.join(self.tmp, "clean")
+        shutil.copytree(self.full, clean)
+        dedup(clean)
+        self.assertEqual(nearest_rows(self.work), nearest_rows(clean))
+        self.assertEqual(nearest_rows(both), nearest_rows(clean))
+        p1, p1d = ids["p1.png"], self.ids(self.work)["p1d.png"]
+        self.assertIn(p1, old)
+        self.assertEqual(nearest_rows(self.work)[(0, p1)][0], p1d)
+        self.assertGreaterEqual(s["nearest_updated"], 1)
+        with db(self.work) as con:
+            run2 = con.execute("SELECT max(id) FROM dedup_runs").fetchone()[0]
+            by_run = dict(((c, i), r) for c, i, r in con.execute(
+                "SELECT collection_id, image_id, dedup_run_id FROM dedup_nearest"))
+        self.assertEqual(by_run[(0, p1)], run2)  # re-stamped by the run that moved it
+        self.assertEqual(by_run[(0, ids["s0.png"])], run1)  # untouched: nothing newer is nearer
+        # Parts and merge of a first run: the rows of one run.
+        w2 = os.path.join(self.tmp, "w2")
+        shutil.copytree(self.full, w2)
+        for i in range(3):
+            run("lvd-dedup", "--work", w2, "--model", MODEL, "--part", "%d/3" % i, "--quiet")
+        with db(w2) as con:
+            self.assertEqual(con.execute("SELECT count(*) FROM dedup_nearest").fetchone()[0], 0)
+        dedup(w2, "--merge")
+        self.assertEqual(nearest_rows(w2), nearest_rows(clean))
+        with db(w2) as con:
+            self.assertEqual(con.execute("SELECT count(*) FROM dedup_nearest WHERE dedup_run_id IS NULL").fetchone()[0],
+                             0)
 
 
 def working_image(work, con, image_id):
