@@ -191,6 +191,51 @@ static int identity_conflict(const char *where, const char *name, const embed_id
                     (int)want->dim, name);
 }
 
+/* Deletes the embedding rows of model id in c: all of them, or with coll those of collection *coll's members.
+ * 0 or -1. */
+static int drop_rows(catalog *c, int64_t id, const int64_t *coll)
+{
+    sqlite3_stmt *st = coll ? catalog_stmt(c, "DELETE FROM embeddings WHERE model_id = ?1 AND image_id IN"
+                                              " (SELECT image_id FROM members WHERE collection_id = ?2)")
+                            : catalog_stmt(c, "DELETE FROM embeddings WHERE model_id = ?1");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    if (coll)
+        sqlite3_bind_int64(st, 2, *coll);
+    return catalog_step_done(c, st);
+}
+
+/* Ends the transaction open on o->cat by recording the identity (sha, preprocess, dim) of o->name: a new models row
+ * when id < 0 (o->model_id becomes its id), else row id rewritten; then commits. Rolls back on failure. 0 or -1. */
+static int put_model_row(embed_out *o, int64_t id, const char *sha, const char *preprocess, int32_t dim)
+{
+    char now[32];
+    catalog_now(now);
+    sqlite3_stmt *st = id < 0 ? catalog_stmt(o->cat, "INSERT INTO models(name, sha256, preprocess, dim, created_at)"
+                                                     " VALUES (?1, ?2, ?3, ?4, ?5)")
+                              : catalog_stmt(o->cat, "UPDATE models SET sha256 = ?2, preprocess = ?3, dim = ?4,"
+                                                     " created_at = ?5 WHERE id = ?1");
+    if (!st)
+        goto fail;
+    if (id < 0)
+        sqlite3_bind_text(st, 1, o->name, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, sha, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, preprocess, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, dim);
+    sqlite3_bind_text(st, 5, now, -1, SQLITE_TRANSIENT);
+    if (catalog_step_done(o->cat, st) != 0)
+        goto fail;
+    if (id < 0)
+        o->model_id = sqlite3_last_insert_rowid(catalog_db(o->cat));
+    return catalog_commit(o->cat);
+fail:
+    catalog_rollback(o->cat);
+    return -1;
+}
+
 int embed_model_register(embed_out *o, const embed_identity *want, int force, const int64_t *coll_ids, int nc)
 {
     o->main_model_id = o->main_skip_id = -1;
@@ -215,49 +260,18 @@ int embed_model_register(embed_out *o, const embed_identity *want, int force, co
         return identity_conflict(catalog_path(o->cat), o->name, &have, want);
     if (catalog_begin(o->cat) != 0)
         return -1;
-    char now[32];
-    catalog_now(now);
-    sqlite3_stmt *st;
-    if (r == 0) {
-        st = catalog_stmt(o->cat, "INSERT INTO models(name, sha256, preprocess, dim, created_at)"
-                                  " VALUES (?1, ?2, ?3, ?4, ?5)");
-        if (!st)
-            goto fail;
-        sqlite3_bind_text(st, 1, o->name, -1, SQLITE_TRANSIENT);
-    } else {
+    if (r == 1) {
         o->model_id = id;
         int some = force && embed_same_identity(&have, want) && nc > 0 && o->st->part.count == 1;
-        for (int i = 0; force && i < (some ? nc : 1); i++) {
-            st = some ? catalog_stmt(o->cat, "DELETE FROM embeddings WHERE model_id = ?1 AND image_id IN"
-                                             " (SELECT image_id FROM members WHERE collection_id = ?2)")
-                      : catalog_stmt(o->cat, "DELETE FROM embeddings WHERE model_id = ?1");
-            if (!st)
+        for (int i = 0; force && i < (some ? nc : 1); i++)
+            if (drop_rows(o->cat, id, some ? &coll_ids[i] : NULL) != 0)
                 goto fail;
-            sqlite3_bind_int64(st, 1, id);
-            if (some)
-                sqlite3_bind_int64(st, 2, coll_ids[i]);
-            if (catalog_step_done(o->cat, st) != 0)
-                goto fail;
-        }
         if (embed_same_identity(&have, want))
             return catalog_commit(o->cat);
         log_warn("--force: model name '%s' moves from sha256 %.12s... %s to %.12s... %s; its old embeddings are "
                  "dropped", o->name, have.sha, have.preprocess, want->sha, want->preprocess);
-        st = catalog_stmt(o->cat, "UPDATE models SET sha256 = ?2, preprocess = ?3, dim = ?4, created_at = ?5"
-                                  " WHERE id = ?1");
-        if (!st)
-            goto fail;
-        sqlite3_bind_int64(st, 1, id);
     }
-    sqlite3_bind_text(st, 2, want->sha, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, want->preprocess, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 4, want->dim);
-    sqlite3_bind_text(st, 5, now, -1, SQLITE_TRANSIENT);
-    if (catalog_step_done(o->cat, st) != 0)
-        goto fail;
-    if (r == 0)
-        o->model_id = sqlite3_last_insert_rowid(catalog_db(o->cat));
-    return catalog_commit(o->cat);
+    return put_model_row(o, r == 1 ? id : -1, want->sha, want->preprocess, want->dim);
 fail:
     catalog_rollback(o->cat);
     return -1;
@@ -290,9 +304,6 @@ int embed_import_register(embed_out *o, const char *npy_path, const char *file_s
                         catalog_path(o->cat), o->name, (int)have.dim, npy_path, (int)dim, o->name);
     if (catalog_begin(o->cat) != 0)
         return -1;
-    char now[32];
-    catalog_now(now);
-    sqlite3_stmt *st;
     int moves = r == 1 && (!imported || have.dim != dim);
     if (r == 1 && !force) {
         o->model_id = id;
@@ -301,15 +312,7 @@ int embed_import_register(embed_out *o, const char *npy_path, const char *file_s
     }
     if (r == 1) {
         o->model_id = id;
-        st = moves ? catalog_stmt(o->cat, "DELETE FROM embeddings WHERE model_id = ?1")
-                   : catalog_stmt(o->cat, "DELETE FROM embeddings WHERE model_id = ?1 AND image_id IN"
-                                          " (SELECT image_id FROM members WHERE collection_id = ?2)");
-        if (!st)
-            goto fail;
-        sqlite3_bind_int64(st, 1, id);
-        if (!moves)
-            sqlite3_bind_int64(st, 2, coll_id);
-        if (catalog_step_done(o->cat, st) != 0)
+        if (drop_rows(o->cat, id, moves ? NULL : &coll_id) != 0)
             goto fail;
         int64_t dropped = sqlite3_changes(catalog_db(o->cat));
         if (moves) {
@@ -324,28 +327,10 @@ int embed_import_register(embed_out *o, const char *npy_path, const char *file_s
             snprintf(sha_out, 65, "%s", have.sha);
             return catalog_commit(o->cat);
         }
-        st = catalog_stmt(o->cat, "UPDATE models SET sha256 = ?2, preprocess = ?3, dim = ?4, created_at = ?5"
-                                  " WHERE id = ?1");
-        if (!st)
-            goto fail;
-        sqlite3_bind_int64(st, 1, id);
     } else {
         snprintf(sha_out, 65, "%s", file_sha);
-        st = catalog_stmt(o->cat, "INSERT INTO models(name, sha256, preprocess, dim, created_at)"
-                                  " VALUES (?1, ?2, ?3, ?4, ?5)");
-        if (!st)
-            goto fail;
-        sqlite3_bind_text(st, 1, o->name, -1, SQLITE_TRANSIENT);
     }
-    sqlite3_bind_text(st, 2, sha_out, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, "imported", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, dim);
-    sqlite3_bind_text(st, 5, now, -1, SQLITE_TRANSIENT);
-    if (catalog_step_done(o->cat, st) != 0)
-        goto fail;
-    if (r == 0)
-        o->model_id = sqlite3_last_insert_rowid(catalog_db(o->cat));
-    return catalog_commit(o->cat);
+    return put_model_row(o, r == 1 ? id : -1, sha_out, "imported", dim);
 fail:
     catalog_rollback(o->cat);
     return -1;

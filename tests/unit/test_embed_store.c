@@ -114,19 +114,27 @@ static void unit_row(int64_t id, float *v)
 
 static void close_stage(stage *st) { assert_int_equal(stage_close(st, "done", NULL), 0); }
 
+/* o: a writer of model name on st with rows of DIM columns, file_rows a file; given an identity, also registered
+ * as it (no --force) and allocated, failing the test otherwise. */
+static void open_out(embed_out *o, stage *st, const char *name, npy_dtype dtype, int64_t file_rows,
+                     const embed_identity *id)
+{
+    embed_out_init(o, st, name, dtype, file_rows);
+    o->dim = DIM;
+    if (id && (embed_model_register(o, id, 0, NULL, 0) != 0 || embed_out_alloc(o) != 0))
+        fail_msg("%s", lvd_errmsg());
+}
+
 static void test_rollover_and_numbering(void **state)
 {
     (void)state;
     stage st;
     char work[300];
     new_work(&st, work, sizeof work);
-    embed_out o;
-    embed_out_init(&o, &st, "m1", NPY_F32, 3);
-    o.dim = DIM;
     embed_identity want = ident("a", "{\"resize\":256}", DIM);
-    if (embed_model_register(&o, &want, 0, NULL, 0) != 0 || embed_out_alloc(&o) != 0 ||
-        embed_out_begin_collection(&o, "pool") != 0)
-        fail_msg("%s", lvd_errmsg());
+    embed_out o;
+    open_out(&o, &st, "m1", NPY_F32, 3, &want);
+    assert_int_equal(embed_out_begin_collection(&o, "pool"), 0);
     assert_true(o.model_id > 0);
     float v[DIM];
     for (int64_t id = 1; id <= 6; id++) {
@@ -172,11 +180,8 @@ static void test_rollover_and_numbering(void **state)
     scratch_spit(path, "orphan", 6);
     embed_out_free(&o);
     embed_out o2;
-    embed_out_init(&o2, &st, "m1", NPY_F16, 3);
-    o2.dim = DIM;
-    if (embed_model_register(&o2, &want, 0, NULL, 0) != 0 || embed_out_alloc(&o2) != 0 ||
-        embed_out_begin_collection(&o2, "pool") != 0)
-        fail_msg("%s", lvd_errmsg());
+    open_out(&o2, &st, "m1", NPY_F16, 3, &want);
+    assert_int_equal(embed_out_begin_collection(&o2, "pool"), 0);
     assert_int_equal(o2.next_no, 3);
     unit_row(8, v);
     assert_int_equal(embed_out_add(&o2, 8, v), 0);
@@ -205,12 +210,9 @@ static void test_bad_collection_and_failed_file(void **state)
     stage st;
     char work[300];
     new_work(&st, work, sizeof work);
-    embed_out o;
-    embed_out_init(&o, &st, "m2", NPY_F32, 4);
-    o.dim = DIM;
     embed_identity want = ident("b", "{}", DIM);
-    if (embed_model_register(&o, &want, 0, NULL, 0) != 0 || embed_out_alloc(&o) != 0)
-        fail_msg("%s", lvd_errmsg());
+    embed_out o;
+    open_out(&o, &st, "m2", NPY_F32, 4, &want);
     const char *bad[] = {"", "..", ".", "a/b"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         assert_int_equal(embed_out_begin_collection(&o, bad[i]), -1);
@@ -252,13 +254,10 @@ static void test_identity_conflicts_and_force(void **state)
     stage st;
     char work[300];
     new_work(&st, work, sizeof work);
-    embed_out o;
-    embed_out_init(&o, &st, "vit", NPY_F32, 100);
-    o.dim = DIM;
     embed_identity a = ident("a", "{\"crop\":224}", DIM), b = ident("b", "{\"crop\":224}", DIM);
     embed_identity a2 = ident("a", "{\"crop\":112}", DIM);
-    if (embed_model_register(&o, &a, 0, NULL, 0) != 0 || embed_out_alloc(&o) != 0)
-        fail_msg("%s", lvd_errmsg());
+    embed_out o;
+    open_out(&o, &st, "vit", NPY_F32, 100, &a);
     int64_t id = o.model_id;
     write_rows(&o, "pool", 1, 6);
     write_rows(&o, "bench", 7, 10);
@@ -317,12 +316,9 @@ static void test_partitioned_run_looks_at_catalog_db(void **state)
     stage st;
     char work[300];
     new_work(&st, work, sizeof work);
-    embed_out o;
-    embed_out_init(&o, &st, "vit", NPY_F32, 100);
-    o.dim = DIM;
     embed_identity a = ident("a", "{}", DIM), b = ident("b", "{}", DIM);
-    if (embed_model_register(&o, &a, 0, NULL, 0) != 0 || embed_out_alloc(&o) != 0)
-        fail_msg("%s", lvd_errmsg());
+    embed_out o;
+    open_out(&o, &st, "vit", NPY_F32, 100, &a);
     int64_t main_id = o.model_id;
     write_rows(&o, "pool", 1, 2);
     embed_out_free(&o);
@@ -331,8 +327,7 @@ static void test_partitioned_run_looks_at_catalog_db(void **state)
     stage ps;
     if (stage_open(&ps, "embed", work, "1/2", "{}", "fp") != 0)
         fail_msg("%s", lvd_errmsg());
-    embed_out_init(&o, &ps, "vit", NPY_F32, 100);
-    o.dim = DIM;
+    open_out(&o, &ps, "vit", NPY_F32, 100, NULL);
     assert_ptr_equal(o.main_ro, ps.main_ro);
     assert_int_equal(embed_model_register(&o, &b, 0, NULL, 0), -1);
     assert_non_null(strstr(lvd_errmsg(), "catalog.db: model name 'vit'"));
@@ -367,8 +362,7 @@ static void test_import_register(void **state)
     char f1[65], f2[65], sha[65], want[65];
     sha256_hex("file one", 8, f1);
     sha256_hex("file two", 8, f2);
-    embed_out_init(&o, &st, "imp", NPY_F32, 100);
-    o.dim = DIM;
+    open_out(&o, &st, "imp", NPY_F32, 100, NULL);
     /* A new name takes the identity of the file that created it. */
     assert_int_equal(embed_import_register(&o, "one.npy", f1, DIM, 0, 1, sha), 0);
     assert_string_equal(sha, f1);
@@ -396,12 +390,9 @@ static void test_import_register(void **state)
     assert_int_equal(embed_import_register(&o, "two.npy", f1, DIM, 1, 2, sha), 0);
     assert_string_equal(sha, want);
     /* A checkpoint name: an error unless --force, which moves it (all rows dropped, the file's identity). */
-    embed_out c;
-    embed_out_init(&c, &st, "ckpt", NPY_F32, 100);
-    c.dim = DIM;
     embed_identity a = ident("a", "{}", DIM);
-    assert_int_equal(embed_model_register(&c, &a, 0, NULL, 0), 0);
-    assert_int_equal(embed_out_alloc(&c), 0);
+    embed_out c;
+    open_out(&c, &st, "ckpt", NPY_F32, 100, &a);
     write_rows(&c, "pool", 1, 2);
     assert_int_equal(embed_import_register(&c, "one.npy", f1, DIM, 0, 1, sha), -1);
     assert_non_null(strstr(lvd_errmsg(), "holds embeddings computed by lvd-embed --model"));
