@@ -194,7 +194,8 @@ int dedup_pool_drop_model_rows(dedup_ctx *x, catalog *c)
     static const char *const sql[] = {
         "DELETE FROM dedup_decisions WHERE model_id = ?1", "DELETE FROM dedup_components WHERE model_id = ?1",
         "DELETE FROM dedup_edges WHERE model_id = ?1", "DELETE FROM dedup_benchmark_matches WHERE model_id = ?1",
-        "DELETE FROM dedup_searched WHERE model_id = ?1", "DELETE FROM dedup_nearest WHERE model_id = ?1"};
+        "DELETE FROM dedup_searched WHERE model_id = ?1", "DELETE FROM dedup_nearest WHERE model_id = ?1",
+        "DELETE FROM dedup_edges_found WHERE model_id = ?1"};
     if (catalog_begin(c) != 0)
         return -1;
     for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {

@@ -94,18 +94,18 @@ static int found_edge_order(const void *pa, const void *pb)
     return x->b < y->b ? -1 : x->b > y->b;
 }
 
-/* Inserts a batch's edges in (image_a, image_b) order, each pair once, and counts the new ones in
- * x->edges_found. Sorted inserts touch each B-tree page of dedup_edges once per batch instead of once per edge
- * (at 1,000,000 images with ~13 edges each, random inserts were bound by page reads). The two directions of a
- * pair found in one batch carry the same similarity (computed in image id order). */
+/* Appends a batch's edges, each pair once, to dedup_edges_found (catalog-004.sql): appends touch only the
+ * table's last pages, where inserts into dedup_edges at 1,000,000 images with ~13 edges each rewrote most of
+ * its B-tree in every batch. dedup_search_fold moves them into dedup_edges. The two directions of a pair found
+ * in one batch carry the same similarity (computed in image id order). */
 static int insert_edges(dedup_ctx *x, found_edge *fe, int64_t n)
 {
     qsort(fe, (size_t)n, sizeof *fe, found_edge_order);
     for (int64_t i = 0; i < n; i++) {
         if (i > 0 && fe[i].a == fe[i - 1].a && fe[i].b == fe[i - 1].b)
             continue;
-        sqlite3_stmt *st = catalog_stmt(x->st.cat, "INSERT INTO dedup_edges(model_id, image_a, image_b, sim, kind) "
-                                                   "VALUES (?1, ?2, ?3, ?4, 'knn') ON CONFLICT DO NOTHING");
+        sqlite3_stmt *st = catalog_stmt(x->st.cat, "INSERT INTO dedup_edges_found(model_id, image_a, image_b, sim)"
+                                                   " VALUES (?1, ?2, ?3, ?4)");
         if (!st)
             return -1;
         sqlite3_bind_int64(st, 1, x->model_id);
@@ -114,9 +114,45 @@ static int insert_edges(dedup_ctx *x, found_edge *fe, int64_t n)
         sqlite3_bind_double(st, 4, fe[i].sim);
         if (catalog_step_done(x->st.cat, st) != 0)
             return -1;
-        x->edges_found += sqlite3_changes(catalog_db(x->st.cat));
     }
     return 0;
+}
+
+int dedup_search_fold(dedup_ctx *x, catalog *c)
+{
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT EXISTS (SELECT 1 FROM dedup_edges_found WHERE model_id = ?1)");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, x->model_id);
+    int have = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0);
+    sqlite3_reset(st);
+    if (!have)
+        return 0;
+    double t0 = progress_now();
+    if (catalog_begin(c) != 0)
+        return -1;
+    /* In (image_a, image_b) order, so dedup_edges takes them as appends within each key range. */
+    st = catalog_stmt(c, "INSERT INTO dedup_edges(model_id, image_a, image_b, sim, kind)"
+                         " SELECT model_id, image_a, image_b, sim, 'knn' FROM dedup_edges_found WHERE model_id = ?1"
+                         " ORDER BY image_a, image_b ON CONFLICT DO NOTHING");
+    if (!st)
+        goto fail;
+    sqlite3_bind_int64(st, 1, x->model_id);
+    if (catalog_step_done(c, st) != 0)
+        goto fail;
+    int64_t added = sqlite3_changes(catalog_db(c));
+    st = catalog_stmt(c, "DELETE FROM dedup_edges_found WHERE model_id = ?1");
+    if (!st)
+        goto fail;
+    sqlite3_bind_int64(st, 1, x->model_id);
+    if (catalog_step_done(c, st) != 0 || catalog_commit(c) != 0)
+        goto fail;
+    x->edges_found += added;
+    log_info("%" PRId64 " new edges moved into dedup_edges in %.1f s", added, progress_now() - t0);
+    return 0;
+fail:
+    catalog_rollback(c);
+    return -1;
 }
 
 static int insert_match(dedup_ctx *x, int64_t image, int64_t coll, int64_t bimage, double sim)
@@ -391,6 +427,8 @@ int dedup_search(dedup_ctx *x, int64_t nq)
         progress_update(&prog, (uint64_t)x->searched, 0);
     }
     progress_finish(&prog);
+    if (dedup_search_fold(x, x->st.cat) != 0)
+        goto out;
     rc = 0;
     goto out;
 fail_tx:

@@ -20,10 +20,17 @@
 #include "dedup_run.h"
 
 /* Searches every pool image flagged query (nq of them) and writes to x->st.cat: edges with cosine above
- * x->p.threshold, benchmark matches above x->p.bthreshold, and each query's dedup_searched row with x->fp.
- * Sets the images' searched flags, x->index_desc (the pool index) and the counts x->searched, x->edges_found
- * and x->matches_found. Memory: the indexes plus one batch (x->p.batch queries x (k + 1) results). 0 or -1
- * (batches committed before a failure stay). */
+ * x->p.threshold (to dedup_edges_found, then folded as by dedup_search_fold), benchmark matches above
+ * x->p.bthreshold, and each query's dedup_searched row with x->fp. Sets the images' searched flags,
+ * x->index_desc (the pool index) and the counts x->searched, x->edges_found and x->matches_found. Memory: the
+ * indexes plus one batch (x->p.batch queries x (k + 1) results). 0 or -1 (batches committed before a failure
+ * stay, and the next run folds their edges). */
 int dedup_search(dedup_ctx *x, int64_t nq);
+
+/* Moves the model's rows of dedup_edges_found in catalog c into dedup_edges (sorted, each pair once, existing
+ * pairs kept) and deletes them, in one transaction; adds the new edges to x->edges_found. Nothing to do
+ * (the usual case, a cheap check) returns 0 at once. Run before anything reads dedup_edges: a killed search
+ * leaves its committed batches' edges staged. 0 or -1. */
+int dedup_search_fold(dedup_ctx *x, catalog *c);
 
 #endif

@@ -146,6 +146,9 @@ static const char *merge_sql =
      * decisions are computed by lvd-dedup --merge after folding. */
     "INSERT OR IGNORE INTO main.dedup_edges(model_id, image_a, image_b, sim, kind, phash_dist)"
     "  SELECT model_id, image_a, image_b, sim, kind, phash_dist FROM p.dedup_edges;"
+    /* Edges a part staged but did not fold (killed after its last batch): lvd-dedup folds them before deciding. */
+    "INSERT INTO main.dedup_edges_found(model_id, image_a, image_b, sim)"
+    "  SELECT model_id, image_a, image_b, sim FROM p.dedup_edges_found;"
     "INSERT OR IGNORE INTO main.dedup_benchmark_matches(model_id, image_id, collection_id, bench_image_id, sim)"
     "  SELECT model_id, image_id, collection_id, bench_image_id, sim FROM p.dedup_benchmark_matches;"
     "INSERT OR REPLACE INTO main.dedup_searched(model_id, image_id, fingerprint)"

@@ -209,6 +209,9 @@ int main(int argc, char **argv)
         if (nq > 0 && dedup_search(x, nq) != 0)
             goto out;
     }
+    /* Edges staged by a run killed after its last search batch (or by a part, after --merge). */
+    if (dedup_search_fold(x, x->st.cat) != 0)
+        goto out;
     if (!parted) {
         if (dedup_decide(x, x->st.cat) != 0)
             goto out;

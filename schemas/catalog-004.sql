@@ -1,11 +1,26 @@
--- lvd catalog, schema version 4: dedup_edges loses its secondary index on image_b, and lvd-dedup records every
--- searched pool image's nearest neighbour (dedup_nearest), whatever its similarity.
+-- lvd catalog, schema version 4: dedup_edges loses its secondary index on image_b and gains an append-only
+-- staging table (dedup_edges_found), and lvd-dedup records every searched pool image's nearest neighbour
+-- (dedup_nearest), whatever its similarity.
 --
 -- Nothing looks edges up by their larger image: lvd-dedup reads a model's edges by the primary key
 -- (model_id, image_a, image_b) and lvd-audit reads components and decisions. The index cost one random B-tree
 -- insert per edge: at 1,000,000 pool images with ~13 edges each it doubled the pages every search transaction
 -- dirtied (benchmarks/RESULTS.md, "Edge-heavy variant").
 DROP INDEX IF EXISTS dedup_edges_b;
+
+-- k-NN edges that a search found but has not yet moved into dedup_edges. Each search batch appends its edges
+-- here in the transaction that marks its queries searched, so the search writes only new pages (dedup_edges,
+-- keyed by (image_a, image_b), would take each batch's edges at positions all over the B-tree). When the search
+-- ends, or at the start of the next run if it was killed first, the rows are sorted and moved into dedup_edges
+-- in one transaction, each pair once, and deleted here. Empty between runs. A part file (--part) folds its own
+-- rows; --merge also takes any a part left behind.
+CREATE TABLE dedup_edges_found (
+    model_id INTEGER NOT NULL,  -- models.id of catalog.db
+    image_a  INTEGER NOT NULL,  -- the smaller image id of the pair
+    image_b  INTEGER NOT NULL,  -- the larger image id
+    sim      REAL NOT NULL      -- their cosine (> threshold), as dedup_edges.sim; a pair found from both sides
+                                -- in two batches appears twice with the same value
+);
 
 -- The nearest neighbour of every pool image lvd-dedup searched, in the pool and in each benchmark collection,
 -- recorded whether or not it is above the thresholds (dedup_edges and dedup_benchmark_matches hold only the

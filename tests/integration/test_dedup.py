@@ -438,6 +438,54 @@ class ControlledTest(WorkTestCase):
             self.assertEqual(sorted(con.execute("SELECT * FROM dedup_decisions WHERE image_id IN (%s)" % ",".join(
                 str(ids["s%d.png" % i]) for i in range(6)))), singles)
 
+    def unfold(self, path):
+        """Puts the catalog at `path` where a search killed after its last committed batch, before folding,
+        leaves it: its k-NN edges staged in dedup_edges_found (each twice, as if found from both sides) and
+        nothing decided. Returns the number of edges moved."""
+        con = sqlite3.connect(path)
+        with con:
+            n = con.execute("SELECT count(*) FROM dedup_edges WHERE kind = 'knn'").fetchone()[0]
+            for _ in range(2):
+                con.execute("INSERT INTO dedup_edges_found SELECT model_id, image_a, image_b, sim FROM dedup_edges"
+                            " WHERE kind = 'knn'")
+            for t in ("dedup_edges", "dedup_decisions", "dedup_components", "dedup_runs"):
+                con.execute("DELETE FROM %s" % t)
+        con.close()
+        return n
+
+    def test_staged_edges_are_folded_on_rerun(self):
+        """Edges staged by a search that was killed before moving them into dedup_edges are moved by the next
+        run (which has nothing left to search), and the result equals a clean run; likewise for a part file
+        whose staged edges reach --merge."""
+        clean = os.path.join(self.tmp, "clean")
+        shutil.copytree(self.full, clean)
+        dedup(clean)
+        w = self.copy_full()
+        dedup(w)
+        n = self.unfold(os.path.join(w, "catalog.db"))
+        self.assertGreater(n, 0)
+        _, s = dedup(w)
+        self.assertEqual(s["searched"], 0)
+        self.assertEqual(s["edges_found"], n)
+        self.assertEqual(state(w), state(clean))
+        with db(w) as con:
+            self.assertEqual(con.execute("SELECT count(*) FROM dedup_edges_found").fetchone()[0], 0)
+        # A part file with staged edges: --merge moves them.
+        w2 = os.path.join(self.tmp, "parts")
+        shutil.copytree(self.full, w2)
+        for i in range(2):
+            run("lvd-dedup", "--work", w2, "--model", MODEL, "--part", "%d/2" % i)
+        part = os.path.join(w2, "parts", "dedup-0-of-2.db")
+        con = sqlite3.connect(part)
+        with con:
+            staged = con.execute("SELECT count(*) FROM dedup_edges").fetchone()[0]
+            con.execute("INSERT INTO dedup_edges_found SELECT model_id, image_a, image_b, sim FROM dedup_edges")
+            con.execute("DELETE FROM dedup_edges")
+        con.close()
+        self.assertGreater(staged, 0)
+        dedup(w2, "--merge")
+        self.assertEqual(state(w2), state(clean))
+
     def test_parts_equal_one_part(self):
         w = self.copy_full()
         for i in range(2):
