@@ -183,8 +183,9 @@ int main(int argc, char **argv)
         goto out;
     stage_opened = 1;
     /* A larger page cache than SQLite's 2 MB default: edge inserts and the decisions of a million-image pool
-     * touch hundreds of MB of B-tree pages (allocated only as used). */
-    if (catalog_exec(x->st.cat, "PRAGMA cache_size = -262144") != 0)
+     * touch hundreds of MB of B-tree pages (allocated only as used). A second sorter thread for the ORDER BY
+     * that moves the staged edges (3.7 -> 3.1 s for 1.3M edges). */
+    if (catalog_exec(x->st.cat, "PRAGMA cache_size = -262144; PRAGMA threads = 2") != 0)
         goto out;
     catalog *src = parted ? x->st.main_ro : x->st.cat;
     if (!src) {

@@ -32,6 +32,7 @@ from lvdtest import WorkTestCase, db, exe, read_image_bytes, run
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "scripts"))
 import fixtures  # noqa: E402
+import pixel_embed  # noqa: E402  (the demo's copy descriptor, for the real-image test)
 
 DIM = 48
 MODEL = "m"
@@ -660,15 +661,20 @@ def working_image(work, con, image_id):
 
 
 def pixel_embedding(img):
-    """16x16 grayscale of the working image, made flip-invariant, mean-centred, L2-normalised."""
-    a = np.asarray(img.resize((16, 16), Image.BILINEAR), np.float64)
-    a = (a + a[:, ::-1]).ravel()
-    return unit(a - a.mean())
+    """The copy descriptor of scripts/pixel_embed.py (the demo's): gradient-orientation histograms of 8 nested
+    centre views (zoom-tolerant: a 90% centre crop shares 7 of them), mirror-symmetrised, normalised per view
+    (brightness and contrast), summed, square-rooted, L2-normalised. Its docstring says why each step."""
+    return pixel_embed.descriptor(img)
 
 
 class RealImagesTest(WorkTestCase):
     N, NEAR, EXACT, NBENCH, NPLANT = 300, 60, 5, 30, 8
-    THR = 0.99
+    # Measured over 7 draws of this fixture (this one and pool seeds 6-11): near copies have cosine >= 0.996
+    # with their originals but for a few 90% crops (down to 0.9944), distinct pictures < 0.996 but for 3 pairs
+    # of near-identical Fashion-MNIST trousers (up to 0.998): the pool threshold sits between them. Against the
+    # benchmark, planted copies score >= 0.995 but one crop (0.9947), other pool pictures <= 0.9948. On this
+    # draw: copies >= 0.9961, distinct pictures <= 0.9948; planted >= 0.997, others <= 0.990.
+    THR, BTHR = 0.996, 0.995
 
     @classmethod
     def setUpClass(cls):
@@ -720,7 +726,7 @@ class RealImagesTest(WorkTestCase):
         shutil.rmtree(cls.base, ignore_errors=True)
 
     def args(self):
-        return ("--threshold", str(self.THR), "--benchmark-threshold", str(self.THR))
+        return ("--threshold", str(self.THR), "--benchmark-threshold", str(self.BTHR))
 
     def test_precision_recall(self):
         shutil.copytree(self.work0, self.work)
@@ -749,22 +755,27 @@ class RealImagesTest(WorkTestCase):
         planted = {self.iid[n] for n in self.planted} | {self.iid["anchor.png"]}
         brec = len(bench_removed & planted) / len(planted)
         bprec = len(bench_removed & planted) / max(1, len(bench_removed))
-        print("\n# dedup on Fashion-MNIST pixel embeddings (threshold %.2f): pairs precision %.3f recall %.3f; "
-              "removals precision %.3f recall %.3f; benchmark removals precision %.3f recall %.3f" %
-              (self.THR, precision, recall, rprec, rrec, bprec, brec), file=sys.stderr)
-        # Measured: pairs precision 0.770 recall 0.783, removals precision 0.904 recall 0.783, benchmark
-        # precision 1.0 recall 0.778. The misses are crop90 copies (a 10% zoom moves pixels), the false pairs are
-        # Fashion-MNIST pictures that are near-identical in pixel space; a pixel descriptor separates no better.
-        self.assertGreaterEqual(recall, 0.72)
-        self.assertGreaterEqual(precision, 0.7)
-        self.assertGreaterEqual(rrec, 0.72)
-        self.assertGreaterEqual(rprec, 0.85)
-        self.assertGreaterEqual(brec, 0.7)
-        self.assertGreaterEqual(bprec, 0.9)
-        # Copies that only change encoding, size or orientation are all found (brightness x1.15 clips some
-        # pixels and a few such copies fall just below 0.99).
+        print("\n# dedup on Fashion-MNIST pixel embeddings (threshold %g, benchmark %g): pairs precision %.3f "
+              "recall %.3f; removals precision %.3f recall %.3f; benchmark removals precision %.3f recall %.3f" %
+              (self.THR, self.BTHR, precision, recall, rprec, rrec, bprec, brec), file=sys.stderr)
+        # Measured on this draw: 1.000 for all six (pairs, removals, benchmark removals; precision and recall).
+        # Over 6 other draws of the fixture (pool seeds 6-11, other benchmark pictures) the lowest were: pairs
+        # precision 0.967 recall 0.983, removals precision 0.983 recall 0.983, benchmark precision 1.0 recall
+        # 0.889 (one 90% crop at 0.9947). The misses are 90% crops, the false pairs near-identical trousers.
+        # The bounds are those lows less ~0.03, so a libjpeg/libwebp build that writes other bytes still passes;
+        # the former 16x16-pixel descriptor (0.770 / 0.783 pairs, 0.778 benchmark recall here: it lost every
+        # 90% crop) fails them.
+        self.assertGreaterEqual(recall, 0.95)
+        self.assertGreaterEqual(precision, 0.93)
+        self.assertGreaterEqual(rrec, 0.95)
+        self.assertGreaterEqual(rprec, 0.95)
+        self.assertGreaterEqual(brec, 0.85)
+        self.assertGreaterEqual(bprec, 0.97)
+        # Copies that change encoding, size, orientation or brightness (x1.15, clipping the light background) are
+        # all found: >= 0.9967 from their originals over the 7 draws (>= 0.998 but for JPEG q60). The 90% crops
+        # are the ones that straddle the threshold, counted by the recall bounds.
         for p in self.pool:
-            if p["kind"] == "near_dup" and p["transform"] in ("jpeg_q60", "resize90", "hflip"):
+            if p["kind"] == "near_dup" and p["transform"] in ("jpeg_q60", "resize90", "hflip", "bright15"):
                 self.assertEqual(dec[self.iid[p["name"]]][1], dec[self.iid[p["dup_of"]]][1], p["name"])
 
     def kill_mid_search(self, w, at_least):
