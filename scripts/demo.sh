@@ -69,18 +69,20 @@ build/lvd-import --work "$work" --collection fmnist-t10k --role benchmark --dir 
 build/lvd-import --work "$work" --collection planted --role pool --dir "$dir/planted"
 build/lvd-decode --work "$work" --size 256
 build/lvd-embed --work "$work" --model "$model" --name vit_pico_random
-echo "== dedup embeds with a pixel-space descriptor (scripts/pixel_embed.py: 16x16 grayscale, flip-invariant),"
+echo "== dedup embeds with a pixel-space copy descriptor (scripts/pixel_embed.py: gradient-orientation histograms"
+echo "   of 8 nested centre views; tolerates re-encoding, resizing, mirroring, brightness and 90% centre crops),"
 echo "   imported with lvd-embed --import: the random ViT above puts every picture near every other, so its"
 echo "   similarities would join the whole pool. With a DINOv2 or copy-detection checkpoint, use DINOv2's"
-echo "   thresholds (0.6 within the pool, 0.45 against benchmarks); this descriptor needs 0.995."
+echo "   thresholds (0.6 within the pool, 0.45 against benchmarks); this descriptor needs 0.996: copies score"
+echo "   above it, distinct pictures below but for a few near-identical Fashion-MNIST pictures."
 for c in pool planted fmnist-t10k; do
     $py scripts/pixel_embed.py "$work" "$c" "$dir/pixels-$c.npy" "$dir/pixels-$c.txt" >/dev/null
     build/lvd-embed --work "$work" --collection "$c" --import "$dir/pixels-$c.npy" --keys "$dir/pixels-$c.txt" \
-        --name pixels16
+        --name pixel-hog
 done
-build/lvd-dedup --work "$work" --model pixels16 --threshold 0.995 --benchmark-threshold 0.995 --json
+build/lvd-dedup --work "$work" --model pixel-hog --threshold 0.996 --benchmark-threshold 0.996 --json
 echo "== rerunning lvd-dedup: nothing new"
-build/lvd-dedup --work "$work" --model pixels16 --threshold 0.995 --benchmark-threshold 0.995
+build/lvd-dedup --work "$work" --model pixel-hog --threshold 0.996 --benchmark-threshold 0.996
 if [ -x build/lvd-audit ]; then
     build/lvd-audit --work "$work" --html "$work/reports/audit"
     echo "== audit report: $work/reports/audit/index.html"
