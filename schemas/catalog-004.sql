@@ -10,10 +10,10 @@ DROP INDEX IF EXISTS dedup_edges_b;
 
 -- k-NN edges that a search found but has not yet moved into dedup_edges. Each search batch appends its edges
 -- here in the transaction that marks its queries searched, so the search writes only new pages (dedup_edges,
--- keyed by (image_a, image_b), would take each batch's edges at positions all over the B-tree). When the search
--- ends, or at the start of the next run if it was killed first, the rows are sorted and moved into dedup_edges
--- in one transaction, each pair once, and deleted here. Empty between runs. A part file (--part) folds its own
--- rows; --merge also takes any a part left behind.
+-- keyed by (image_a, image_b), would take each batch's edges at positions all over the B-tree). When a run's
+-- search ends (and before it decides anything), the rows are sorted and moved into dedup_edges in one
+-- transaction, each pair once, and deleted here; a killed run's rows wait for the next run's move. Empty
+-- between completed runs. A part file (--part) moves its own rows; --merge also takes any a part left behind.
 CREATE TABLE dedup_edges_found (
     model_id INTEGER NOT NULL,  -- models.id of catalog.db
     image_a  INTEGER NOT NULL,  -- the smaller image id of the pair
