@@ -195,12 +195,15 @@ static int upsert_nearest(dedup_ctx *x, int64_t image, int64_t coll, int64_t nea
 }
 
 /* The pool's nearest neighbours in memory, position-indexed like x->pool: sim (-INFINITY: none known), the
- * neighbour's image id, and a flag for rows to write at the end of the batch. older: pool images searched
- * before this run (decided, or searched by an earlier attempt), whose rows a query may improve. */
+ * neighbour's image id, and a flag for rows to write at the end of the batch, whose positions are listed in
+ * changed[0..nchanged) (so a batch writes and clears only what it touched, not the whole pool). older: pool
+ * images searched before this run (decided, or searched by an earlier attempt), whose rows a query may
+ * improve. */
 typedef struct nearest_mem {
     double *sim;
     int64_t *id;
     uint8_t *dirty, *older;
+    int64_t *changed, nchanged;
 } nearest_mem;
 
 static void nearest_free(nearest_mem *m)
@@ -209,18 +212,28 @@ static void nearest_free(nearest_mem *m)
     free(m->id);
     free(m->dirty);
     free(m->older);
+    free(m->changed);
 }
 
-/* Allocates m and reads the stored pool rows of the older images (from catalog.db, read-only in a
- * partitioned run: the part file holds only its own searches). */
-static int nearest_init(dedup_ctx *x, nearest_mem *m)
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Allocates m (a batch touches at most per_batch positions) and reads the stored pool rows of the older
+ * images (from catalog.db, read-only in a partitioned run: the part file holds only its own searches). */
+static int nearest_init(dedup_ctx *x, nearest_mem *m, int64_t per_batch)
 {
     int64_t n = x->pool.n > 0 ? x->pool.n : 1;
+    if (per_batch > n)
+        per_batch = n;
     m->sim = malloc((size_t)n * sizeof *m->sim);
     m->id = malloc((size_t)n * sizeof *m->id);
     m->dirty = calloc((size_t)n, 1);
     m->older = calloc((size_t)n, 1);
-    if (!m->sim || !m->id || !m->dirty || !m->older)
+    m->changed = malloc((size_t)per_batch * sizeof *m->changed);
+    if (!m->sim || !m->id || !m->dirty || !m->older || !m->changed)
         return lvd_fail("out of memory for the nearest neighbours of %" PRId64 " pool images", n);
     int64_t nolder = 0;
     for (int64_t i = 0; i < x->pool.n; i++) {
@@ -258,6 +271,19 @@ static int nearest_better(const nearest_mem *m, int64_t i, double sim, int64_t i
     return sim > m->sim[i] || (sim == m->sim[i] && id < m->id[i]);
 }
 
+/* Records (sim, id) as the nearest neighbour known at pool position i when it is better. */
+static void nearest_offer(nearest_mem *m, int64_t i, double sim, int64_t id)
+{
+    if (!nearest_better(m, i, sim, id))
+        return;
+    m->sim[i] = sim;
+    m->id[i] = id;
+    if (!m->dirty[i]) {
+        m->dirty[i] = 1;
+        m->changed[m->nchanged++] = i;
+    }
+}
+
 static int mark_searched(dedup_ctx *x, int64_t image)
 {
     sqlite3_stmt *st = catalog_stmt(x->st.cat, "INSERT OR REPLACE INTO dedup_searched(model_id, image_id, fingerprint) "
@@ -290,7 +316,7 @@ int dedup_search(dedup_ctx *x, int64_t nq)
         lvd_fail("out of memory for search batches of %" PRId64 " queries", bs);
         goto out;
     }
-    if (nearest_init(x, &nm) != 0)
+    if (nearest_init(x, &nm, bs * ((int64_t)kk + 1)) != 0) /* queries + older images they improve */
         goto out;
     double t0 = progress_now();
     if (build_index(x, &x->pool, x->p.exact_max, &pix) != 0)
@@ -346,26 +372,21 @@ int dedup_search(dedup_ctx *x, int64_t nq)
                 /* Lower image id first, so both directions sum the same products in the same order. */
                 int64_t o = x->pool.v[id].id;
                 double s = me->id < o ? vf_dot(qv, v, d) : vf_dot(v, qv, d);
-                if (near && nearest_better(&nm, qi[i], s, o)) {
-                    nm.sim[qi[i]] = s;
-                    nm.id[qi[i]] = o;
-                    nm.dirty[qi[i]] = 1;
-                }
-                if (older && nearest_better(&nm, id, s, me->id)) {
-                    nm.sim[id] = s;
-                    nm.id[id] = me->id;
-                    nm.dirty[id] = 1;
-                }
+                if (near)
+                    nearest_offer(&nm, qi[i], s, o);
+                if (older)
+                    nearest_offer(&nm, id, s, me->id);
                 if (s > x->p.threshold)
                     fe[nfe++] = (found_edge){.a = me->id < o ? me->id : o, .b = me->id < o ? o : me->id, .sim = s};
             }
         }
         if (insert_edges(x, fe, nfe) != 0)
             goto fail_tx;
-        /* Pool rows: the queries' own, and the older images this batch improved, in image id order. */
-        for (int64_t i = 0; i < x->pool.n; i++) {
-            if (!nm.dirty[i])
-                continue;
+        /* Pool rows: the queries' own, and the older images this batch improved, in image id order (pool
+         * positions are in id order). */
+        qsort(nm.changed, (size_t)nm.nchanged, sizeof *nm.changed, cmp_i64);
+        for (int64_t c = 0; c < nm.nchanged; c++) {
+            int64_t i = nm.changed[c];
             int changed = 0;
             if (upsert_nearest(x, x->pool.v[i].id, 0, nm.id[i], nm.sim[i], &changed) != 0)
                 goto fail_tx;
@@ -422,7 +443,9 @@ int dedup_search(dedup_ctx *x, int64_t nq)
         }
         if (catalog_commit(x->st.cat) != 0)
             goto fail_tx;
-        memset(nm.dirty, 0, (size_t)x->pool.n);
+        for (int64_t c = 0; c < nm.nchanged; c++)
+            nm.dirty[nm.changed[c]] = 0;
+        nm.nchanged = 0;
         x->searched += n;
         progress_update(&prog, (uint64_t)x->searched, 0);
     }
