@@ -2,7 +2,7 @@
  *
  * Read-only: the catalog is opened with CATALOG_READONLY (never created, migrated or locked for writing), and
  * every query runs inside one read transaction, so an audit taken while lvd-dedup commits sees one consistent
- * state. The report is built once (audit_report.h); --json prints it, the text summary and the HTML page are
+ * state. The report is built once (report.h); --json prints it, the text summary and the HTML page are
  * rendered from it, and --csv streams every removal from the same catalog.
  */
 #include <cjson/cJSON.h>
@@ -15,8 +15,8 @@
 #include <sys/stat.h>
 
 #include "atomic_file.h"
-#include "audit_html.h"
-#include "audit_report.h"
+#include "page.h"
+#include "report.h"
 #include "catalog.h"
 #include "cli.h"
 #include "opts.h"

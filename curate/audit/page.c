@@ -1,5 +1,5 @@
-/* audit_html.c — the audit page: report sections, side-by-side pairs, inline SVG histograms, thumbnails. */
-#include "audit_html.h"
+/* page.c — the audit page: report sections, side-by-side pairs, inline SVG histograms, thumbnails. */
+#include "page.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 
 #include "atomic_file.h"
-#include "audit_report.h"
-#include "audit_thumb.h"
+#include "report.h"
+#include "thumb.h"
 #include "err.h"
 #include "html.h"
 #include "log.h"

@@ -1,4 +1,4 @@
-/* audit_html.h — the dedup audit as one self-contained HTML page, for a person to scroll through and judge
+/* page.h — the dedup audit as one self-contained HTML page, for a person to scroll through and judge
  * the thresholds.
  *
  * Writes DIR/index.html and DIR/thumbs/<first 16 hex digits of the image's SHA-256>.<jpg|png|webp>: the
@@ -14,7 +14,7 @@
  * similarity to the kept image, the same <div class="nearest"> for the nearest other pool image, the components
  * with the weakest links, the largest components, and the pairs
  * "removed duplicate | the image its edge joins"). Every pair is a <div class="pair" data-sim="..."> holding
- * one <figure> per image; lists are sorted by similarity as in the report (audit_report.h).
+ * one <figure> per image; lists are sorted by similarity as in the report (report.h).
  */
 #ifndef LVD_AUDIT_HTML_H
 #define LVD_AUDIT_HTML_H

@@ -1,5 +1,5 @@
-/* audit_report.c — the dedup audit report, built from SELECTs over the schema-3 dedup tables. */
-#include "audit_report.h"
+/* report.c — the dedup audit report, built from SELECTs over the schema-3 dedup tables. */
+#include "report.h"
 
 #include <inttypes.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-/* audit_report.h — what lvd-dedup removed and why, read from the catalog (schema 3, catalog-003.sql, and the
+/* report.h — what lvd-dedup removed and why, read from the catalog (schema 3, catalog-003.sql, and the
  * nearest neighbours of schema 4, catalog-004.sql).
  *
  * Read-only: every function only runs SELECTs, so it works on a catalog opened with CATALOG_READONLY while a

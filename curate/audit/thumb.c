@@ -1,5 +1,5 @@
-/* audit_thumb.c — thumbnails: copy when small enough, else decode, shrink and re-encode as JPEG. */
-#include "audit_thumb.h"
+/* thumb.c — thumbnails: copy when small enough, else decode, shrink and re-encode as JPEG. */
+#include "thumb.h"
 
 #include <stdlib.h>
 #include <string.h>

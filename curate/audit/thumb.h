@@ -1,4 +1,4 @@
-/* audit_thumb.h — small thumbnails of working images for the audit page.
+/* thumb.h — small thumbnails of working images for the audit page.
  *
  * Working images are already JPEG or WebP (lvd-decode re-encodes them), usually a few hundred pixels on a
  * side. A thumbnail is those bytes unchanged when the image already fits, else the image decoded (JPEG at a

@@ -1,12 +1,12 @@
-/* dedup_decide.c — components and decisions of lvd-dedup from the stored edges, and the summary (see
- * dedup_decide.h). */
-#include "dedup_decide.h"
+/* decide.c — components and decisions of lvd-dedup from the stored edges, and the summary (see
+ * decide.h). */
+#include "decide.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "dedup_graph.h"
+#include "graph.h"
 #include "err.h"
 #include "log.h"
 

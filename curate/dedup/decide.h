@@ -1,6 +1,6 @@
-/* dedup_decide.h — the decide phase of lvd-dedup and its summary. Runs in one-part runs, and in --merge after
+/* decide.h — the decide phase of lvd-dedup and its summary. Runs in one-part runs, and in --merge after
  * the parts are folded in: union-find over the stored edges of every decided or searched image, plus pHash
- * pairs when asked (dedup_graph.h computes the components and decisions); components that hold a newly
+ * pairs when asked (graph.h computes the components and decisions); components that hold a newly
  * searched image get their component and decision rows (re)written in one transaction. Components without a
  * new image are left as they are: recomputing them would give the same rows. Every decision is recorded with
  * its evidence (catalog-003.sql: dedup_decisions, dedup_components, dedup_runs).
@@ -11,7 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "catalog.h"
-#include "dedup_run.h"
+#include "run.h"
 
 /* Decides the pool images of x->pool that are searched but not decided (none: does nothing, returns 0),
  * from the edges and benchmark matches of the model in c (the run's catalog), and writes the dedup_runs row of

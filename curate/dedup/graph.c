@@ -1,6 +1,6 @@
-/* dedup_graph.c — components, spanning-forest weakest links, kept images, benchmark removals, pHash pairs
- * (see dedup_graph.h). */
-#include "dedup_graph.h"
+/* graph.c — components, spanning-forest weakest links, kept images, benchmark removals, pHash pairs
+ * (see graph.h). */
+#include "graph.h"
 
 #include <stdlib.h>
 #include <string.h>

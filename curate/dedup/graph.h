@@ -1,4 +1,4 @@
-/* dedup_graph.h — the decisions of near-duplicate removal, computed from a similarity graph: connected
+/* graph.h — the decisions of near-duplicate removal, computed from a similarity graph: connected
  * components, the maximum spanning forest's weakest link per component, one kept image per component, and
  * benchmark removals. Pure computation over int32 node indices (no I/O); lvd-dedup feeds it from the catalog.
  *

@@ -1,12 +1,12 @@
 /* lvd-dedup — removes near-duplicates inside the pool and pool images that are near-duplicates of benchmark
  * images, with the embeddings of one model, and records every decision with its evidence (catalog-003.sql).
  *
- * Two phases, over the run state of dedup_run.h (the model, benchmarks and pool loaded by dedup_pool.h):
- *   search  (dedup_search.h) every pool image without a decision (and not searched yet with these parameters)
+ * Two phases, over the run state of run.h (the model, benchmarks and pool loaded by pool.h):
+ *   search  (search.h) every pool image without a decision (and not searched yet with these parameters)
  *           queries a k-NN index of the pool and one per benchmark collection; the pairs above the thresholds
  *           are stored one transaction per batch, so a killed run resumes where it stopped. A partitioned run
  *           (--part I/N) searches its share of the images (by SHA-256) into its part file.
- *   decide  (dedup_decide.h; one-part runs, and --merge after folding the parts) components over the stored
+ *   decide  (decide.h; one-part runs, and --merge after folding the parts) components over the stored
  *           edges, plus pHash pairs when asked; components that hold a newly searched image get their rows
  *           (re)written in one transaction.
  * Parameters are fingerprinted (dedup_pool_make_params): existing rows of the model made with others are an
@@ -19,11 +19,11 @@
 
 #include "catalog.h"
 #include "cli.h"
-#include "dedup_decide.h"
-#include "dedup_graph.h"
-#include "dedup_pool.h"
-#include "dedup_run.h"
-#include "dedup_search.h"
+#include "decide.h"
+#include "graph.h"
+#include "pool.h"
+#include "run.h"
+#include "search.h"
 #include "opts.h"
 #include "stage.h"
 

@@ -1,6 +1,6 @@
-/* dedup_pool.c — the model, benchmarks, pool and parameters of an lvd-dedup run, from the catalog (see
- * dedup_pool.h). */
-#include "dedup_pool.h"
+/* pool.c — the model, benchmarks, pool and parameters of an lvd-dedup run, from the catalog (see
+ * pool.h). */
+#include "pool.h"
 
 #include <inttypes.h>
 #include <stdio.h>

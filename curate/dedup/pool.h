@@ -1,5 +1,5 @@
-/* dedup_pool.h — what an lvd-dedup run reads from the catalog before it searches: the model, the benchmark
- * collections and the pool, each image with the file and row of its embedding (mapped into x->vf, dedup_vec.h);
+/* pool.h — what an lvd-dedup run reads from the catalog before it searches: the model, the benchmark
+ * collections and the pool, each image with the file and row of its embedding (mapped into x->vf, vec.h);
  * the run's parameters and their fingerprint; and the check that the model's existing dedup rows were made
  * with the same parameters (or their removal, with --force).
  *
@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "catalog.h"
-#include "dedup_run.h"
+#include "run.h"
 
 /* The model row of x->p.model in c: sets x->model_id, x->model_sha and x->dim. No such model is an error
  * that says to embed the pool first. 0 or -1. */

@@ -1,5 +1,5 @@
-/* dedup_run.c — the item lists, vector access and error text of an lvd-dedup run (see dedup_run.h). */
-#include "dedup_run.h"
+/* run.c — the item lists, vector access and error text of an lvd-dedup run (see run.h). */
+#include "run.h"
 
 #include <inttypes.h>
 #include <stdlib.h>

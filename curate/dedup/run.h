@@ -1,10 +1,10 @@
-/* dedup_run.h — the state one lvd-dedup run shares between its modules: the parameters, the pool and benchmark
- * images with an embedding of the model (dedup_pool.h loads them), the run's stage and mapped embedding files,
- * and the counts of the summary. dedup_search.h and dedup_decide.h work on it; the executable owns it.
+/* run.h — the state one lvd-dedup run shares between its modules: the parameters, the pool and benchmark
+ * images with an embedding of the model (pool.h loads them), the run's stage and mapped embedding files,
+ * and the counts of the summary. search.h and decide.h work on it; the executable owns it.
  *
  * Images are identified by their images.id; item lists are sorted by id, so a lookup is a binary search and a
- * pool list's positions number its images in increasing id (what dedup_graph.h's nodes need). An item's vector
- * is row `row` of mapped file `file` of the run's vec_files set (dedup_vec.h): nothing is copied.
+ * pool list's positions number its images in increasing id (what graph.h's nodes need). An item's vector
+ * is row `row` of mapped file `file` of the run's vec_files set (vec.h): nothing is copied.
  */
 #ifndef LVD_DEDUP_RUN_H
 #define LVD_DEDUP_RUN_H
@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "catalog.h"
-#include "dedup_vec.h"
+#include "vec.h"
 #include "stage.h"
 
 #define DEDUP_MAX_BENCH 256 /* benchmark collections one run handles (x->b has room for this many) */

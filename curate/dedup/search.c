@@ -1,11 +1,11 @@
-/* dedup_search.c — the k-NN search phase of lvd-dedup (see dedup_search.h).
+/* search.c — the k-NN search phase of lvd-dedup (see search.h).
  *
  * Besides the pairs above the thresholds, every query records its nearest neighbour in the pool and in each
  * benchmark (dedup_nearest, catalog-004.sql) whatever the similarity, in the same transaction: the candidates
  * within SIM_SLACK of the best FAISS similarity get the exact value (as edges do) and the most similar wins
  * (ties: smaller image id). A query that finds an older pool image (searched before this run) more similar
  * than that image's stored neighbour moves the older image's row to it. */
-#include "dedup_search.h"
+#include "search.h"
 
 #include <inttypes.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-/* dedup_search.h — the search phase of lvd-dedup: every pool image flagged query (dedup_pool_select_queries)
+/* search.h — the search phase of lvd-dedup: every pool image flagged query (dedup_pool_select_queries)
  * queries the index of all pool embeddings (k + 1 neighbours, itself dropped) and one index per benchmark
  * collection (k neighbours). Pairs above the thresholds are stored (dedup_edges, dedup_benchmark_matches) with
  * the image's dedup_searched row, one transaction per batch of queries, so a killed run resumes where it
@@ -17,7 +17,7 @@
 
 #include <stdint.h>
 
-#include "dedup_run.h"
+#include "run.h"
 
 /* Searches every pool image flagged query (nq of them) and writes to x->st.cat: edges with cosine above
  * x->p.threshold (to dedup_edges_found, then folded as by dedup_search_fold), benchmark matches above

@@ -1,5 +1,5 @@
-/* dedup_vec.c — memory-mapped .npy embedding files (see dedup_vec.h). */
-#include "dedup_vec.h"
+/* vec.c — memory-mapped .npy embedding files (see vec.h). */
+#include "vec.h"
 
 #include <errno.h>
 #include <fcntl.h>

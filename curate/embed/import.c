@@ -1,5 +1,5 @@
-/* embed_import.c — embeddings computed elsewhere into the embedding store (see embed_import.h). */
-#include "embed_import.h"
+/* import.c — embeddings computed elsewhere into the embedding store (see import.h). */
+#include "import.h"
 
 #include <inttypes.h>
 #include <math.h>

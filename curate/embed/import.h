@@ -1,4 +1,4 @@
-/* embed_import.h — imports embeddings computed elsewhere into the embedding store (lvd-embed --import).
+/* import.h — imports embeddings computed elsewhere into the embedding store (lvd-embed --import).
  *
  * Input: a (rows, dim) float16/float32 .npy file and a key file whose line i (one key per line, '\n' or "\r\n",
  * no empty lines) is the key of row i among the members of one collection. Every key must be a member of the
@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-#include "embed_store.h"
+#include "vectors.h"
 
 #define EMBED_IMPORT_NORM_TOL 1e-3 /* |norm - 1| above this counts as "not normalised" */
 

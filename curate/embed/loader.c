@@ -1,5 +1,5 @@
-/* embed_loader.c — the double-buffered batch loader of lvd-embed (see embed_loader.h). */
-#include "embed_loader.h"
+/* loader.c — the double-buffered batch loader of lvd-embed (see loader.h). */
+#include "loader.h"
 
 #include <inttypes.h>
 #include <stdio.h>

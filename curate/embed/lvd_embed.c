@@ -3,12 +3,12 @@
  * (model, image) to (file, row). Or imports embeddings computed elsewhere (--import).
  *
  * Pipeline: the main thread selects the next batch of images from the catalog and hands it to the loader
- * thread (embed_loader.h), which reads, decodes and preprocesses it (with a few helper threads) while the main
+ * thread (loader.h), which reads, decodes and preprocesses it (with a few helper threads) while the main
  * thread runs the previous batch through the ViT: two input buffers, double buffering. Rows go to the
- * embedding store (embed_store.h), which writes each file whole before committing its catalog rows and keeps
+ * embedding store (vectors.h), which writes each file whole before committing its catalog rows and keeps
  * the identity of every model name.
  *
- * --import (embed_import.h) adds one file's rows for one collection per run; a name created by --import
+ * --import (import.h) adds one file's rows for one collection per run; a name created by --import
  * collects the rows of any number of such runs (pool and benchmark collections under one model name, as
  * lvd-dedup needs) and keeps the identity of its first file (embed_import_register).
  */
@@ -21,9 +21,9 @@
 
 #include "catalog.h"
 #include "cli.h"
-#include "embed_import.h"
-#include "embed_loader.h"
-#include "embed_store.h"
+#include "import.h"
+#include "loader.h"
+#include "vectors.h"
 #include "opts.h"
 #include "progress.h"
 #include "sha256.h"

@@ -1,5 +1,5 @@
-/* embed_store.c — embedding files and their catalog rows, model names and identities (see embed_store.h). */
-#include "embed_store.h"
+/* vectors.c — embedding files and their catalog rows, model names and identities (see vectors.h). */
+#include "vectors.h"
 
 #include <inttypes.h>
 #include <math.h>

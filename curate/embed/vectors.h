@@ -1,4 +1,4 @@
-/* embed_store.h — where the embeddings of a model live, and the identity a model name stands for.
+/* vectors.h — where the embeddings of a model live, and the identity a model name stands for.
  *
  * Files: WORK/embeddings/<name>/<collection>/part-NNNNNN.npy (partitioned runs: part-pIofN-NNNNNN.npy), each a
  * C-order (rows, dim) float16 or float32 array of L2-normalised rows. Catalog: one `models` row per name

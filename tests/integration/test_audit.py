@@ -290,7 +290,7 @@ class Catalog:
 
 def hist_bins(lo_value, t):
     """The bin edges lvd-audit documents for a histogram of values >= lo_value around threshold t
-    (audit_report.h, audit_hist_bins)."""
+    (curate/audit/report.h, audit_hist_bins)."""
     lo = min(lo_value, t)
     lo = -1.0 if not math.isfinite(lo) or lo < -1.0 else min(lo, 0.99)
     for w in (0.01, 0.02, 0.025, 0.05, 0.1, 0.2):

@@ -837,7 +837,7 @@ class RealImagesTest(WorkTestCase):
 
 
 def phash_py(img):
-    """imagehash.phash (hash_size 8, highfreq_factor 4) in numpy, as common/phash.h defines it: luma, 32x32
+    """imagehash.phash (hash_size 8, highfreq_factor 4) in numpy, as curate/decode/phash.h defines it: luma, 32x32
     antialiased resize, 2-D DCT-II, top-left 8x8 against their median, first coefficient the top bit. Another
     resampler than lvd's, so a few bits may differ: it checks that a stored pHash belongs to its picture."""
     a = np.asarray(img.convert("L").resize((32, 32), Image.LANCZOS), np.float64)
@@ -852,7 +852,7 @@ def hamming(a, b):
 
 
 def phash_pairs(hashes, dist):
-    """The pHash edges lvd-dedup stores, as dedup_graph.h specifies them, from {image id: pHash}: images with
+    """The pHash edges lvd-dedup stores, as curate/dedup/graph.h specifies them, from {image id: pHash}: images with
     equal hashes chained in id order (distance 0), and two distinct hash values within dist joined once,
     between the lowest image ids holding them. {(a, b): distance}, a < b."""
     groups = {}
@@ -880,7 +880,7 @@ class PHashTest(WorkTestCase):
     decode it: no pHash) has an embedding and must never be joined by pHash. The expected edges, components and
     decisions are computed here from the stored pHashes and embedding rows.
 
-    Stored pHash edges follow dedup_graph.h (equal hashes chained, distinct hashes joined between their lowest
+    Stored pHash edges follow curate/dedup/graph.h (equal hashes chained, distinct hashes joined between their lowest
     ids), so components are checked against every pair within the distance, while the spanning-forest fields
     (weakest_*, strongest_sim, edge_*) are checked against the stored edges: with equal hashes these can be
     weaker than over every pair (o2, q2, c2 share a hash here)."""

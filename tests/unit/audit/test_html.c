@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "audit_report.h"
-#include "audit_thumb.h"
+#include "audit/report.h"
+#include "audit/thumb.h"
 #include "err.h"
-#include "html.h"
+#include "audit/html.h"
 #include "image.h"
 
 /* html_text(s) written to a memory stream; returns the malloc'ed text. */

@@ -20,7 +20,7 @@
 
 #include "err.h"
 #include "image.h"
-#include "phash.h"
+#include "decode/phash.h"
 #include "resize.h"
 
 #define PY "/usr/bin/python3"

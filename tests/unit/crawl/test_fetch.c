@@ -11,7 +11,7 @@
 #include <cmocka.h>
 
 #include "err.h"
-#include "fetch.h"
+#include "crawl/fetch.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>

@@ -20,8 +20,8 @@
 #include <sys/un.h>
 #include <time.h>
 
-#include "netaddr.h"
-#include "robots.h"
+#include "crawl/netaddr.h"
+#include "crawl/robots.h"
 
 struct verdict {
     const char *ua;

@@ -1,4 +1,4 @@
-/* test_dedup_graph.c — union-find, components, spanning-forest weakest links, kept images, benchmark rules and
+/* test_graph.c — union-find, components, spanning-forest weakest links, kept images, benchmark rules and
  * pHash pairs on small graphs whose answers are worked out by hand in the comments. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,8 +8,8 @@
 
 #include <stdlib.h>
 
-#include "dedup_graph.h"
-#include "unionfind.h"
+#include "dedup/graph.h"
+#include "dedup/unionfind.h"
 
 static void test_unionfind(void **state)
 {

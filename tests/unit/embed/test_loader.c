@@ -1,4 +1,4 @@
-/* test_embed_loader.c — the batch loader of lvd-embed: every item lands in its own row of the slot's tensor with
+/* test_loader.c — the batch loader of lvd-embed: every item lands in its own row of the slot's tensor with
  * DINOv2's evaluation transform applied, both slots are used in turn, short batches work, and an item that
  * cannot be read or decoded is marked failed with an error naming its file, without disturbing the others.
  *
@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "embed_loader.h"
+#include "embed/loader.h"
 #include "err.h"
 #include "image.h"
 

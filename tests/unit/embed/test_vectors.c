@@ -1,4 +1,4 @@
-/* test_embed_store.c — the embedding store: files of file_rows rows and their catalog rows (rollover, numbering
+/* test_vectors.c — the embedding store: files of file_rows rows and their catalog rows (rollover, numbering
  * from the catalog over orphan files, float16 files, a failed file commits nothing), model identities
  * (conflicts, --force moves and partial drops, partitioned runs looking at catalog.db) and imported names. */
 #include <setjmp.h>
@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "catalog.h"
-#include "embed_store.h"
+#include "embed/vectors.h"
 #include "err.h"
 #include "npy.h"
 #include "sha256.h"

@@ -1,2 +1,0 @@
-/* audit_report.h — forwarding header while includes move to the folder's short names; removed by the next commit. */
-#include "report.h"

@@ -1,2 +1,0 @@
-/* dedup_decide.h — forwarding header while includes move to the folder's short names; removed by the next commit. */
-#include "decide.h"

@@ -1,2 +1,0 @@
-/* dedup_run.h — forwarding header while includes move to the folder's short names; removed by the next commit. */
-#include "run.h"

@@ -1,2 +1,0 @@
-/* embed_loader.h — forwarding header while includes move to the folder's short names; removed by the next commit. */
-#include "loader.h"
