@@ -6,6 +6,10 @@
  *   lvd-vit info --model M.safetensors
  *   lvd-vit init --arch A --out M.safetensors [--seed S] [--img PIXELS] [--ls-init G]
  *   lvd-vit sgemm [--n 2048] [--iters 5]
+ *
+ * train/: the model side of the suite. lvd_vit.c is the ViT core's own tool; the core (vit, vit_layers,
+ * posembed, vit_io) is in common/ because lvd-embed runs it too. The trainer's and evaluator's modules will
+ * live here.
  */
 #include <cblas.h>
 #include <getopt.h>

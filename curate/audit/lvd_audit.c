@@ -4,6 +4,13 @@
  * every query runs inside one read transaction, so an audit taken while lvd-dedup commits sees one consistent
  * state. The report is built once (report.h); --json prints it, the text summary and the HTML page are
  * rendered from it, and --csv streams every removal from the same catalog.
+ *
+ * curate/audit/:
+ *   lvd_audit.c options and the text and CSV renderings
+ *   report.[ch] the report, built from SELECTs over the dedup tables
+ *   page.[ch]   the self-contained HTML page
+ *   html.[ch]   escaped HTML text and inline SVG histograms
+ *   thumb.[ch]  thumbnails of working images for the page
  */
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -1,5 +1,12 @@
 /* lvd-crawl — URL lists to raw shards: list ingestion into the catalog, then fetching every pending URL with
- * the libcurl engine, content-addressed storage of image bodies, one transaction per batch of results. */
+ * the libcurl engine, content-addressed storage of image bodies, one transaction per batch of results.
+ *
+ * curate/crawl/ (what only lvd-crawl uses; lists, store, shards and catalog are in common/):
+ *   lvd_crawl.c  options, list ingestion, the fetch loop and its batch commits
+ *   fetch.[ch]   the libcurl multi engine: concurrency, per-host pacing, retries, body and redirect caps
+ *   robots.[ch]  robots.txt parsing and matching, X-Robots-Tag opt-outs
+ *   netaddr.[ch] classifies IPv4 and IPv6 addresses, so non-public destinations are refused (SSRF safety)
+ */
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <stdio.h>

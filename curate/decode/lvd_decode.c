@@ -1,6 +1,12 @@
 /* lvd-decode — validates, decodes, filters, hashes and resizes every stored image that has no decode for the
  * current parameters, writing working images to WORK/shards/img-NNNNNN.tar. Worker threads decode a chunk of
- * images in parallel; the main thread appends their outputs and commits one transaction per batch. */
+ * images in parallel; the main thread appends their outputs and commits one transaction per batch.
+ *
+ * curate/decode/ (decode and resize themselves are common/image.h and common/resize.h, shared with lvd-embed
+ * and lvd-audit):
+ *   lvd_decode.c options, worker threads, filters, working-image shards and batch commits
+ *   phash.[ch]   the 64-bit DCT perceptual hash stored with each decode (lvd-dedup reads the stored value)
+ */
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <malloc.h>

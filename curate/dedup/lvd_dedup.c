@@ -11,6 +11,16 @@
  *           (re)written in one transaction.
  * Parameters are fingerprinted (dedup_pool_make_params): existing rows of the model made with others are an
  * error unless --force, which drops them first.
+ *
+ * curate/dedup/ (k-NN search itself is common/knn.h, shared with the benchmarks and later lvd-retrieve):
+ *   lvd_dedup.c   options and the two phases
+ *   run.[ch]      the run state the modules share
+ *   pool.[ch]     the model, benchmarks, pool and parameters, read from the catalog
+ *   vec.[ch]      embedding rows read from memory-mapped .npy files
+ *   search.[ch]   the search phase: k-NN edges, benchmark matches, nearest neighbours, batch commits
+ *   decide.[ch]   the decide phase: components and decisions written back, the summary
+ *   graph.[ch]    components, weakest links, kept images, benchmark removals, pHash pairs (pure, no I/O)
+ *   unionfind.[ch] disjoint sets
  */
 #include <cjson/cJSON.h>
 #include <inttypes.h>

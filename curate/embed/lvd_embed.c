@@ -11,6 +11,13 @@
  * --import (import.h) adds one file's rows for one collection per run; a name created by --import
  * collects the rows of any number of such runs (pool and benchmark collections under one model name, as
  * lvd-dedup needs) and keeps the identity of its first file (embed_import_register).
+ *
+ * curate/embed/ (the ViT itself is common/vit.h, shared with lvd-vit and the trainer):
+ *   lvd_embed.c    options, batching, --import, --part/--merge
+ *   loader.[ch]    the double-buffered loader thread: read, decode, preprocess the next batch
+ *   preprocess.[ch] DINOv2's evaluation transform (resize, center crop, normalise) as torchvision does it
+ *   vectors.[ch]   the embedding store: .npy files, their catalog rows, model names and identities
+ *   import.[ch]    rows computed elsewhere (--import E.npy --keys K.txt) into the store
  */
 #include <cjson/cJSON.h>
 #include <inttypes.h>

@@ -6,6 +6,9 @@
  * WORK/shards/raw-NNNNNN.tar as "<sha256>.<ext>" + "<sha256>.json"; the image and member rows go into the
  * batch transaction, which ends with store_sync() and then the commit (store.h), so kill -9 at any point
  * leaves a catalog that a rerun completes.
+ *
+ * curate/import/: lvd_import.c alone; its pieces (urllist, store, shard, image sniffing, catalog) are the ones
+ * lvd-crawl also uses, in common/.
  */
 #include <cjson/cJSON.h>
 #include <ctype.h>

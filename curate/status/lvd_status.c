@@ -3,6 +3,8 @@
  * Read-only: the catalog is opened with CATALOG_READONLY and never created or migrated. Every query fills one
  * cJSON report; --json prints it as is and the text output is rendered from the same report, so the two
  * never disagree.
+ *
+ * curate/status/: lvd_status.c alone; it reads the catalog (common/catalog.h) and writes no data.
  */
 #include <cjson/cJSON.h>
 #include <dirent.h>

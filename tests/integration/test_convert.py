@@ -1,7 +1,7 @@
 """scripts/convert_checkpoint.py on small official-style DINOv2 state dicts built here with torch: a hub backbone,
 a chunked training teacher checkpoint with heads, a full training checkpoint; the output is parsed here with
 struct + json (independently of the converter) and compared name by name, shape by shape, value by value.
-(tests/unit/test_vit_io.c loads converted files with the C loader.)"""
+(tests/unit/common/test_vit_io.c loads converted files with the C loader.)"""
 import contextlib
 import io
 import json

@@ -1,5 +1,5 @@
 """lvd-vit as a user drives it: init, info, forward (every output kind) and bench, and its errors. The model's
-numbers themselves are checked against PyTorch in tests/unit/test_vit.c; here the checks are that the tool
+numbers themselves are checked against PyTorch in tests/unit/common/test_vit.c; here the checks are that the tool
 wires them correctly: the output kinds agree with each other and with the architecture, batching does not
 change results, and bad inputs are refused with a message naming the problem."""
 import hashlib

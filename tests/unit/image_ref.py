@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Reference fixtures for tests/unit/test_image.c, produced with Pillow and numpy (never with lvd code).
+"""Reference fixtures for tests/unit/common/test_image.c, produced with Pillow and numpy (never with lvd code).
 
   image_ref.py gen DIR          writes input images and their expected decodes / resizes / hashes into DIR
   image_ref.py decode IN OUT    writes Pillow's RGB decode of IN as a .raw file

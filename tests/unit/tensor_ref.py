@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Reference files and checks for tests/unit/test_npy.c, test_safetensors.c and test_vit_io.c, produced with
+"""Reference files and checks for tests/unit/common/test_npy.c, test_safetensors.c and test_vit_io.c, produced with
 numpy and torch (never with lvd code).
 
   tensor_ref.py npy-gen DIR        .npy files written by numpy, each with NAME.raw = its values as float32 LE
