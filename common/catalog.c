@@ -6,9 +6,12 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "catalog_migrations.h"
 #include "err.h"
+#include "lock.h"
+#include "log.h"
 
 #define STMT_CACHE 64 /* distinct SQL texts a process uses; more is a programming error */
 
@@ -21,6 +24,8 @@ struct catalog {
         sqlite3_stmt *st;
     } cache[STMT_CACHE];
     int ncache;
+    lvd_lock lock;  /* writable catalogs: held from open to close (lock.h) */
+    int64_t run_id; /* the run started on this handle (catalog_run_start), 0 if none: commits stamp it */
 };
 
 static int db_fail(catalog *c, const char *what)
@@ -70,7 +75,10 @@ int catalog_schema_version(catalog *c)
     return (int)v;
 }
 
-/* Applies every migration past the file's version, each with its version bump in one transaction. */
+/* Applies every migration past the file's version, each with its version bump in one transaction. Foreign
+ * keys are off meanwhile (the pragma is a no-op inside a transaction, so it is set around them): a migration
+ * may rebuild a table that others refer to (catalog-005.sql), which SQLite's documented procedure does with
+ * them off; rebuilt tables keep their ids. */
 static int migrate(catalog *c)
 {
     int v = catalog_schema_version(c);
@@ -79,6 +87,10 @@ static int migrate(catalog *c)
     if (v > CATALOG_SCHEMA_VERSION)
         return lvd_fail("%s: catalog schema version %d is newer than this lvd understands (%d); use a newer lvd",
                         c->path, v, CATALOG_SCHEMA_VERSION);
+    if (v == CATALOG_SCHEMA_VERSION)
+        return 0;
+    if (catalog_exec(c, "PRAGMA foreign_keys=OFF") != 0)
+        return -1;
     for (int i = v; i < CATALOG_SCHEMA_VERSION; i++) {
         if (catalog_exec(c, "BEGIN IMMEDIATE") != 0)
             return -1;
@@ -95,7 +107,39 @@ static int migrate(catalog *c)
         if (catalog_exec(c, "COMMIT") != 0)
             return -1;
     }
-    return 0;
+    return (c->flags & CATALOG_PART) ? 0 : catalog_exec(c, "PRAGMA foreign_keys=ON");
+}
+
+/* The program name for holder texts ("lvd-crawl"). */
+static const char *program_name(void)
+{
+    extern char *program_invocation_short_name; /* glibc */
+    return program_invocation_short_name;
+}
+
+/* Marks every 'running' run of a catalog this process holds the lock of: none is alive (lock.h). */
+static int mark_interrupted(catalog *c)
+{
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT id, stage, part, started_at, coalesce(committed_at, started_at),"
+                                       " pid, host FROM runs WHERE status = 'running' ORDER BY id");
+    if (!st)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char who[300] = "";
+        if (sqlite3_column_type(st, 5) != SQLITE_NULL)
+            snprintf(who, sizeof who, ", pid %lld on host %s", (long long)sqlite3_column_int64(st, 5),
+                     (const char *)sqlite3_column_text(st, 6));
+        log_warn("%s: run %lld (%s %s%s, started %s) did not finish: marked interrupted at its last commit, %s",
+                 c->path, (long long)sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
+                 (const char *)sqlite3_column_text(st, 2), who, (const char *)sqlite3_column_text(st, 3),
+                 (const char *)sqlite3_column_text(st, 4));
+    }
+    if (rc != SQLITE_DONE)
+        return catalog_step_fail(c, st);
+    sqlite3_reset(st);
+    return catalog_exec(c, "UPDATE runs SET status = 'interrupted', finished_at = coalesce(committed_at, started_at)"
+                           " WHERE status = 'running'");
 }
 
 int catalog_open(catalog **out, const char *path, int flags)
@@ -107,6 +151,20 @@ int catalog_open(catalog **out, const char *path, int flags)
         return lvd_fail("%s: out of memory", path);
     }
     c->flags = flags;
+    c->lock.fd = -1;
+    if (!(flags & CATALOG_READONLY)) {
+        /* One writer per file: taken before SQLite opens it, so a second writer neither migrates nor waits on
+         * SQLite's busy timeout, and says at once who holds it. */
+        char lock_path[4200], me[300], holder[LOCK_HOLDER_MAX], now[32];
+        snprintf(lock_path, sizeof lock_path, "%s.lock", path);
+        lock_whoami(me, sizeof me);
+        catalog_now(now);
+        snprintf(holder, sizeof holder, "%s (%s, since %s)", program_name(), me, now);
+        if (lock_acquire(&c->lock, lock_path, path, holder, flags & CATALOG_WAIT) != 0) {
+            catalog_close(c);
+            return -1;
+        }
+    }
     int oflags = (flags & CATALOG_READONLY) ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     if (sqlite3_open_v2(path, &c->db, oflags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         lvd_fail("%s: cannot open catalog: %s", path, c->db ? sqlite3_errmsg(c->db) : "out of memory");
@@ -132,7 +190,7 @@ int catalog_open(catalog **out, const char *path, int flags)
                      path, v, CATALOG_SCHEMA_VERSION);
             goto fail;
         }
-    } else if (migrate(c) != 0) {
+    } else if (migrate(c) != 0 || mark_interrupted(c) != 0) {
         goto fail;
     }
     *out = c;
@@ -150,6 +208,7 @@ void catalog_close(catalog *c)
         sqlite3_finalize(c->cache[i].st);
     if (c->db)
         sqlite3_close(c->db);
+    lock_release(&c->lock); /* after SQLite has closed the file */
     free(c->path);
     free(c);
 }
@@ -202,7 +261,22 @@ int catalog_step_fail(catalog *c, sqlite3_stmt *st)
 }
 
 int catalog_begin(catalog *c) { return catalog_exec(c, "BEGIN IMMEDIATE"); }
-int catalog_commit(catalog *c) { return catalog_exec(c, "COMMIT"); }
+int catalog_commit(catalog *c)
+{
+    if (c->run_id > 0) {
+        /* The run's last commit, in the same transaction: what an interrupted run is marked with. */
+        char now[32];
+        catalog_now(now);
+        sqlite3_stmt *st = catalog_stmt(c, "UPDATE runs SET committed_at = ?1 WHERE id = ?2");
+        if (!st)
+            return -1;
+        sqlite3_bind_text(st, 1, now, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 2, c->run_id);
+        if (catalog_step_done(c, st) != 0)
+            return -1;
+    }
+    return catalog_exec(c, "COMMIT");
+}
 
 void catalog_rollback(catalog *c)
 {
@@ -230,10 +304,13 @@ void catalog_now(char buf[32])
 int catalog_run_start(catalog *c, const char *stage, const char *part, const char *params_json,
                       const char *fingerprint, int64_t *run_id)
 {
-    char now[32];
+    char now[32], host[256];
     catalog_now(now);
-    sqlite3_stmt *st = catalog_stmt(
-        c, "INSERT INTO runs(stage, part, params, fingerprint, started_at) VALUES (?1, ?2, ?3, ?4, ?5)");
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "?");
+    host[sizeof host - 1] = '\0';
+    sqlite3_stmt *st = catalog_stmt(c, "INSERT INTO runs(stage, part, params, fingerprint, started_at, pid, host)"
+                                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
     if (!st)
         return -1;
     sqlite3_bind_text(st, 1, stage, -1, SQLITE_TRANSIENT);
@@ -241,9 +318,18 @@ int catalog_run_start(catalog *c, const char *stage, const char *part, const cha
     sqlite3_bind_text(st, 3, params_json ? params_json : "{}", -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 4, fingerprint ? fingerprint : "", -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 5, now, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 6, (int64_t)getpid());
+    sqlite3_bind_text(st, 7, host, -1, SQLITE_TRANSIENT);
     if (catalog_step_done(c, st) != 0)
         return -1;
-    *run_id = sqlite3_last_insert_rowid(c->db);
+    *run_id = c->run_id = sqlite3_last_insert_rowid(c->db);
+    if (c->lock.fd >= 0) {
+        char holder[LOCK_HOLDER_MAX];
+        snprintf(holder, sizeof holder, "%s run %lld (stage %s, part %s, pid %ld on host %s, started %s)",
+                 program_name(), (long long)*run_id, stage, part, (long)getpid(), host, now);
+        if (lock_describe(&c->lock, holder) != 0)
+            return lvd_fail_ctx("%s.lock", c->path);
+    }
     return 0;
 }
 
@@ -260,6 +346,8 @@ int catalog_run_finish(catalog *c, int64_t run_id, const char *status, const cha
     if (summary_json)
         sqlite3_bind_text(st, 3, summary_json, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 4, run_id);
+    if (run_id == c->run_id)
+        c->run_id = 0;
     return catalog_step_done(c, st);
 }
 

@@ -16,11 +16,16 @@ typedef struct catalog catalog;
 
 enum catalog_flags {
     CATALOG_READONLY = 1, /* open an existing catalog read-only (no migrations) */
-    CATALOG_PART = 2      /* a part file: foreign keys off */
+    CATALOG_PART = 2,     /* a part file: foreign keys off */
+    CATALOG_WAIT = 4      /* writable opens: wait for the catalog's lock instead of failing at once */
 };
 
 /* Opens or creates the catalog at path and brings its schema up to date. A catalog whose version is newer
- * than this build knows is refused with both versions in the message. */
+ * than this build knows is refused with both versions in the message.
+ * A writable open first takes the catalog's lock ("<path>.lock", lock.h) and holds it until catalog_close: one
+ * writing process per catalog file. If another process holds it, the open fails at once with a message naming
+ * the holder (program, run, stage, pid, host, start time), or waits for it with CATALOG_WAIT. Holding the lock,
+ * it marks every run still 'running' as 'interrupted' (finished_at: its last commit), since none is alive. */
 int catalog_open(catalog **out, const char *path, int flags);
 void catalog_close(catalog *c);
 
@@ -45,12 +50,14 @@ int catalog_step_done(catalog *c, sqlite3_stmt *st);
  * callers that step rows themselves and see an error code. */
 int catalog_step_fail(catalog *c, sqlite3_stmt *st);
 
-/* BEGIN IMMEDIATE / COMMIT / ROLLBACK. */
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK. A commit on a handle with a started run also stamps the run's
+ * committed_at, in the same transaction. */
 int catalog_begin(catalog *c);
 int catalog_commit(catalog *c);
 void catalog_rollback(catalog *c);
 
-/* Records the start of a stage run; *run_id gets its id. part is "I/N". */
+/* Records the start of a stage run (with this process's pid and host); *run_id gets its id. part is "I/N".
+ * The catalog's lock then names the run. */
 int catalog_run_start(catalog *c, const char *stage, const char *part, const char *params_json,
                       const char *fingerprint, int64_t *run_id);
 /* status: "done" or "failed"; summary_json may be NULL. */

@@ -29,8 +29,10 @@ int part_parse(const char *text, lvd_part *out)
     uint32_t i, n;
     if (!slash || parse_u32(text, (size_t)(slash - text), &i) < 0 || parse_u32(slash + 1, strlen(slash + 1), &n) < 0)
         return lvd_fail("--part: \"%s\" is not of the form I/N (e.g. 0/4)", text ? text : "");
-    if (n < 1 || i >= n)
-        return lvd_fail("--part: \"%s\": need 0 <= I < N", text);
+    if (n < 1)
+        return lvd_fail("--part: \"%s\": N must be at least 1", text);
+    if (i >= n)
+        return lvd_fail("--part: \"%s\": parts are numbered 0..%u (0 <= I < N)", text, n - 1);
     out->index = i;
     out->count = n;
     out->source = "--part";

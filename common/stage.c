@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "lock.h"
 #include "log.h"
 #include "sha256.h"
 
@@ -26,8 +27,9 @@ static int ensure_dir(const char *path)
 }
 
 int stage_open(stage *s, const char *name, const char *work, const char *part_arg, const char *params_json,
-               const char *fingerprint)
+               const char *fingerprint, int flags)
 {
+    int wait = (flags & STAGE_WAIT) ? CATALOG_WAIT : 0;
     memset(s, 0, sizeof *s);
     s->name = name;
     if (snprintf(s->work, sizeof s->work, "%s", work) >= (int)sizeof s->work)
@@ -40,7 +42,7 @@ int stage_open(stage *s, const char *name, const char *work, const char *part_ar
     char path[STAGE_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/catalog.db", work);
     if (s->part.count == 1) {
-        if (catalog_open(&s->cat, path, 0) != 0)
+        if (catalog_open(&s->cat, path, wait) != 0)
             return -1;
     } else {
         /* A partitioned run never writes catalog.db (SQLite locking is unsafe on network file systems);
@@ -52,7 +54,7 @@ int stage_open(stage *s, const char *name, const char *work, const char *part_ar
         if (ensure_dir(path) != 0)
             goto fail;
         snprintf(path, sizeof path, "%s/parts/%s-%u-of-%u.db", work, name, s->part.index, s->part.count);
-        if (catalog_open(&s->cat, path, CATALOG_PART) != 0)
+        if (catalog_open(&s->cat, path, CATALOG_PART | wait) != 0)
             goto fail;
     }
     if (catalog_run_start(s->cat, name, s->part_text, params_json, fingerprint, &s->run_id) != 0)
@@ -85,9 +87,10 @@ static const char *merge_sql =
     "DELETE FROM temp.off;"
     "INSERT INTO temp.off SELECT (SELECT coalesce(max(id), 0) FROM main.runs),"
     "                            (SELECT coalesce(max(id), 0) FROM main.shards);"
-    "INSERT INTO main.runs(id, stage, part, params, fingerprint, started_at, finished_at, status, summary)"
+    "INSERT INTO main.runs(id, stage, part, params, fingerprint, started_at, finished_at, status, summary,"
+    "                      committed_at, pid, host)"
     "  SELECT id + (SELECT runs FROM temp.off), stage, part, params, fingerprint, started_at, finished_at,"
-    "         status, summary FROM p.runs;"
+    "         status, summary, committed_at, pid, host FROM p.runs;"
     "INSERT OR IGNORE INTO main.collections(name, role, created_at)"
     "  SELECT name, role, created_at FROM p.collections;"
     "INSERT INTO main.shards(id, path, kind, committed, members)"
@@ -182,72 +185,262 @@ static int merge_one(catalog *cat, const char *path)
     return rc;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+/* One part file name of WORK/parts: "<stage>-I-of-N.db", or "<stage>-I-of-N.db.merged" once folded in. */
+typedef struct part_file {
+    uint32_t index, count;
+    int merged;
+    char *name;
+} part_file;
 
-int stage_merge(const char *name, const char *work, int *merged)
+/* Parses d_name as a part file of stage `name`; 1 if it is one. I and N are plain decimals, 0 <= I < N. */
+static int parse_part_name(const char *d_name, const char *name, part_file *pf)
 {
-    *merged = 0;
-    char dir[STAGE_PATH_MAX + 16], path[STAGE_PATH_MAX + 300];
-    snprintf(dir, sizeof dir, "%s/parts", work);
-    DIR *d = opendir(dir);
-    if (!d)
-        return errno == ENOENT ? 0 : lvd_fail_errno("cannot read %s", dir);
-    /* Sorted, so the merged ids do not depend on directory order. */
-    char **names = NULL;
-    size_t n = 0, cap = 0;
     size_t plen = strlen(name);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        if (strncmp(e->d_name, name, plen) != 0 || e->d_name[plen] != '-' || len < 4 ||
-            strcmp(e->d_name + len - 3, ".db") != 0 || !strstr(e->d_name, "-of-"))
+    if (strncmp(d_name, name, plen) != 0 || d_name[plen] != '-')
+        return 0;
+    const char *p = d_name + plen + 1;
+    uint64_t v[2];
+    for (int k = 0; k < 2; k++) {
+        if (*p < '0' || *p > '9')
+            return 0;
+        v[k] = 0;
+        while (*p >= '0' && *p <= '9' && v[k] <= UINT32_MAX)
+            v[k] = v[k] * 10 + (uint64_t)(*p++ - '0');
+        if (k == 0) {
+            if (strncmp(p, "-of-", 4) != 0)
+                return 0;
+            p += 4;
+        }
+    }
+    if (v[1] == 0 || v[1] > UINT32_MAX || v[0] >= v[1])
+        return 0;
+    if (strcmp(p, ".db") == 0)
+        pf->merged = 0;
+    else if (strcmp(p, ".db.merged") == 0)
+        pf->merged = 1;
+    else
+        return 0;
+    pf->index = (uint32_t)v[0];
+    pf->count = (uint32_t)v[1];
+    return 1;
+}
+
+static int cmp_part(const void *a, const void *b)
+{
+    const part_file *x = a, *y = b;
+    if (x->count != y->count)
+        return x->count < y->count ? -1 : 1;
+    if (x->index != y->index)
+        return x->index < y->index ? -1 : 1;
+    return x->merged - y->merged;
+}
+
+/* Appends "I/N" to a list being written into buf (", " between items), up to 12 items, then "... (K more)". */
+static void list_part(char *buf, size_t cap, int *items, uint32_t i, uint32_t n)
+{
+    size_t len = strlen(buf);
+    if (*items < 12)
+        snprintf(buf + len, cap - len, "%s%u/%u", *items ? ", " : "", i, n);
+    (*items)++;
+}
+
+static void list_end(char *buf, size_t cap, int items)
+{
+    size_t len = strlen(buf);
+    if (items > 12)
+        snprintf(buf + len, cap - len, " ... (%d more)", items - 12);
+    if (items == 0)
+        snprintf(buf, cap, "none");
+}
+
+void stage_merge_result_free(stage_merge_result *r)
+{
+    free(r->missing);
+    r->missing = NULL;
+    r->nmissing = 0;
+}
+
+/* Records part i/n as missing in r (a growing array). */
+static int add_missing(stage_merge_result *r, uint32_t i, uint32_t n, size_t *cap)
+{
+    if ((size_t)r->nmissing == *cap) {
+        size_t nc = *cap ? 2 * *cap : 16;
+        stage_part *m = realloc(r->missing, nc * sizeof *m);
+        if (!m)
+            return lvd_fail("out of memory listing missing parts");
+        r->missing = m;
+        *cap = nc;
+    }
+    r->missing[r->nmissing++] = (stage_part){i, n};
+    return 0;
+}
+
+/* Checks the part files of one split (pf[0..n), all written for the same N, sorted by index): lists what is
+ * there and what is missing; missing parts are an error unless allowed. Splits with nothing to merge are
+ * not checked: they were merged before (and warned about then, if partial). */
+static int check_split(const char *name, const char *dir, const part_file *pf, size_t n, int allow_partial,
+                       stage_merge_result *r, size_t *cap)
+{
+    uint32_t count = pf[0].count;
+    size_t pending = 0;
+    for (size_t k = 0; k < n; k++)
+        pending += !pf[k].merged;
+    if (pending == 0)
+        return 0;
+    char found[400] = "", before[400] = "", missing[400] = "";
+    int nf = 0, nb = 0, nm = 0;
+    uint32_t first = 0; /* the first missing index, for the message */
+    size_t k = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        int have = 0, was = 0;
+        for (; k < n && pf[k].index == i; k++)
+            pf[k].merged ? (was = 1) : (have = 1);
+        if (have)
+            list_part(found, sizeof found, &nf, i, count);
+        else if (was)
+            list_part(before, sizeof before, &nb, i, count);
+        else {
+            if (nm == 0)
+                first = i;
+            list_part(missing, sizeof missing, &nm, i, count);
+            if (add_missing(r, i, count, cap) != 0)
+                return -1;
+        }
+    }
+    list_end(found, sizeof found, nf);
+    list_end(before, sizeof before, nb);
+    list_end(missing, sizeof missing, nm);
+    log_info("%s/%s-*-of-%u.db: to merge %s; merged before %s; missing %s", dir, name, count, found, before,
+             missing);
+    if (nm == 0)
+        return 0;
+    if (!allow_partial)
+        return lvd_fail("%s/%s-*-of-%u.db: parts of a %u-way split, missing %s (run lvd-%s --part %u/%u and the "
+                        "others, then merge again; or pass --allow-partial to merge the %zu that are there)",
+                        dir, name, count, count, missing, name, first, count, pending);
+    log_warn("%s/%s-*-of-%u.db: merging %zu of %u parts; missing %s (--allow-partial): merge again once they "
+             "are written", dir, name, count, pending, count, missing);
+    return 0;
+}
+
+int stage_merge(const char *name, const char *work, int flags, stage_merge_result *r)
+{
+    memset(r, 0, sizeof *r);
+    int wait = (flags & STAGE_WAIT) ? CATALOG_WAIT : 0;
+    struct stat sb;
+    if (stat(work, &sb) != 0)
+        return lvd_fail_errno("%s: no work directory to merge into", work);
+    if (!S_ISDIR(sb.st_mode))
+        return lvd_fail("%s: not a directory", work);
+    char dir[STAGE_PATH_MAX + 16], path[STAGE_PATH_MAX + 300], cat_path[STAGE_PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/parts", work);
+    snprintf(cat_path, sizeof cat_path, "%s/catalog.db", work);
+    int have_catalog = access(cat_path, F_OK) == 0;
+
+    part_file *pf = NULL;
+    size_t n = 0, cap = 0, mcap = 0;
+    int rc = 0;
+    DIR *d = opendir(dir);
+    if (!d && errno != ENOENT)
+        return lvd_fail_errno("cannot read %s", dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        part_file one;
+        if (!parse_part_name(e->d_name, name, &one))
             continue;
         if (n == cap) {
             cap = cap ? 2 * cap : 16;
-            char **nn = realloc(names, cap * sizeof *names);
-            if (!nn)
+            part_file *np = realloc(pf, cap * sizeof *pf);
+            if (!np) {
+                rc = lvd_fail("out of memory listing %s", dir);
                 break;
-            names = nn;
+            }
+            pf = np;
         }
-        if (!(names[n] = strdup(e->d_name)))
+        if (!(one.name = strdup(e->d_name))) {
+            rc = lvd_fail("out of memory listing %s", dir);
             break;
-        n++;
+        }
+        pf[n++] = one;
     }
-    closedir(d);
-    qsort(names, n, sizeof *names, cmp_str);
-    int rc = 0;
+    if (d)
+        closedir(d);
+    if (rc != 0)
+        goto out;
+    /* Sorted by (N, I), so the merged ids do not depend on directory order. */
+    qsort(pf, n, sizeof *pf, cmp_part);
+    size_t pending = 0;
+    for (size_t k = 0; k < n; k++) {
+        pending += !pf[k].merged;
+        r->already += pf[k].merged;
+    }
+    if (pending == 0) {
+        if (!have_catalog && n == 0) {
+            rc = lvd_fail("%s: nothing to merge: no catalog.db and no parts/%s-I-of-N.db (a partitioned run "
+                          "lvd-%s --part I/N writes them)", work, name, name);
+            goto out;
+        }
+        log_info("nothing to merge: no unmerged %s/%s-I-of-N.db (%d merged before)", dir, name, r->already);
+        goto out;
+    }
+    for (size_t k = 0; k < n && rc == 0;) {
+        size_t k2 = k;
+        while (k2 < n && pf[k2].count == pf[k].count)
+            k2++;
+        rc = check_split(name, dir, pf + k, k2 - k, flags & STAGE_ALLOW_PARTIAL, r, &mcap);
+        k = k2;
+    }
+    /* A part still being written is not merged, nor is anything else: merge once it has ended. */
+    for (size_t k = 0; k < n && rc == 0; k++) {
+        if (pf[k].merged)
+            continue;
+        char holder[LOCK_HOLDER_MAX];
+        snprintf(path, sizeof path, "%s/%s.lock", dir, pf[k].name);
+        int held = lock_probe(path, holder, sizeof holder);
+        if (held < 0)
+            rc = -1;
+        else if (held)
+            rc = lvd_fail("%s/%s is still being written by %s; merge once it has ended", dir, pf[k].name, holder);
+    }
+    if (rc != 0)
+        goto out;
+
     catalog *cat = NULL;
-    if (n > 0) {
-        snprintf(path, sizeof path, "%s/catalog.db", work);
-        rc = catalog_open(&cat, path, 0);
-    }
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        /* Make sure the part file is at the current schema before attaching it. */
+    if ((rc = catalog_open(&cat, cat_path, wait)) != 0)
+        goto out;
+    for (size_t k = 0; k < n && rc == 0; k++) {
+        if (pf[k].merged)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, pf[k].name);
+        /* Opened (locked, migrated, its dead runs marked interrupted) and held open until renamed, so no
+         * other process writes the part while it is folded in. */
         catalog *pc = NULL;
         if ((rc = catalog_open(&pc, path, CATALOG_PART)) != 0)
             break;
-        catalog_close(pc);
-        if ((rc = merge_one(cat, path)) != 0)
+        if ((rc = merge_one(cat, path)) != 0) {
+            catalog_close(pc);
             break;
+        }
         char done[STAGE_PATH_MAX + 320];
         snprintf(done, sizeof done, "%s.merged", path);
         if (rename(path, done) != 0) {
             rc = lvd_fail_errno("merged %s but cannot rename it to %s; remove it by hand before merging again",
                                 path, done);
+            catalog_close(pc);
             break;
         }
+        catalog_close(pc);
         /* WAL side files of the part belong to the renamed database no more. */
         snprintf(done, sizeof done, "%s-wal", path);
         unlink(done);
         snprintf(done, sizeof done, "%s-shm", path);
         unlink(done);
         log_info("merged %s", path);
-        (*merged)++;
+        r->merged++;
     }
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
     catalog_close(cat);
+out:
+    for (size_t k = 0; k < n; k++)
+        free(pf[k].name);
+    free(pf);
     return rc;
 }

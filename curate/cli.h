@@ -3,6 +3,7 @@
 #ifndef LVD_CLI_H
 #define LVD_CLI_H
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,13 +13,14 @@
 #include "config.h"
 #include "err.h"
 #include "log.h"
+#include "part.h"
 #include "stage.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
 /* Long option ids shared by every stage (values above any short option character). */
 enum { OPT_QUIET = 1000, OPT_VERBOSE, OPT_JSON, OPT_VERSION, OPT_HELP, OPT_WORK, OPT_PART, OPT_MERGE,
-       OPT_FORCE, OPT_RETRY_FAILED, OPT_FIRST_STAGE_OPTION };
+       OPT_FORCE, OPT_RETRY_FAILED, OPT_WAIT, OPT_ALLOW_PARTIAL, OPT_FIRST_STAGE_OPTION };
 
 #define CLI_COMMON_OPTIONS                                                                                    \
     {"quiet", no_argument, NULL, OPT_QUIET}, {"verbose", no_argument, NULL, OPT_VERBOSE},                    \
@@ -28,7 +30,15 @@ enum { OPT_QUIET = 1000, OPT_VERBOSE, OPT_JSON, OPT_VERSION, OPT_HELP, OPT_WORK,
 /* The options of the partitioned, incremental stages (DESIGN.md section 5). */
 #define CLI_STAGE_OPTIONS                                                                                     \
     {"part", required_argument, NULL, OPT_PART}, {"merge", no_argument, NULL, OPT_MERGE},                    \
-        {"force", no_argument, NULL, OPT_FORCE}, {"retry-failed", no_argument, NULL, OPT_RETRY_FAILED}
+        {"force", no_argument, NULL, OPT_FORCE}, {"retry-failed", no_argument, NULL, OPT_RETRY_FAILED},      \
+        {"wait", no_argument, NULL, OPT_WAIT}, {"allow-partial", no_argument, NULL, OPT_ALLOW_PARTIAL}
+
+/* Help text of the options every writing stage shares: the catalog lock and --merge. */
+#define CLI_STAGE_HELP                                                                                        \
+    "  --wait                  if another process is writing the catalog, wait for it (default: fail at\n"   \
+    "                          once, naming it)\n"                                                            \
+    "  --merge [--allow-partial]  fold WORK/parts/<stage>-I-of-N.db into catalog.db; parts are numbered\n"  \
+    "                          0..N-1 and a split with missing parts is an error unless --allow-partial\n"
 
 /* Sets the program name for log lines and expands --config into the new argument vector; exits 2 on a bad config file. */
 static inline void cli_begin(const char *prog, int argc, char **argv, int *ac, char ***av)
@@ -40,17 +50,27 @@ static inline void cli_begin(const char *prog, int argc, char **argv, int *ac, c
     }
 }
 
-/* `lvd-<stage> --merge`: folds the stage's part files into catalog.db and reports; returns the exit code. */
-static inline int cli_merge(const char *stage_name, const char *work, int json)
+/* `lvd-<stage> --merge`: folds the stage's part files into catalog.db and reports; returns the exit code.
+ * flags: STAGE_WAIT, STAGE_ALLOW_PARTIAL. --json prints {"stage", "merged_parts", "merged_before",
+ * "missing_parts": ["I/N", ...]}. */
+static inline int cli_merge(const char *stage_name, const char *work, int flags, int json)
 {
-    int n;
-    if (stage_merge(stage_name, work, &n) != 0) {
+    stage_merge_result r;
+    if (stage_merge(stage_name, work, flags, &r) != 0) {
         log_error("%s", lvd_errmsg());
+        stage_merge_result_free(&r);
         return EXIT_FAIL;
     }
-    log_info("merged %d part file%s into %s/catalog.db", n, n == 1 ? "" : "s", work);
-    if (json)
-        printf("{\"stage\":\"%s\",\"merged_parts\":%d}\n", stage_name, n);
+    if (r.merged)
+        log_info("merged %d part file%s into %s/catalog.db", r.merged, r.merged == 1 ? "" : "s", work);
+    if (json) {
+        printf("{\"stage\":\"%s\",\"merged_parts\":%d,\"merged_before\":%d,\"missing_parts\":[", stage_name,
+               r.merged, r.already);
+        for (int i = 0; i < r.nmissing; i++)
+            printf("%s\"%u/%u\"", i ? "," : "", r.missing[i].index, r.missing[i].count);
+        printf("]}\n");
+    }
+    stage_merge_result_free(&r);
     return EXIT_OK;
 }
 
@@ -72,18 +92,35 @@ static inline int cli_common(int c, const char *prog, const char *usage, const c
 
 /* The values of CLI_STAGE_OPTIONS. */
 typedef struct cli_stage_args {
-    const char *part; /* --part K/N as given, NULL when absent */
+    const char *part; /* --part I/N as given (checked: 0 <= I < N), NULL when absent */
     int merge, force, retry_failed;
+    int wait, allow_partial;
 } cli_stage_args;
+
+/* The stage_open / stage_merge flags of the parsed options. */
+static inline int cli_stage_flags(const cli_stage_args *a)
+{
+    return (a->wait ? STAGE_WAIT : 0) | (a->allow_partial ? STAGE_ALLOW_PARTIAL : 0);
+}
+
+static inline void cli_usage_error(const char *prog, const char *msg);
 
 /* Handles the options of CLI_STAGE_OPTIONS into *a; returns 1 if c was one of them, else 0. */
 static inline int cli_stage_option(int c, cli_stage_args *a)
 {
     switch (c) {
-    case OPT_PART: a->part = optarg; return 1;
+    case OPT_PART: {
+        lvd_part p;
+        if (part_parse(optarg, &p) != 0)
+            cli_usage_error(program_invocation_short_name, lvd_errmsg());
+        a->part = optarg;
+        return 1;
+    }
     case OPT_MERGE: a->merge = 1; return 1;
     case OPT_FORCE: a->force = 1; return 1;
     case OPT_RETRY_FAILED: a->retry_failed = 1; return 1;
+    case OPT_WAIT: a->wait = 1; return 1;
+    case OPT_ALLOW_PARTIAL: a->allow_partial = 1; return 1;
     default: return 0;
     }
 }

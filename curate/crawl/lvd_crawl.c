@@ -31,7 +31,7 @@
 
 static const char usage[] =
     "Usage: lvd-crawl --work DIR [options] LIST...\n"
-    "       lvd-crawl --work DIR --merge\n"
+    "       lvd-crawl --work DIR --merge [--allow-partial]\n"
     "Adds the URLs of each LIST (.txt, .csv, .tsv, .jsonl, optionally .gz) to the catalog and fetches every\n"
     "URL that has no result yet into WORK/shards/raw-NNNNNN.tar.\n\n"
     "Input:\n"
@@ -49,8 +49,9 @@ static const char usage[] =
     "Stage:\n"
     "  --retry-failed          fetch again the URLs whose last failure was transient\n"
     "  --force                 fetch every listed URL again\n"
-    "  --part I/N              process only part I of N (else from Slurm/MPI variables), writing\n"
-    "                          WORK/parts/crawl-I-of-N.db; then --merge folds the parts into catalog.db\n"
+    "  --part I/N              process only part I of N, numbered 0..N-1 (else from Slurm/MPI variables),\n"
+    "                          writing WORK/parts/crawl-I-of-N.db; then --merge folds the parts into catalog.db\n"
+    CLI_STAGE_HELP
     "  --batch N               results per committed transaction (256)\n"
     "  --shard-size SIZE       roll over raw shards at this size (1G)\n"
     "  --config FILE.yaml      options from a YAML file (command line wins)\n"
@@ -95,24 +96,35 @@ static void url_key(const char *url, char out[20])
     snprintf(out, 20, "u%.16s", hex);
 }
 
-/* Adds one list entry as a pending URL. Returns 1 if new, 0 if already known, -1 on error. */
-static int add_url(crawl *c, const urllist_entry *e, const char *source)
+/* What catalog.db says of url, for a partitioned run: 0 absent, 1 listed and still pending (*key: its key,
+ * malloc'ed), 2 it has a result; -1 on error. */
+static int main_url_state(crawl *c, const char *url, char **key)
+{
+    *key = NULL;
+    sqlite3_stmt *q = catalog_stmt(c->st.main_ro, "SELECT status, key FROM urls WHERE url = ?1");
+    if (!q)
+        return -1;
+    sqlite3_bind_text(q, 1, url, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(q), state = 0;
+    if (rc == SQLITE_ROW) {
+        state = strcmp((const char *)sqlite3_column_text(q, 0), "pending") == 0 ? 1 : 2;
+        if (state == 1 && !(*key = strdup((const char *)sqlite3_column_text(q, 1))))
+            state = lvd_fail("out of memory");
+    } else if (rc != SQLITE_DONE) {
+        state = catalog_step_fail(c->st.main_ro, q);
+    }
+    sqlite3_reset(q);
+    return state;
+}
+
+/* Adds one list entry as a pending URL, under key_over if not NULL. Returns 1 if new, 0 if already known, -1
+ * on error. */
+static int insert_url(crawl *c, const urllist_entry *e, const char *source, const char *key_over)
 {
     catalog *cat = c->st.cat;
-    if (c->st.main_ro) {
-        /* A partitioned run skips URLs catalog.db already has (they are done or pending there). */
-        sqlite3_stmt *q = catalog_stmt(c->st.main_ro, "SELECT 1 FROM urls WHERE url = ?1");
-        if (!q)
-            return -1;
-        sqlite3_bind_text(q, 1, e->url, -1, SQLITE_TRANSIENT);
-        int seen = sqlite3_step(q) == SQLITE_ROW;
-        sqlite3_reset(q);
-        if (seen)
-            return 0;
-    }
     char derived[20];
     url_key(e->url, derived);
-    const char *key = e->key ? e->key : derived;
+    const char *key = key_over ? key_over : e->key ? e->key : derived;
     for (int attempt = 0; attempt < 2; attempt++) {
         sqlite3_stmt *st = catalog_stmt(cat, "INSERT OR IGNORE INTO urls(url, collection_id, key, caption, extra,"
                                              " source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
@@ -143,6 +155,25 @@ static int add_url(crawl *c, const urllist_entry *e, const char *source)
         key = derived;
     }
     return 0;
+}
+
+/* Adds one list entry as a pending URL. Returns 1 if new, 0 if already known, -1 on error. A partitioned run
+ * skips the URLs catalog.db has a result for; a URL catalog.db lists as still pending (a one-part run killed
+ * before fetching it) is this part's to fetch, under the key catalog.db gave it, so that the merge updates that
+ * row and its member instead of adding others. */
+static int add_url(crawl *c, const urllist_entry *e, const char *source)
+{
+    char *main_key = NULL;
+    if (c->st.main_ro) {
+        int state = main_url_state(c, e->url, &main_key);
+        if (state < 0)
+            return -1;
+        if (state == 2)
+            return 0;
+    }
+    int rc = insert_url(c, e, source, main_key);
+    free(main_key);
+    return rc;
 }
 
 static int ingest_list(crawl *c, const char *path, const urllist_opts *uo, uint64_t *listed, uint64_t *added,
@@ -459,8 +490,9 @@ int main(int argc, char **argv)
         {"batch", required_argument, NULL, OPT_BATCH},
         {"shard-size", required_argument, NULL, OPT_SHARD_SIZE},
         {NULL, 0, NULL, 0}};
-    const char *work = NULL, *part_arg = NULL, *collection = "pool";
-    int json = 0, merge = 0, force = 0;
+    const char *work = NULL, *collection = "pool";
+    int json = 0;
+    cli_stage_args sa = {0};
     urllist_opts uo = {.url_col = "url", .caption_col = "caption", .key_col = "key"};
     fetch_opts fo;
     fetch_opts_default(&fo);
@@ -473,14 +505,10 @@ int main(int argc, char **argv)
     int64_t iv;
     double dv;
     while ((opt = getopt_long(ac, av, "h", longopts, NULL)) != -1) {
-        if (cli_common(opt, "lvd-crawl", usage, &work, &json))
+        if (cli_common(opt, "lvd-crawl", usage, &work, &json) || cli_stage_option(opt, &sa))
             continue;
         int bad = 0;
         switch (opt) {
-        case OPT_PART: part_arg = optarg; break;
-        case OPT_MERGE: merge = 1; break;
-        case OPT_FORCE: force = 1; break;
-        case OPT_RETRY_FAILED: c->retry_failed = 1; break;
         case OPT_COLLECTION: collection = optarg; break;
         case OPT_URL_COL: uo.url_col = optarg; break;
         case OPT_CAPTION_COL: uo.caption_col = optarg; break;
@@ -509,8 +537,10 @@ int main(int argc, char **argv)
     }
     if (!work)
         cli_usage_error("lvd-crawl", "--work DIR is required");
-    if (merge)
-        return cli_merge("crawl", work, json);
+    if (sa.merge)
+        return cli_merge("crawl", work, cli_stage_flags(&sa), json);
+    c->retry_failed = sa.retry_failed;
+    int force = sa.force;
 
     /* Parameters that shape results go into the run record. */
     cJSON *params = cJSON_CreateObject();
@@ -530,7 +560,7 @@ int main(int argc, char **argv)
     cJSON_Delete(params);
     char fp[65];
     stage_fingerprint(params_text, fp);
-    if (stage_open(&c->st, "crawl", work, part_arg, params_text, fp) != 0) {
+    if (stage_open(&c->st, "crawl", work, sa.part, params_text, fp, cli_stage_flags(&sa)) != 0) {
         free(params_text);
         log_error("%s", lvd_errmsg());
         return EXIT_FAIL;

@@ -34,7 +34,7 @@
 
 static const char usage[] =
     "Usage: lvd-decode --work DIR [options]\n"
-    "       lvd-decode --work DIR --merge\n"
+    "       lvd-decode --work DIR --merge [--allow-partial]\n"
     "Validates and decodes every stored image without a decode for these parameters, filters it, computes its\n"
     "perceptual hash, and writes a resized working image to WORK/shards/img-NNNNNN.tar.\n\n"
     "  --collection NAME       only images of this collection (repeatable; default: all)\n"
@@ -49,7 +49,8 @@ static const char usage[] =
     "  --batch N               images per committed transaction (256)\n"
     "  --shard-size SIZE       roll over working shards at this size (1G)\n"
     "  --force                 decode everything again        --retry-failed  redo images that hit I/O errors\n"
-    "  --part I/N | --merge    partitioned runs (see lvd-crawl --help)\n"
+    "  --part I/N              partitioned run, I in 0..N-1 (see lvd-crawl --help)\n"
+    CLI_STAGE_HELP
     "  --config FILE.yaml  --json  --quiet | --verbose  --version  --help\n";
 
 enum {
@@ -357,9 +358,10 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0}};
     static const char *const modes[] = {"no", "keep_ratio", "keep_ratio_largest", "center_crop", NULL};
     static const char *const formats[] = {"jpeg", "webp", NULL};
-    const char *work = NULL, *part_arg = NULL;
+    const char *work = NULL;
+    cli_stage_args sa = {0};
     char *collections[64];
-    int ncoll = 0, json = 0, merge = 0, force = 0, retry_failed = 0, batch = 256;
+    int ncoll = 0, json = 0, batch = 256;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu > 0 ? (int)ncpu : 1;
     uint64_t shard_size = (uint64_t)1 << 30;
@@ -370,14 +372,10 @@ int main(int argc, char **argv)
     int opt, choice;
     int64_t iv;
     while ((opt = getopt_long(ac, av, "h", longopts, NULL)) != -1) {
-        if (cli_common(opt, "lvd-decode", usage, &work, &json))
+        if (cli_common(opt, "lvd-decode", usage, &work, &json) || cli_stage_option(opt, &sa))
             continue;
         int bad = 0;
         switch (opt) {
-        case OPT_PART: part_arg = optarg; break;
-        case OPT_MERGE: merge = 1; break;
-        case OPT_FORCE: force = 1; break;
-        case OPT_RETRY_FAILED: retry_failed = 1; break;
         case OPT_COLLECTION:
             if (ncoll == 64)
                 cli_usage_error("lvd-decode", "at most 64 --collection options");
@@ -403,8 +401,9 @@ int main(int argc, char **argv)
         cli_usage_error("lvd-decode", "--work DIR is required");
     if (optind < ac)
         cli_usage_error("lvd-decode", "unexpected argument");
-    if (merge)
-        return cli_merge("decode", work, json);
+    if (sa.merge)
+        return cli_merge("decode", work, cli_stage_flags(&sa), json);
+    int force = sa.force, retry_failed = sa.retry_failed;
     char ptext[256];
     snprintf(ptext, sizeof ptext,
              "{\"resize_mode\":\"%s\",\"size\":%u,\"resize_only_if_bigger\":%d,\"min_side\":%u,\"max_aspect\":%g,"
@@ -412,7 +411,7 @@ int main(int argc, char **argv)
              resize_mode_name(d->p.mode), d->p.size, d->p.only_if_bigger, d->p.min_side, d->p.max_aspect,
              d->p.max_pixels, d->p.webp ? "webp" : "jpeg", d->p.quality);
     stage_fingerprint(ptext, d->fp);
-    if (stage_open(&d->st, "decode", work, part_arg, ptext, d->fp) != 0) {
+    if (stage_open(&d->st, "decode", work, sa.part, ptext, d->fp, cli_stage_flags(&sa)) != 0) {
         log_error("%s", lvd_errmsg());
         return EXIT_FAIL;
     }

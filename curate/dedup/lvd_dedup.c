@@ -67,9 +67,10 @@ static const char usage[] =
     "  --nprobe N                IVF lists searched (automatic)\n"
     "  --force                   drop the model's dedup rows and recompute everything (needed to change\n"
     "                            k, thresholds or rules once decisions exist, or after benchmarks change)\n"
-    "  --part I/N | --merge      partitioned search: each part searches its share of the new images into\n"
-    "                            WORK/parts/dedup-I-of-N.db; --merge (with the same options) folds the parts\n"
-    "                            and computes the components once\n"
+    "  --part I/N | --merge      partitioned search: each part (I in 0..N-1) searches its share of the new\n"
+    "                            images into WORK/parts/dedup-I-of-N.db; --merge (with the same options)\n"
+    "                            folds the parts and computes the components once\n"
+    CLI_STAGE_HELP
     "  --config FILE.yaml  --json  --quiet | --verbose  --version  --help\n"
     "Incremental: a rerun searches only pool images without a decision and merges them into the existing\n"
     "components (a component that gains an image re-chooses its kept image); nothing new does nothing.\n";
@@ -79,8 +80,9 @@ enum {
     OPT_BATCH, OPT_EXACT_MAX, OPT_FACTORY, OPT_NPROBE
 };
 
-/* Opens catalog.db (read-write unless ro), reads the model and benchmarks, and sets the fingerprint. */
-static int prepare(dedup_ctx *x, int ro)
+/* Opens catalog.db (read-write unless ro; wait: CATALOG_WAIT or 0), reads the model and benchmarks, and sets
+ * the fingerprint. */
+static int prepare(dedup_ctx *x, int ro, int wait)
 {
     char path[STAGE_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/catalog.db", x->work);
@@ -89,7 +91,7 @@ static int prepare(dedup_ctx *x, int ro)
         return lvd_fail("%s: no catalog (import, decode and embed a pool first)", path);
     fclose(f);
     catalog *c = NULL;
-    if (catalog_open(&c, path, ro ? CATALOG_READONLY : 0) != 0)
+    if (catalog_open(&c, path, ro ? CATALOG_READONLY : wait) != 0)
         return -1;
     char digest[65];
     int rc = -1;
@@ -181,15 +183,18 @@ int main(int argc, char **argv)
 
     int rc = EXIT_FAIL, stage_opened = 0, decided_here = 0;
     cJSON *sum = NULL;
-    if (prepare(x, parted) != 0)
+    int flags = cli_stage_flags(&sa);
+    if (prepare(x, parted, flags & STAGE_WAIT) != 0)
         goto out;
     if (x->merge) {
-        int n;
-        if (stage_merge("dedup", x->work, &n) != 0)
+        stage_merge_result mr;
+        int mrc = stage_merge("dedup", x->work, flags, &mr);
+        stage_merge_result_free(&mr);
+        if (mrc != 0)
             goto out;
-        log_info("merged %d part file%s", n, n == 1 ? "" : "s");
+        log_info("merged %d part file%s", mr.merged, mr.merged == 1 ? "" : "s");
     }
-    if (stage_open(&x->st, "dedup", x->work, x->merge ? "0/1" : part_arg, x->ptext, x->fp) != 0)
+    if (stage_open(&x->st, "dedup", x->work, x->merge ? "0/1" : part_arg, x->ptext, x->fp, flags) != 0)
         goto out;
     stage_opened = 1;
     /* A larger page cache than SQLite's 2 MB default: edge inserts and the decisions of a million-image pool

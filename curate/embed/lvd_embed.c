@@ -72,7 +72,9 @@ static const char usage[] =
     "                          imported <-> checkpoint, another dim): the name's old catalog rows are dropped\n"
     "                          and its .npy files are rewritten from part 0 (files past the new last part are\n"
     "                          left unreferenced)\n"
-    "  --part I/N | --merge    partitioned runs (see lvd-crawl --help); parts write part-pIofN-NNNNNN.npy\n"
+    "  --part I/N              partitioned run, I in 0..N-1 (see lvd-crawl --help); parts write\n"
+    "                          part-pIofN-NNNNNN.npy\n"
+    CLI_STAGE_HELP
     "  --config FILE.yaml  --json  --quiet | --verbose  --version  --help\n"
     "A model's identity is the SHA-256 of its weights plus its preprocessing; a NAME already recorded with\n"
     "another identity is an error unless --force. An imported NAME's identity is the SHA-256 of the file that\n"
@@ -404,7 +406,7 @@ int main(int argc, char **argv)
     if (optind < ac)
         cli_usage_error(PROG, "unexpected argument");
     if (sa.merge) {
-        int mrc = cli_merge("embed", work, json);
+        int mrc = cli_merge("embed", work, cli_stage_flags(&sa), json);
         config_free_argv(ac, av);
         return mrc;
     }
@@ -490,7 +492,7 @@ int main(int argc, char **argv)
         log_error("out of memory");
         return EXIT_FAIL;
     }
-    int opened = stage_open(st, "embed", work, sa.part, ptext, fp);
+    int opened = stage_open(st, "embed", work, sa.part, ptext, fp, cli_stage_flags(&sa));
     free(ptext_heap);
     if (opened != 0) {
         log_error("%s", lvd_errmsg());

@@ -717,6 +717,7 @@ typedef struct options {
     uint64_t shard_size;
     int64_t batch;
     int json;
+    int wait; /* --wait: wait for a catalog another process writes */
 } options;
 
 static void usage(FILE *f)
@@ -741,6 +742,8 @@ static void usage(FILE *f)
             "  --label-col NAME       csv/tsv column with the label (default label, optional)\n"
             "  --shard-size BYTES     raw shard size before rolling over (default 1G)\n"
             "  --batch N              files per committed transaction (default 256)\n"
+            "  --wait                 if another process is writing the catalog, wait for it (default: fail\n"
+            "                         at once, naming it)\n"
             "  --json                 print the summary counts as a JSON object on stdout\n"
             "  --quiet | --verbose    errors only | debug lines too\n"
             "  --config F.yaml        options from a YAML file (the command line wins)\n"
@@ -750,7 +753,7 @@ static void usage(FILE *f)
 
 enum {
     OPT_WORK = 256, OPT_COLLECTION, OPT_ROLE, OPT_DIR, OPT_LIST, OPT_WEBDATASET, OPT_LABEL_FROM, OPT_PATH_COL,
-    OPT_LABEL_COL, OPT_SHARD_SIZE, OPT_BATCH, OPT_JSON, OPT_QUIET, OPT_VERBOSE, OPT_VERSION
+    OPT_LABEL_COL, OPT_SHARD_SIZE, OPT_BATCH, OPT_JSON, OPT_QUIET, OPT_VERBOSE, OPT_VERSION, OPT_WAIT
 };
 
 /* Returns 0, or 1 for "done, exit 0" (help/version), or -1 (message set) for a usage error. */
@@ -773,6 +776,7 @@ static int parse_options(int argc, char **argv, options *o)
         {"verbose", no_argument, NULL, OPT_VERBOSE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
+        {"wait", no_argument, NULL, OPT_WAIT},
         {NULL, 0, NULL, 0},
     };
     static const char *const roles[] = {"pool", "seed", "benchmark", NULL};
@@ -791,6 +795,7 @@ static int parse_options(int argc, char **argv, options *o)
     while ((c = getopt_long(argc, argv, ":h", longs, NULL)) != -1) {
         switch (c) {
         case OPT_WORK: o->work = optarg; break;
+        case OPT_WAIT: o->wait = 1; break;
         case OPT_COLLECTION: o->collection = optarg; break;
         case OPT_ROLE:
             if (opt_choice("--role", optarg, roles, &idx) != 0)
@@ -969,7 +974,7 @@ int main(int argc, char **argv)
         goto out;
     }
     stage_fingerprint(params, fp);
-    if (stage_open(&st, "import", o.work, NULL, params, fp) != 0) {
+    if (stage_open(&st, "import", o.work, NULL, params, fp, o.wait ? STAGE_WAIT : 0) != 0) {
         log_error("%s", lvd_errmsg());
         goto out;
     }

@@ -19,6 +19,7 @@
 
 #include "catalog.h"
 #include "err.h"
+#include "lock.h"
 #include "log.h"
 
 #define PROGRAM "lvd-status"
@@ -289,13 +290,20 @@ static int errors_report(catalog *c, cJSON *report)
     return 0;
 }
 
-/* The last runs, newest first; summary is the parsed JSON, or the raw text if it does not parse. */
-static int runs_report(catalog *c, cJSON *report)
+/* The last runs, newest first; summary is the parsed JSON, or the raw text if it does not parse.
+ * A row still 'running' while nobody holds the catalog's lock (lock.h) belongs to a process that died: it is
+ * shown as "interrupted" at its last commit ("recorded_status": "running"; the next writer marks it so), with a
+ * warning. A live one gets "holder", the lock's text. */
+static int runs_report(catalog *c, const char *cat_path, cJSON *report, cJSON *warnings)
 {
     cJSON *arr = cJSON_AddArrayToObject(report, "runs");
     if (!arr)
         return oom();
-    sqlite3_stmt *st = catalog_stmt(c, "SELECT id, stage, part, started_at, finished_at, status, summary"
+    char lock_path[4200], holder[LOCK_HOLDER_MAX]; /* cat_path is at most a work path (4096) + "/catalog.db" */
+    snprintf(lock_path, sizeof lock_path, "%s.lock", cat_path);
+    int held = -2; /* probed once, at the first running row */
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT id, stage, part, started_at, finished_at, status, summary,"
+                                       " coalesce(committed_at, started_at), pid, host"
                                        " FROM runs ORDER BY id DESC LIMIT 10");
     if (!st)
         return -1;
@@ -303,12 +311,47 @@ static int runs_report(catalog *c, cJSON *report)
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         cJSON *o = jpush_object(arr);
         const char *finished = (const char *)sqlite3_column_text(st, 4);
+        const char *status = (const char *)sqlite3_column_text(st, 5);
         const char *summary = (const char *)sqlite3_column_text(st, 6);
+        int dead = 0;
+        if (strcmp(status, "running") == 0) {
+            if (held == -2 && (held = lock_probe(lock_path, holder, sizeof holder)) < 0) {
+                sqlite3_reset(st);
+                return -1;
+            }
+            dead = !held;
+        }
+        if (dead) {
+            finished = (const char *)sqlite3_column_text(st, 7);
+            status = "interrupted";
+        }
         if (!o || jnum(o, "id", (double)sqlite3_column_int64(st, 0)) || jstr(o, "stage", col_text(st, 1)) ||
             jstr(o, "part", col_text(st, 2)) || jstr(o, "started", col_text(st, 3)) ||
-            jstr(o, "finished", finished) || jstr(o, "status", col_text(st, 5))) {
+            jstr(o, "finished", finished) || jstr(o, "status", status) ||
+            (dead && jstr(o, "recorded_status", "running")) ||
+            (held == 1 && !strcmp(status, "running") && jstr(o, "holder", holder)) ||
+            (sqlite3_column_type(st, 8) != SQLITE_NULL &&
+             (jnum(o, "pid", (double)sqlite3_column_int64(st, 8)) || jstr(o, "host", col_text(st, 9))))) {
             sqlite3_reset(st);
             return -1;
+        }
+        if (dead) {
+            char *msg = NULL;
+            cJSON *w = jpush_object(warnings);
+            if (!w || asprintf(&msg, "run %lld (%s %s, started %s) did not finish: its process is gone; the last "
+                               "commit was at %s. Run lvd-%s again to go on from there.",
+                               (long long)sqlite3_column_int64(st, 0), col_text(st, 1), col_text(st, 2),
+                               col_text(st, 3), finished, col_text(st, 1)) < 0) {
+                sqlite3_reset(st);
+                return oom();
+            }
+            int bad = jstr(w, "kind", "interrupted") || jnum(w, "run", (double)sqlite3_column_int64(st, 0)) ||
+                      jstr(w, "stage", col_text(st, 1)) || jstr(w, "message", msg);
+            free(msg);
+            if (bad) {
+                sqlite3_reset(st);
+                return -1;
+            }
         }
         cJSON *sj = summary ? cJSON_Parse(summary) : NULL;
         if (!sj)
@@ -591,8 +634,9 @@ static cJSON *status_report(catalog *c, const char *work, const char *cat_path)
     cJSON *warnings = NULL;
     if (jstr(r, "work", work) || jstr(r, "catalog", cat_path) ||
         jnum(r, "schema_version", catalog_schema_version(c)) || collections_report(c, r) != 0 ||
-        storage_report(c, r) != 0 || errors_report(c, r) != 0 || runs_report(c, r) != 0 ||
-        (!(warnings = cJSON_AddArrayToObject(r, "warnings")) && oom()) || failure_warnings(c, warnings) != 0 ||
+        storage_report(c, r) != 0 || errors_report(c, r) != 0 ||
+        (!(warnings = cJSON_AddArrayToObject(r, "warnings")) && oom()) || runs_report(c, cat_path, r, warnings) != 0 ||
+        failure_warnings(c, warnings) != 0 ||
         placeholder_warning(c, warnings) != 0 || parts_warnings(work, r, warnings) != 0) {
         cJSON_Delete(r);
         return NULL;
@@ -723,13 +767,13 @@ static void print_runs(FILE *f, const cJSON *r)
         fputs("  none\n", f);
         return;
     }
-    fprintf(f, "  %6s  %-8s  %-7s  %-7s  %-24s  %s\n", "id", "stage", "part", "status", "started", "finished");
+    fprintf(f, "  %6s  %-8s  %-7s  %-11s  %-24s  %s\n", "id", "stage", "part", "status", "started", "finished");
     cJSON_ArrayForEach(run, runs)
     {
         fprintf(f, "  %6" PRId64 "  ", jint(run, "id"));
         put_col(f, jtext(run, "stage"), 8);
         put_col(f, jtext(run, "part"), 7);
-        put_col(f, jtext(run, "status"), 7);
+        put_col(f, jtext(run, "status"), 11);
         put_col(f, jtext(run, "started"), 24);
         put_clean(f, jtext(run, "finished"), 24);
         fputc('\n', f);

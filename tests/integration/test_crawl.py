@@ -4,6 +4,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -256,6 +257,40 @@ class CrawlTest(WorkTestCase):
             for path, committed in con.execute("SELECT path, committed FROM shards"):
                 size = os.path.getsize(os.path.join(self.work, path))
                 self.assertIn(size - committed, (0, 1024), path)
+
+    def test_parts_fetch_what_a_killed_one_part_run_left_pending(self):
+        # A one-part crawl lists every URL in catalog.db, then is killed before fetching most of them (one at a
+        # time, 0.3 s each).
+        urls = [self.server.url("/delay/300?v=%d" % i) for i in range(20)]
+        lst = write_list(os.path.join(self.tmp, "pending.txt"), urls)
+        proc = subprocess.Popen([exe("lvd-crawl"), "--work", self.work, *FAST, "--concurrency", "1", lst],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cat = os.path.join(self.work, "catalog.db")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with db(self.work) as con:
+                    if os.path.exists(cat) and con.execute("SELECT count(*) FROM urls").fetchone()[0] == 20:
+                        break
+            except sqlite3.OperationalError:
+                pass  # not created or migrated yet
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        pending = {r[0] for r in db(self.work).execute("SELECT url FROM urls WHERE status = 'pending'")}
+        self.assertGreater(len(pending), 0)
+        # The cluster takes over: its parts fetch those pending URLs, and the merge completes the catalog.
+        for i in range(2):
+            run("lvd-crawl", "--work", self.work, *FAST, "--concurrency", "8", "--per-host", "8",
+                "--part", "%d/2" % i, lst)
+        run("lvd-crawl", "--work", self.work, "--merge")
+        rows = url_rows(self.work)
+        self.assertEqual(sorted(rows), sorted(urls))
+        self.assertEqual({u for u, v in rows.items() if v[0] != "ok"}, set(), "no URL left pending")
+        with db(self.work) as con:
+            self.assertEqual(con.execute("SELECT count(*) FROM members").fetchone()[0], 20,
+                             "one member per URL, under the key catalog.db gave it")
+        check_integrity(self, self.work)
 
     def test_two_parts_and_merge_equal_one_run(self):
         urls = [self.furl(p["name"]) for p in self.pool] + [self.server.url("/status/404"),

@@ -76,6 +76,61 @@ static void test_open_migrates_and_refuses_newer(void **state)
     assert_int_equal(access(p, F_OK), -1);
 }
 
+/* One writer per file: a second writable open fails at once naming the first (its run once started), a reader
+ * is not stopped; a 'running' row left by a dead writer is marked interrupted at its last commit by the next
+ * writable open, and every commit on a handle with a run stamps committed_at. */
+static void test_one_writer_and_interrupted_runs(void **state)
+{
+    (void)state;
+    char p[300];
+    path_in(p, sizeof p, "locked.db");
+    catalog *c, *c2, *r;
+    assert_int_equal(catalog_open(&c, p, 0), 0);
+    int64_t run;
+    assert_int_equal(catalog_run_start(c, "crawl", "0/1", "{}", "fp", &run), 0);
+    assert_int_equal(catalog_open(&c2, p, 0), -1);
+    char want[64];
+    snprintf(want, sizeof want, "pid %ld on host", (long)getpid());
+    assert_non_null(strstr(lvd_errmsg(), "is in use by"));
+    assert_non_null(strstr(lvd_errmsg(), want));
+    assert_non_null(strstr(lvd_errmsg(), "stage crawl"));
+    assert_non_null(strstr(lvd_errmsg(), "--wait"));
+    assert_int_equal(catalog_open(&r, p, CATALOG_READONLY), 0); /* readers are never refused */
+    catalog_close(r);
+
+    /* Two commits: committed_at follows the later one. */
+    int64_t n = 0;
+    assert_int_equal(catalog_begin(c), 0);
+    assert_int_equal(catalog_exec(c, "INSERT INTO collections(name, role, created_at) VALUES ('a', 'pool', 'x')"), 0);
+    assert_int_equal(catalog_commit(c), 0);
+    assert_int_equal(catalog_query_int(c, "SELECT count(*) FROM runs WHERE committed_at IS NOT NULL", 0, &n), 0);
+    assert_int_equal(n, 1);
+    /* A dead run: its row says running, its last commit was at a known time. */
+    assert_int_equal(catalog_exec(c, "UPDATE runs SET committed_at = '2026-01-02T03:04:05.678Z';"
+                                     "INSERT INTO runs(stage, part, params, fingerprint, started_at, status)"
+                                     " VALUES ('decode', '0/1', '{}', 'fp', '2026-01-01T00:00:00.000Z', 'running')"),
+                     0);
+    catalog_close(c); /* the process "dies": the rows stay as they are */
+    assert_int_equal(catalog_open(&c, p, CATALOG_READONLY), 0);
+    assert_int_equal(catalog_query_int(c, "SELECT count(*) FROM runs WHERE status = 'running'", 0, &n), 0);
+    assert_int_equal(n, 2);
+    catalog_close(c);
+
+    assert_int_equal(catalog_open(&c2, p, 0), 0);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(catalog_db(c2), "SELECT status, finished_at FROM runs ORDER BY id", -1, &st,
+                                        NULL), SQLITE_OK);
+    const char *want_fin[2] = {"2026-01-02T03:04:05.678Z", "2026-01-01T00:00:00.000Z"}; /* none: its start */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_string_equal((const char *)sqlite3_column_text(st, 0), "interrupted");
+        assert_string_equal((const char *)sqlite3_column_text(st, 1), want_fin[i]);
+    }
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    catalog_close(c2);
+}
+
 static void test_collections_and_runs(void **state)
 {
     (void)state;
@@ -304,6 +359,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_migrates_and_refuses_newer),
         cmocka_unit_test(test_collections_and_runs),
+        cmocka_unit_test(test_one_writer_and_interrupted_runs),
         cmocka_unit_test(test_store_crash_between_append_and_commit),
         cmocka_unit_test(test_store_rollover),
         cmocka_unit_test(test_store_reports_lost_committed_data),

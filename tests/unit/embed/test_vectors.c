@@ -46,7 +46,7 @@ static int teardown(void **state)
 static void new_work(stage *st, char *work, size_t cap)
 {
     snprintf(work, cap, "%s/w%d", dir, ++work_no);
-    if (stage_open(st, "embed", work, "0/1", "{}", "fp") != 0)
+    if (stage_open(st, "embed", work, "0/1", "{}", "fp", 0) != 0)
         fail_msg("%s", lvd_errmsg());
     char sql[512];
     assert_int_equal(catalog_exec(st->cat, "INSERT INTO shards(id, path, kind) VALUES (1, 'shards/raw-000000.tar', 'raw');"
@@ -325,7 +325,7 @@ static void test_partitioned_run_looks_at_catalog_db(void **state)
     close_stage(&st);
 
     stage ps;
-    if (stage_open(&ps, "embed", work, "1/2", "{}", "fp") != 0)
+    if (stage_open(&ps, "embed", work, "1/2", "{}", "fp", 0) != 0)
         fail_msg("%s", lvd_errmsg());
     open_out(&o, &ps, "vit", NPY_F32, 100, NULL);
     assert_ptr_equal(o.main_ro, ps.main_ro);
