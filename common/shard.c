@@ -19,7 +19,7 @@
 #define TAR_MTIME_MAX (((uint64_t)1 << 33) - 1)
 #define WRITE_BUF_BYTES ((size_t)1 << 20) /* appends are gathered into 1 MiB writes */
 #define DIRECT_MIN ((size_t)1 << 18)      /* bodies of 256 KiB or more bypass the buffer */
-#define PAX_MAX ((uint64_t)1 << 20)       /* larger pax headers are treated as hostile */
+#define PAX_MAX ((uint64_t)1 << 20)       /* larger pax or GNU long-name headers are treated as hostile */
 #define PAX_NAME "././@PaxHeader"
 
 /* Field offsets and widths of a ustar header block (POSIX.1-1988). */
@@ -381,7 +381,10 @@ struct shard_reader {
     uint64_t valid_end; /* end of the last complete member */
     int torn;
     int done;
+    int chained;                        /* an extended header ('x', 'L', 'K') was read since the last member */
+    uint64_t first;                     /* offset of the first header of the member being read */
     int has_name;                       /* a pax "path" or GNU 'L' name waits for the next member */
+    size_t name_len;                    /* its length in bytes; over SHARD_NAME_MAX, name is "" */
     char name[SHARD_NAME_MAX + 1];
     int has_size;                       /* a pax "size" waits for the next member */
     uint64_t size;
@@ -444,13 +447,21 @@ static int parse_decimal(const char *s, size_t n, uint64_t *out)
     return 0;
 }
 
+/* The name of a pax "path" or GNU 'L' record, for the next member. An empty name or one holding a NUL makes
+ * the archive malformed. A name longer than SHARD_NAME_MAX is well-formed but does not fit shard_member: only
+ * its length is kept, and the member it names is returned without a name for the caller to skip. */
 static int set_pending_name(shard_reader *r, const char *s, size_t n, uint64_t at)
 {
-    if (n == 0 || n > SHARD_NAME_MAX || memchr(s, '\0', n))
-        return lvd_fail("%s: long member name of %zu bytes at offset %llu (allowed 1..%d, no NUL)", r->path, n,
-                        (unsigned long long)at, SHARD_NAME_MAX);
-    memcpy(r->name, s, n);
-    r->name[n] = '\0';
+    if (n == 0 || memchr(s, '\0', n))
+        return lvd_fail("%s: long member name of %zu bytes at offset %llu is empty or holds a NUL", r->path, n,
+                        (unsigned long long)at);
+    r->name_len = n;
+    if (n > SHARD_NAME_MAX) {
+        r->name[0] = '\0';
+    } else {
+        memcpy(r->name, s, n);
+        r->name[n] = '\0';
+    }
     r->has_name = 1;
     return 0;
 }
@@ -520,6 +531,8 @@ int shard_reader_next(shard_reader *r, shard_member *m)
                 r->torn = 1;
             return 0;
         }
+        if (!r->chained)
+            r->first = at; /* as Python's tarfile counts a member's offset: its extended headers included */
         uint64_t stored = 0;
         if (parse_octal(h + H_CHKSUM, W_CHKSUM, &stored) != 0 ||
             (stored != header_sum(h) && (int64_t)stored != header_sum_signed(h)))
@@ -540,8 +553,9 @@ int shard_reader_next(shard_reader *r, shard_member *m)
         uint64_t end = data_off + pad_block(size);
 
         if (type == 'x' || type == 'L') {
-            uint64_t limit = type == 'x' ? PAX_MAX : SHARD_NAME_MAX + 1;
-            if (size > limit)
+            /* 'L' data is the name and a NUL. A name over SHARD_NAME_MAX is read whole all the same, for its
+             * length, so that only its member is skipped; the bound is the pax one. */
+            if (size > PAX_MAX)
                 return lvd_fail("%s: extended header of %llu bytes at offset %llu is too large", r->path,
                                 (unsigned long long)size, (unsigned long long)at);
             char *d = malloc(size + 1);
@@ -555,38 +569,52 @@ int shard_reader_next(shard_reader *r, shard_member *m)
             free(d);
             if (rc != 0)
                 return -1;
+            r->chained = 1;
             r->pos = end;
             continue;
         }
         if (type == 'g' || type == 'K') {
-            r->pos = end; /* global pax defaults and link names do not affect shard members */
+            /* Global pax defaults and link names do not affect shard members. A link name is still one of
+             * the headers of the member after it (its offset starts there); global defaults are not. */
+            if (type == 'K')
+                r->chained = 1;
+            r->pos = end;
             continue;
         }
 
         if (r->has_name) {
             memcpy(m->name, r->name, sizeof m->name);
+            m->name_len = r->name_len;
         } else {
             size_t nl = strnlen((const char *)h + H_NAME, TAR_NAME_FIELD);
             size_t pl = memcmp(h + H_MAGIC, "ustar", 6) == 0 ? strnlen((const char *)h + H_PREFIX, W_PREFIX) : 0;
             size_t total = pl > 0 ? pl + 1 + nl : nl;
-            if (nl == 0 || total > SHARD_NAME_MAX)
-                return lvd_fail("%s: member name of %zu bytes at offset %llu (allowed 1..%d)", r->path, total,
-                                (unsigned long long)at, SHARD_NAME_MAX);
-            size_t k = 0;
-            if (pl > 0) {
-                memcpy(m->name, h + H_PREFIX, pl);
-                m->name[pl] = '/';
-                k = pl + 1;
+            if (nl == 0)
+                return lvd_fail("%s: empty member name at offset %llu", r->path, (unsigned long long)at);
+            m->name_len = total;
+            if (total > SHARD_NAME_MAX) {
+                /* a 155-byte prefix, '/' and a 100-byte name: one byte too many, returned without its name
+                 * like the long names of extended headers */
+                m->name[0] = '\0';
+            } else {
+                size_t k = 0;
+                if (pl > 0) {
+                    memcpy(m->name, h + H_PREFIX, pl);
+                    m->name[pl] = '/';
+                    k = pl + 1;
+                }
+                memcpy(m->name + k, h + H_NAME, nl);
+                m->name[total] = '\0';
             }
-            memcpy(m->name + k, h + H_NAME, nl);
-            m->name[total] = '\0';
         }
+        m->offset = r->first;
         m->data_offset = data_off;
         m->size = size;
         m->end = end;
         m->type = type;
         r->has_name = 0;
         r->has_size = 0;
+        r->chained = 0;
         r->pos = end;
         r->valid_end = end;
         return 1;

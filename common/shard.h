@@ -15,7 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SHARD_NAME_MAX 255 /* longest member name; longer names use a pax extended header */
+/* Longest member name in bytes, written and read. Names of 101..255 bytes are written with a pax "path"
+ * record; the reader returns members with longer names without their name (shard_reader_next). */
+#define SHARD_NAME_MAX 255
 
 typedef struct shard_writer shard_writer;
 
@@ -26,7 +28,8 @@ typedef struct shard_writer shard_writer;
 int shard_writer_open(shard_writer **out, const char *path, uint64_t committed);
 
 /* Appends one member `name` (1..SHARD_NAME_MAX bytes, no NUL) holding `len` bytes. *data_offset (may be
- * NULL) receives the offset of the member's data. Buffered: not durable until shard_writer_flush. */
+ * NULL) receives the offset of the member's data. Buffered: not durable until shard_writer_flush. A name
+ * out of range is an error before any byte is written; the writer stays usable. */
 int shard_writer_add(shard_writer *w, const char *name, const void *data, size_t len, uint64_t *data_offset);
 
 /* Writes the end-of-archive marker, fsyncs the file, and stores in *end (may be NULL) the end offset of the
@@ -49,7 +52,9 @@ int shard_read_at(const char *path, uint64_t offset, void *buf, size_t len);
 typedef struct shard_reader shard_reader;
 
 typedef struct shard_member {
-    char name[SHARD_NAME_MAX + 1]; /* member name, e.g. "000123.jpg" */
+    char name[SHARD_NAME_MAX + 1]; /* member name, e.g. "000123.jpg"; "" when name_len > SHARD_NAME_MAX */
+    size_t name_len;               /* bytes in the name the archive gives the member */
+    uint64_t offset;               /* offset of its first header: its pax or GNU header if it has one */
     uint64_t data_offset;          /* offset of the data in the file */
     uint64_t size;                 /* data bytes */
     uint64_t end;                  /* offset just past the padded data: the end of this member */
@@ -61,7 +66,14 @@ int shard_reader_open(shard_reader **out, const char *path);
 /* Next member (regular files and others; pax/GNU long-name headers are consumed and applied).
  * Returns 1 with *m filled, 0 at the end of the archive, -1 on a malformed header or I/O error.
  * A file that stops inside a header or inside a member's data is a torn tail: returns 0 and sets
- * shard_reader_torn(). */
+ * shard_reader_torn().
+ *
+ * A member whose name is longer than SHARD_NAME_MAX bytes (from a GNU 'L' or pax "path" record, which may
+ * hold up to 1 MiB, or a 256-byte ustar prefix + name) is well-formed but cannot be one of a shard's: it is
+ * returned (1) with m->name "" and its true length in m->name_len, its size and offsets filled as for any
+ * member, so that the caller can report and skip it; the next call goes on with the member after it. No
+ * part of the long name is kept, so it can never pass for another member's name. An empty name, a NUL in
+ * a pax "path", a malformed pax record or an extended header over 1 MiB stay errors (-1). */
 int shard_reader_next(shard_reader *r, shard_member *m);
 
 /* Reads the data of the member last returned by shard_reader_next (buf holds m->size bytes). */

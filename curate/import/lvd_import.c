@@ -45,6 +45,7 @@
 #define JSON_MAX_BYTES ((uint64_t)1 << 20)  /* a webdataset .json member is small metadata */
 #define BATCH_SHARDS 4                      /* a batch commits once it has appended this many shards' worth */
 #define NOT_IMAGE_REPORTED 20               /* not-an-image files logged one by one; the rest are counted */
+#define LONG_NAME_REPORTED 20               /* tar members with too long a name, likewise */
 
 /* ---- growable strings ---- */
 
@@ -98,6 +99,7 @@ typedef struct counts {
     uint64_t present;     /* bytes already in `images` (from an earlier run or earlier in this one) */
     uint64_t changed;     /* existing members moved to different bytes */
     uint64_t not_image;   /* skipped: img_sniff does not recognise the bytes */
+    uint64_t long_name;   /* skipped: tar members whose name is over SHARD_NAME_MAX bytes */
     uint64_t errors;      /* unreadable or missing inputs, malformed list lines or tars */
     uint64_t new_members; /* member rows inserted */
 } counts;
@@ -655,6 +657,19 @@ static void sample_add(importer *im, sample *s, shard_reader *rd, const shard_me
     }
 }
 
+/* A regular tar member whose name is too long for shard_member (shard.h): it is not read, and the tar goes on
+ * as if it did not hold it. Its key is unknown, so the open sample stays open: a later member joins it only
+ * by having the sample's own key, and the other members of the skipped one's sample keep their key, so they
+ * form that sample (imported if it still has an image, without a label that only the skipped member had)
+ * and never join another. */
+static void skip_long_name(importer *im, const char *tar, const shard_member *m)
+{
+    im->n.long_name++;
+    if (im->n.long_name <= LONG_NAME_REPORTED)
+        log_warn("%s: member at offset %" PRIu64 " has a name of %zu bytes (at most %d are taken), skipped", tar,
+                 m->offset, m->name_len, SHARD_NAME_MAX);
+}
+
 static int import_tar(importer *im, const char *tar)
 {
     shard_reader *rd = NULL;
@@ -671,6 +686,10 @@ static int import_tar(importer *im, const char *tar)
         if (m.type != '0')
             continue;
         members++;
+        if (m.name_len > SHARD_NAME_MAX) {
+            skip_long_name(im, tar, &m);
+            continue;
+        }
         /* webdataset: the key runs up to the first '.' of the last path component. */
         const char *slash = strrchr(m.name, '/');
         const char *dot = strchr(slash ? slash + 1 : m.name, '.');
@@ -906,9 +925,10 @@ static char *summary_json(const counts *n)
     char *text = NULL;
     if (asprintf(&text,
                  "{\"files\":%" PRIu64 ",\"new_images\":%" PRIu64 ",\"already_present\":%" PRIu64
-                 ",\"changed\":%" PRIu64 ",\"skipped_not_image\":%" PRIu64 ",\"errors\":%" PRIu64
-                 ",\"new_members\":%" PRIu64 "}",
-                 n->files, n->new_images, n->present, n->changed, n->not_image, n->errors, n->new_members) < 0)
+                 ",\"changed\":%" PRIu64 ",\"skipped_not_image\":%" PRIu64 ",\"skipped_long_name\":%" PRIu64
+                 ",\"errors\":%" PRIu64 ",\"new_members\":%" PRIu64 "}",
+                 n->files, n->new_images, n->present, n->changed, n->not_image, n->long_name, n->errors,
+                 n->new_members) < 0)
         return NULL;
     return text;
 }
@@ -1000,9 +1020,16 @@ int main(int argc, char **argv)
     if (im.n.not_image > NOT_IMAGE_REPORTED)
         log_warn("%" PRIu64 " more files that are not images were skipped",
                  im.n.not_image - NOT_IMAGE_REPORTED);
+    if (im.n.long_name > LONG_NAME_REPORTED)
+        log_warn("%" PRIu64 " more tar members with names over %d bytes were skipped",
+                 im.n.long_name - LONG_NAME_REPORTED, SHARD_NAME_MAX);
+    /* The long-name count only concerns tars, so it is shown only when there is one. */
+    char long_names[64] = "";
+    if (im.n.long_name > 0)
+        snprintf(long_names, sizeof long_names, ", %" PRIu64 " skipped (name too long)", im.n.long_name);
     log_info("import: %" PRIu64 " files, %" PRIu64 " new images, %" PRIu64 " already present, %" PRIu64
-             " changed, %" PRIu64 " skipped (not an image), %" PRIu64 " errors",
-             im.n.files, im.n.new_images, im.n.present, im.n.changed, im.n.not_image, im.n.errors);
+             " changed, %" PRIu64 " skipped (not an image), %" PRIu64 " errors%s",
+             im.n.files, im.n.new_images, im.n.present, im.n.changed, im.n.not_image, im.n.errors, long_names);
     if (stage_close(&st, "done", summary) != 0) {
         log_error("%s", lvd_errmsg());
         goto out;

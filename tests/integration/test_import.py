@@ -146,7 +146,8 @@ class ImportTest(lvdtest.WorkTestCase):
             self.assertEqual(source, os.path.join(os.path.realpath(src), key))
         self.assertEqual(table(self.work, "SELECT role FROM collections WHERE name = 'fm'"), [("seed",)])
         self.assertEqual(s, {"files": len(files) + 1, "new_images": len(distinct), "already_present": 1,
-                             "changed": 0, "skipped_not_image": 1, "errors": 0, "new_members": len(files)})
+                             "changed": 0, "skipped_not_image": 1, "skipped_long_name": 0, "errors": 0,
+                             "new_members": len(files)})
         self.assertIn(os.path.join("shoes", "notes.txt"), p.stderr)
         self.assertIn("not an image", p.stderr)
         self.assertIn("import: 8 files, 6 new images, 1 already present, 0 changed, 1 skipped (not an image), "
@@ -246,6 +247,62 @@ class ImportTest(lvdtest.WorkTestCase):
 
         p, s = import_(self.work, "--collection", "bench", "--role", "benchmark", "--webdataset", tar_a, tar_b)
         self.assertEqual((s["new_images"], s["new_members"], s["already_present"]), (0, 0, 6))
+
+    def test_webdataset_long_names(self):
+        """A member whose path is over 255 bytes is skipped, logged with its offset and counted; the members
+        after it are imported, and a sidecar never joins another sample because its partner was skipped.
+        Python's tarfile writes the tars (GNU 'L' records and pax "path" records) and gives the offsets."""
+        k = "s/" + "k" * 249   # 251-byte keys: "<k>.jpeg" is 256 bytes, "<k>.cls" 255
+        j = "s/" + "m" * 249
+        x = "x" * 289 + "/005"  # 293 bytes: both members of the sample are too long
+        entries = [("s/000.jpg", encode(40, "JPEG")),        # no label of its own
+                   (k + ".jpeg", encode(41, "JPEG")),        # 256 bytes: skipped
+                   (k + ".cls", b"9"),                       # its label: must not go to s/000 nor s/004
+                   (j + ".png", encode(42)),                 # imported without its label
+                   (j + ".json", json.dumps({"label": "wrong"}).encode()),  # 256 bytes: skipped
+                   ("s/004.json", json.dumps({"label": "sandal"}).encode()), ("s/004.png", encode(43)),
+                   (x + ".jpg", encode(44, "JPEG")), (x + ".cls", b"8"),   # 297 and 297 bytes: skipped
+                   ("s/006.png", encode(45)), ("s/006.cls", b"3")]
+        expect = {"s/000": (encode(40, "JPEG"), None), j: (encode(42), None), "s/004": (encode(43), "sandal"),
+                  "s/006": (encode(45), "3")}
+        for fmt, fmt_name in ((tarfile.GNU_FORMAT, "gnu"), (tarfile.PAX_FORMAT, "pax")):
+            with self.subTest(fmt=fmt_name):
+                tar = os.path.join(self.tmp, "long-%s.tar" % fmt_name)
+                with tarfile.open(tar, "w", format=fmt) as t:
+                    for name, data in entries:
+                        info = tarfile.TarInfo(name)
+                        info.size = len(data)
+                        t.addfile(info, io.BytesIO(data))
+                with tarfile.open(tar) as t:
+                    listed = [(m.name, m.offset) for m in t.getmembers()]
+                self.assertEqual([n for n, _ in listed], [n for n, _ in entries])
+                too_long = [(n, off) for n, off in listed if len(n.encode()) > 255]
+                self.assertEqual(len(too_long), 4)
+
+                work = os.path.join(self.tmp, "work-" + fmt_name)
+                p, s = import_(work, "--collection", "wds", "--role", "benchmark", "--webdataset", tar)
+                got = members(work, "wds")
+                self.assertEqual(set(got), set(expect))
+                for key, (data, label) in expect.items():
+                    self.assertEqual(got[key][:2], (sha(data), label), key)
+                self.assertEqual(got["s/000"][2], tar + ":s/000.jpg")
+                self.assertEqual((s["files"], s["new_images"], s["new_members"], s["skipped_not_image"],
+                                  s["skipped_long_name"], s["errors"]), (4, 4, 4, 0, 4, 0))
+                for name, off in too_long:
+                    self.assertIn("%s: member at offset %d has a name of %d bytes" % (tar, off, len(name)),
+                                  p.stderr)
+                self.assertEqual(p.stderr.count("has a name of"), 4, p.stderr)
+                self.assertIn("4 skipped (name too long)", p.stderr)
+                runs = table(work, "SELECT status, summary FROM runs")
+                self.assertEqual(len(runs), 1)
+                self.assertEqual(runs[0][0], "done")
+                self.assertEqual(json.loads(runs[0][1])["skipped_long_name"], 4)
+                self.check_store(work)
+
+                # A rerun finds everything present and skips the same members again.
+                p, s = import_(work, "--collection", "wds", "--role", "benchmark", "--webdataset", tar)
+                self.assertEqual((s["new_images"], s["new_members"], s["already_present"],
+                                  s["skipped_long_name"]), (0, 0, 4, 4))
 
     def test_list_csv_and_txt(self):
         lists = os.path.join(self.tmp, "lists")

@@ -94,7 +94,8 @@ typedef struct py_member {
     long long mtime;
     char type;
     char sha[SHA256_HEX];
-    char name[SHARD_NAME_MAX + 2];
+    size_t name_len;                /* bytes of the name as tarfile reads it */
+    char name[SHARD_NAME_MAX + 1];  /* the name, or "" when it is longer than SHARD_NAME_MAX */
 } py_member;
 
 /* Lists the archive with /usr/bin/python3's tarfile; fails the test if Python raises. Returns the count. */
@@ -106,7 +107,8 @@ static size_t py_list(const char *path, py_member *out, size_t max)
         "    for m in tf:\n"
         "        d = tf.extractfile(m).read() if m.isreg() else b\"\"\n"
         "        print(m.offset, m.offset_data, m.size, m.mode, m.uid, m.gid, int(m.mtime), m.type.decode(),\n"
-        "              hashlib.sha256(d).hexdigest(), m.name, sep=\"\\t\")\n";
+        "              hashlib.sha256(d).hexdigest(), len(m.name.encode()), m.name if len(m.name.encode()) <= 255\n"
+        "              else \"\", sep=\"\\t\")\n";
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 -c '%s' '%s'", script, path);
     FILE *p = popen(cmd, "r");
@@ -118,10 +120,10 @@ static size_t py_list(const char *path, py_member *out, size_t max)
         py_member *m = &out[n++];
         char type[8];
         int used = 0;
-        int k = sscanf(line, "%" SCNu64 "\t%" SCNu64 "\t%" SCNu64 "\t%u\t%u\t%u\t%lld\t%7s\t%64s\t%n",
+        int k = sscanf(line, "%" SCNu64 "\t%" SCNu64 "\t%" SCNu64 "\t%u\t%u\t%u\t%lld\t%7s\t%64s\t%zu\t%n",
                        &m->offset, &m->offset_data, &m->size, &m->mode, &m->uid, &m->gid, &m->mtime, type, m->sha,
-                       &used);
-        if (k != 9)
+                       &m->name_len, &used);
+        if (k != 10)
             fail_msg("unexpected tarfile output: %s", line);
         m->type = type[0];
         size_t nl = strcspn(line + used, "\n");
@@ -526,6 +528,217 @@ static void test_reader_foreign_formats(void **state)
     assert_int_equal(i, sizeof ex / sizeof ex[0]);
 }
 
+/* out = base + suffix, which must fit in cap bytes. */
+static void suffixed(char *out, size_t cap, const char *base, const char *suffix)
+{
+    int n = snprintf(out, cap, "%s%s", base, suffix);
+    assert_true(n > 0 && (size_t)n < cap);
+}
+
+/* Runs a Python script with one argument; fails the test if Python fails. */
+static void run_python(const char *script, const char *arg)
+{
+    size_t cap = strlen(script) + strlen(arg) + 64;
+    char *cmd = malloc(cap);
+    assert_non_null(cmd);
+    int k = snprintf(cmd, cap, "/usr/bin/python3 -c '%s' '%s'", script, arg);
+    assert_true(k > 0 && (size_t)k < cap);
+    if (system(cmd) != 0)
+        fail_msg("python failed on %s", arg);
+    free(cmd);
+}
+
+/* Our reader against Python's listing of `path`: the same members in the same order, at the same offsets,
+ * with the same bytes, complete to the end. A name longer than SHARD_NAME_MAX comes back as "" with its
+ * length in name_len. Stores the member count in *count and returns how many names were too long. */
+static size_t check_reader_with_python(const char *path, size_t *count)
+{
+    enum { MAX = 32 };
+    py_member py[MAX];
+    size_t n = py_list(path, py, MAX);
+    shard_reader *r = NULL;
+    assert_int_equal(shard_reader_open(&r, path), 0);
+    shard_member m;
+    size_t too_long = 0;
+    uint64_t last_end = 0;
+    for (size_t i = 0; i < n; i++) {
+        lvd_err_clear();
+        int rc = shard_reader_next(r, &m);
+        if (rc != 1)
+            fail_msg("%s: member %zu of %zu (tarfile: header at %" PRIu64 ", name of %zu bytes): "
+                     "shard_reader_next returned %d: %s",
+                     path, i + 1, n, py[i].offset, py[i].name_len, rc, lvd_errmsg());
+        assert_int_equal(m.offset, py[i].offset);
+        assert_int_equal(m.data_offset, py[i].offset_data);
+        assert_int_equal(m.size, py[i].size);
+        assert_int_equal(m.type, py[i].type);
+        assert_int_equal(m.end, m.data_offset + pad512(m.size));
+        assert_int_equal(m.name_len, py[i].name_len);
+        assert_string_equal(m.name, py[i].name); /* "" for a name that is too long */
+        if (py[i].name_len > SHARD_NAME_MAX)
+            too_long++;
+        uint8_t *buf = malloc(m.size + 1);
+        assert_non_null(buf);
+        assert_int_equal(shard_reader_read(r, &m, buf), 0);
+        char hex[SHA256_HEX];
+        sha256_hex(buf, (size_t)m.size, hex);
+        assert_string_equal(hex, py[i].sha);
+        free(buf);
+        last_end = m.end;
+    }
+    assert_int_equal(shard_reader_next(r, &m), 0);
+    assert_int_equal(shard_reader_torn(r), 0);
+    assert_int_equal(shard_reader_valid_end(r), last_end);
+    shard_reader_close(r);
+    *count = n;
+    return too_long;
+}
+
+/* Reads `path` expecting `good` members, then -1 with a message naming the file and `offset`. */
+static void reader_fails_at(const char *path, size_t good, uint64_t offset, const char *what)
+{
+    shard_reader *r = NULL;
+    assert_int_equal(shard_reader_open(&r, path), 0);
+    shard_member m;
+    for (size_t i = 0; i < good; i++)
+        assert_int_equal(shard_reader_next(r, &m), 1);
+    lvd_err_clear();
+    int rc = shard_reader_next(r, &m);
+    if (rc != -1)
+        fail_msg("%s: expected -1 after %zu members, got %d", path, good, rc);
+    assert_msg_has(path);
+    char where[48];
+    snprintf(where, sizeof where, "offset %" PRIu64, offset);
+    assert_msg_has(where);
+    assert_msg_has(what);
+    shard_reader_close(r);
+}
+
+/* A member whose name is longer than SHARD_NAME_MAX bytes (a GNU 'L' record, a pax "path" record, or a
+ * 256-byte ustar prefix + name) is returned without its name so the caller can skip it, and only it: the
+ * members around it read as usual. Python's tarfile writes the archives and says what they hold. Malformed
+ * extended headers still fail the reader. */
+static void test_reader_long_names_skipped(void **state)
+{
+    (void)state;
+    char base[PATH_MAX];
+    scratch_path(base, sizeof base, "toolong");
+    static const char script[] =
+        "import sys,tarfile,io\n"
+        "def blob(n, s): return bytes((i * 7 + s) % 256 for i in range(n))\n"
+        "def add(tf, name, n, s, pax=None):\n"
+        "    ti = tarfile.TarInfo(name); ti.size = n; ti.mode = 0o644\n"
+        "    if pax: ti.pax_headers = pax\n"
+        "    tf.addfile(ti, io.BytesIO(blob(n, s)))\n"
+        "def patch(p, f):\n"
+        "    b = bytearray(open(p, \"rb\").read()); f(b); open(p, \"wb\").write(b)\n"
+        "def offsets(p):\n"
+        "    with tarfile.open(p) as tf: return [(m.offset, m.offset_data) for m in tf.getmembers()]\n"
+        "base = sys.argv[1]\n"
+        "for fmt, suffix in ((tarfile.GNU_FORMAT, \"-gnu.tar\"), (tarfile.PAX_FORMAT, \"-pax.tar\")):\n"
+        "    with tarfile.open(base + suffix, \"w\", format=fmt) as tf:\n"
+        "        add(tf, \"000000.jpg\", 700, 1)\n"
+        "        add(tf, \"000000.json\", 20, 2)\n"
+        "        add(tf, \"k\" * 289 + \"/000001.jpg\", 1500, 3)\n" /* 300 bytes */
+        "        add(tf, \"j\" * 250 + \".json\", 30, 4)\n"         /* 255 bytes: the longest name kept */
+        "        add(tf, \"j\" * 251 + \".json\", 40, 5)\n"         /* 256 bytes */
+        "        add(tf, \"q\" * 5000 + \".jpg\", 600, 6)\n"
+        "        if fmt == tarfile.PAX_FORMAT:\n"
+        "            add(tf, \"s\" * 400 + \".png\", 1300, 7, {\"path\": \"s\" * 400 + \".png\", \"size\": \"1300\"})\n"
+        "        add(tf, \"000002.jpg\", 900, 8)\n"
+        "        add(tf, \"000002.json\", 10, 9)\n"
+        /* zero the ustar size of the pax member "sss...png": only its "size" record, which comes after the
+         * too long "path" record, says how far to skip */
+        "p = base + \"-pax.tar\"\n"
+        "h = offsets(p)[6][1] - 512\n"
+        "def zero_size(b):\n"
+        "    b[h + 124:h + 136] = b\"%011o\\0\" % 0\n"
+        "    b[h + 148:h + 156] = b\" \" * 8\n"
+        "    b[h + 148:h + 156] = b\"%06o\\0 \" % sum(b[h:h + 512])\n"
+        "patch(p, zero_size)\n"
+        "with tarfile.open(base + \"-ustar.tar\", \"w\", format=tarfile.USTAR_FORMAT) as tf:\n"
+        "    add(tf, \"u/000.jpg\", 600, 10)\n"
+        "    add(tf, \"d\" * 155 + \"/\" + \"e\" * 96 + \".jpg\", 800, 11)\n" /* 256 bytes: prefix + name */
+        "    add(tf, \"u/002.jpg\", 100, 12)\n"
+        /* hostile variants: a NUL in a long or a short pax path, a malformed pax record next to a long
+         * path, a GNU name over the 1 MiB extended-header bound, an empty GNU name */
+        "with tarfile.open(base + \"-nul.tar\", \"w\", format=tarfile.PAX_FORMAT) as tf:\n"
+        "    add(tf, \"ok.jpg\", 10, 13)\n"
+        "    add(tf, \"n.jpg\", 10, 14, {\"path\": \"a\" * 150 + \"\\0\" + \"b\" * 149})\n"
+        "with tarfile.open(base + \"-nul-short.tar\", \"w\", format=tarfile.PAX_FORMAT) as tf:\n"
+        "    add(tf, \"ok.jpg\", 10, 13)\n"
+        "    add(tf, \"n.jpg\", 10, 14, {\"path\": \"a\\0b.jpg\"})\n"
+        "with tarfile.open(base + \"-badrec.tar\", \"w\", format=tarfile.PAX_FORMAT) as tf:\n"
+        "    add(tf, \"ok.jpg\", 10, 13)\n"
+        "    add(tf, \"m\" * 300 + \".jpg\", 10, 15)\n"
+        "h = offsets(base + \"-badrec.tar\")[1][0]\n"
+        "def bad_length(b): b[h + 514] ^= 1\n" /* last digit of the record length: one off */
+        "patch(base + \"-badrec.tar\", bad_length)\n"
+        "with tarfile.open(base + \"-huge.tar\", \"w\", format=tarfile.GNU_FORMAT) as tf:\n"
+        "    add(tf, \"ok.jpg\", 10, 13)\n"
+        "    add(tf, \"h\" * (1 << 20) + \".jpg\", 10, 16)\n"
+        "with tarfile.open(base + \"-empty.tar\", \"w\", format=tarfile.GNU_FORMAT) as tf:\n"
+        "    add(tf, \"ok.jpg\", 10, 13)\n"
+        "    add(tf, \"e\" * 300 + \".jpg\", 10, 17)\n"
+        "h = offsets(base + \"-empty.tar\")[1][0]\n"
+        "def empty_name(b): b[h + 512] = 0\n"
+        "patch(base + \"-empty.tar\", empty_name)\n";
+    run_python(script, base);
+
+    static const struct { const char *suffix; size_t members, too_long; } ok[] = {
+        {"-gnu.tar", 8, 3}, {"-pax.tar", 9, 4}, {"-ustar.tar", 3, 1}};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char p[PATH_MAX];
+        suffixed(p, sizeof p, base, ok[i].suffix);
+        size_t n = 0;
+        assert_int_equal(check_reader_with_python(p, &n), ok[i].too_long);
+        assert_int_equal(n, ok[i].members);
+    }
+
+    /* a tar torn inside the long-named member, or just after its GNU name record, is a torn tail after
+     * the member before it */
+    char gnu[PATH_MAX], cut[PATH_MAX];
+    suffixed(gnu, sizeof gnu, base, "-gnu.tar");
+    suffixed(cut, sizeof cut, base, "-cut.tar");
+    py_member py[16];
+    assert_int_equal(py_list(gnu, py, 16), 8);
+    size_t len = 0;
+    uint8_t *bytes = slurp(gnu, &len);
+    const uint64_t cuts[] = {py[2].offset_data + 100, py[2].offset_data - 512, py[2].offset + 700};
+    for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+        spit(cut, bytes, (size_t)cuts[c]);
+        shard_reader *r = NULL;
+        assert_int_equal(shard_reader_open(&r, cut), 0);
+        shard_member m;
+        assert_int_equal(shard_reader_next(r, &m), 1);
+        assert_int_equal(shard_reader_next(r, &m), 1);
+        assert_string_equal(m.name, "000000.json");
+        assert_int_equal(shard_reader_next(r, &m), 0);
+        assert_int_equal(shard_reader_torn(r), 1);
+        assert_int_equal(shard_reader_valid_end(r), py[2].offset);
+        shard_reader_close(r);
+    }
+    free(bytes);
+
+    struct { const char *suffix; const char *what; } bad[] = {
+        {"-nul.tar", "NUL"}, {"-nul-short.tar", "NUL"}, {"-badrec.tar", "malformed pax record"},
+        {"-huge.tar", "too large"}, {"-empty.tar", "0 bytes"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char p[PATH_MAX];
+        suffixed(p, sizeof p, base, bad[i].suffix);
+        /* the second member's first header is at 1024, after the first member's 512-byte header and its
+         * 10 bytes of data padded to 512 (tarfile itself cannot list some of these files) */
+        reader_fails_at(p, 1, 1024, bad[i].what);
+        unlink(p);
+    }
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char p[PATH_MAX];
+        suffixed(p, sizeof p, base, ok[i].suffix);
+        unlink(p);
+    }
+    unlink(cut);
+}
+
 /* ---------------------------------------------------------------------------------------------------- */
 /* crash safety */
 
@@ -853,6 +1066,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_long_names),
         cmocka_unit_test(test_reader_foreign_formats),
+        cmocka_unit_test(test_reader_long_names_skipped),
         cmocka_unit_test(test_torn_tail),
         cmocka_unit_test(test_reopen_committed_too_large),
         cmocka_unit_test(test_bad_checksum),
