@@ -387,6 +387,48 @@ class EmbedTest(WorkTestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("--keys", p.stderr)
 
+    def test_collection_name_not_ascii_keeps_its_files(self):
+        """A collection named 'café' (5 bytes, 4 characters): each run continues after the collection's last file,
+        so rows written by earlier runs stay where the catalog says they are."""
+        src = os.path.join(self.tmp, "cafe-files")
+        fixtures.write_pool(src, 6, seed=61, dup_exact=0, dup_near=0, split="t10k")
+        run("lvd-import", "--work", self.work, "--collection", "café", "--role", "benchmark", "--dir", src, "--quiet")
+        run("lvd-decode", "--work", self.work, "--size", "320", "--quiet")
+        with db(self.work) as con:
+            keys = con.execute("SELECT m.key, m.image_id FROM members m JOIN collections c ON c.id = m.collection_id"
+                               " WHERE c.name = ? ORDER BY m.key", ("café",)).fetchall()
+        self.assertEqual(len({i for _, i in keys}), 6)
+        rng = np.random.default_rng(11)
+        truth = {i: unit(rng.standard_normal(16)).astype(np.float32) for _, i in keys}
+        for n, part in enumerate((keys[:3], keys[3:])):
+            e, k = os.path.join(self.tmp, "e%d.npy" % n), os.path.join(self.tmp, "k%d.txt" % n)
+            np.save(e, np.stack([truth[i] for _, i in part]))
+            with open(k, "w") as f:
+                f.write("".join(key + "\n" for key, _ in part))
+            p = run("lvd-embed", "--work", self.work, "--collection", "café", "--import", e, "--keys", k,
+                    "--name", "ext", "--dtype", "float32", "--json")
+            self.assertEqual(json.loads(p.stdout)["embedded"], 3)
+        vec, where, files = embeddings(self.work, "ext")
+        self.assertEqual(sorted(files), ["embeddings/ext/café/part-000000.npy", "embeddings/ext/café/part-000001.npy"])
+        self.assertEqual({where[i][0] for _, i in keys[:3]}, {"embeddings/ext/café/part-000000.npy"})
+        self.assertEqual({where[i][0] for _, i in keys[3:]}, {"embeddings/ext/café/part-000001.npy"})
+        self.assertVectors(vec, truth, 1e-6)
+        # A checkpoint run into the collection, then one more for a new member: a file each, none overwritten.
+        embed(self.work, self.model, "--name", "pico", "--collection", "café", "--file-rows", "4")
+        _, where0, _ = embeddings(self.work, "pico")
+        more = os.path.join(self.tmp, "cafe-more")
+        # (in a subfolder: its key must not be one of the first folder's file names)
+        fixtures.write_pool(os.path.join(more, "new"), 1, seed=62, dup_exact=0, dup_near=0, split="t10k")
+        run("lvd-import", "--work", self.work, "--collection", "café", "--role", "benchmark", "--dir", more,
+            "--quiet")
+        run("lvd-decode", "--work", self.work, "--size", "320", "--quiet")
+        p, s = embed(self.work, self.model, "--name", "pico", "--collection", "café", "--file-rows", "4")
+        self.assertEqual(s["embedded"], 1)
+        vec, where, files = embeddings(self.work, "pico")
+        self.assertEqual(sorted(files), ["embeddings/pico/café/part-%06d.npy" % n for n in range(3)])
+        self.assertEqual({i: w for i, w in where.items() if i in where0}, where0)
+        self.assertVectors(vec, reference(self.tmp, self.work, self.model, vec), 5e-4)
+
     def test_import_several_collections_under_one_name(self):
         """Pool, then benchmark, then new pool members imported under one name, as lvd-dedup needs them."""
         with db(self.work) as con:
