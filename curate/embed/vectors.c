@@ -87,8 +87,9 @@ static int max_file_no(catalog *c, int64_t model_id, const char *prefix, int64_t
 
 int embed_out_begin_collection(embed_out *o, const char *collection)
 {
-    if (!collection[0] || strchr(collection, '/') || !strcmp(collection, ".") || !strcmp(collection, ".."))
-        return lvd_fail("collection name '%s' cannot be a directory name under embeddings/%s/", collection, o->name);
+    /* Collections made before the rule existed may have any name; this one becomes a directory name. */
+    if (catalog_check_collection_name(collection) != 0)
+        return -1;
     const char *tag = o->st->shard_tag;
     if (snprintf(o->prefix, sizeof o->prefix, "embeddings/%s/%s/part-%s%s", o->name, collection, tag,
                  tag[0] ? "-" : "") >= (int)sizeof o->prefix)
