@@ -375,13 +375,43 @@ class EmbedTest(WorkTestCase):
         want = dict(zip([i for _, i in keys], unit(scaled.astype(np.float16).astype(np.float32))))
         self.assertVectors(got, want, 1e-6)
         self.assertEqual({a.dtype for a in files.values()}, {np.dtype(np.float32)})
-        # A key listed twice names one image: its first line's row is kept.
-        twice = np.concatenate([rows, -rows[:1]])
-        write(twice, klist + klist[:1])
-        p, s = imp("twice")
-        self.assertEqual((s["embedded"], s["duplicate_images"]), (len(klist), 1))
-        got, _, _ = embeddings(self.work, "twice")
-        self.assertVectors(got, vec, 1e-3)
+        # A key listed twice would give one member two rows: an error naming the key and both lines (the first
+        # repeat of each key, a few keys at most), nothing written.
+        n = len(klist)
+        twice = klist[:3] + [klist[1]] + klist[3:] + [klist[0], klist[1]]
+        write(np.concatenate([rows[:3], -rows[1:2], rows[3:], -rows[:2]]), twice)
+        p, _ = imp("twice", check=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("2 keys are listed more than once", p.stderr)
+        self.assertIn("'%s' on lines 2 and 4" % klist[1], p.stderr)
+        self.assertIn("'%s' on lines 1 and %d" % (klist[0], n + 2), p.stderr)
+        self.assertNotIn("'%s' on lines 4 and" % klist[1], p.stderr)
+        with db(self.work) as con:
+            self.assertIsNone(con.execute("SELECT 1 FROM models WHERE name = 'twice'").fetchone())
+        self.assertFalse(os.path.exists(os.path.join(self.work, "embeddings", "twice")))
+        # Two keys of one image (the same bytes under two names) are two members: the image keeps the row of
+        # its first line, and the other is counted.
+        same = os.path.join(self.tmp, "same")
+        os.makedirs(same)
+        with db(self.work) as con:
+            path, off, size = con.execute("SELECT s.path, i.offset, i.bytes FROM images i JOIN shards s"
+                                          " ON s.id = i.shard_id WHERE i.id = ?", (keys[0][1],)).fetchone()
+        with open(os.path.join(self.work, path), "rb") as f:
+            f.seek(off)
+            data = f.read(size)
+        for name in ("one.img", "two.img"):
+            with open(os.path.join(same, name), "wb") as f:
+                f.write(data)
+        run("lvd-import", "--work", self.work, "--collection", "same", "--role", "seed", "--dir", same, "--quiet")
+        np.save(e, np.stack([rows[0], -rows[0]]))
+        with open(k, "w") as f:
+            f.write("two.img\none.img\n")
+        p = run("lvd-embed", "--work", self.work, "--collection", "same", "--import", e, "--keys", k,
+                "--name", "same", "--json")
+        s = json.loads(p.stdout)
+        self.assertEqual((s["embedded"], s["duplicate_images"]), (1, 1))
+        got, _, _ = embeddings(self.work, "same")
+        self.assertVectors(got, {keys[0][1]: vec[keys[0][1]]}, 1e-3)
         # Usage: --import needs --keys and one --collection.
         p = run("lvd-embed", "--work", self.work, "--import", e, "--collection", "pool", check=False)
         self.assertEqual(p.returncode, 2)
