@@ -351,6 +351,102 @@ int catalog_run_finish(catalog *c, int64_t run_id, const char *status, const cha
     return catalog_step_done(c, st);
 }
 
+/* Length in bytes of the UTF-8 sequence at s (at most n bytes available) and its code point in *cp, or 0 when
+ * the bytes there are not well-formed UTF-8 (overlong forms, surrogates and values past U+10FFFF included). */
+static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    unsigned char b = s[0];
+    size_t len;
+    uint32_t v, min;
+    if (b < 0x80) {
+        *cp = b;
+        return 1;
+    }
+    if (b >= 0xc2 && b <= 0xdf) {
+        len = 2, v = b & 0x1fu, min = 0x80;
+    } else if (b >= 0xe0 && b <= 0xef) {
+        len = 3, v = b & 0x0fu, min = 0x800;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+        len = 4, v = b & 0x07u, min = 0x10000;
+    } else {
+        return 0; /* a continuation byte, or a lead byte only overlong or out-of-range forms start with */
+    }
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        v = (v << 6) | (s[i] & 0x3fu);
+    }
+    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+        return 0;
+    *cp = v;
+    return len;
+}
+
+#define NAME_SHOWN 240 /* bytes of a name quoted in a message at most (more than CATALOG_NAME_MAX) */
+
+/* name for a message, into out (cap bytes, "..." when cut): control characters and bytes that are not UTF-8
+ * as \xNN, so a terminal shows what is there instead of acting on it. */
+static void quote_name(const char *name, char *out, size_t cap)
+{
+    const unsigned char *s = (const unsigned char *)name;
+    size_t n = strlen(name), o = 0, i = 0;
+    while (i < n && o + 8 < cap && i < NAME_SHOWN) {
+        uint32_t cp;
+        size_t len = utf8_seq(s + i, n - i, &cp);
+        if (len == 0 || cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f)) {
+            for (size_t k = 0; k < (len ? len : 1) && o + 5 < cap; k++)
+                o += (size_t)snprintf(out + o, cap - o, "\\x%02x", s[i + k]);
+            i += len ? len : 1;
+        } else {
+            memcpy(out + o, s + i, len);
+            o += len;
+            i += len;
+        }
+    }
+    if (i < n && o + 4 < cap) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+}
+
+int catalog_check_collection_name(const char *name)
+{
+    const unsigned char *s = (const unsigned char *)name;
+    size_t n = strlen(name);
+    char why[64] = "";
+    if (n == 0)
+        snprintf(why, sizeof why, "it is empty");
+    else if (n > CATALOG_NAME_MAX)
+        snprintf(why, sizeof why, "it has %zu bytes", n);
+    else if (!strcmp(name, ".") || !strcmp(name, ".."))
+        snprintf(why, sizeof why, "'%s' is not a directory name", name[1] ? ".." : ".");
+    else if (s[0] == ' ' || s[n - 1] == ' ')
+        snprintf(why, sizeof why, "it %s with a space", s[0] == ' ' ? "starts" : "ends");
+    for (size_t i = 0; !why[0] && i < n;) {
+        uint32_t cp;
+        size_t len = utf8_seq(s + i, n - i, &cp);
+        if (len == 0)
+            snprintf(why, sizeof why, "byte %zu is not UTF-8", i + 1);
+        else if (cp == '/')
+            snprintf(why, sizeof why, "it contains '/'");
+        else if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f))
+            snprintf(why, sizeof why, "it contains the control character U+%04X", (unsigned)cp);
+        i += len;
+    }
+    if (!why[0])
+        return 0;
+    char shown[420]; /* with the rest of the message, within LVD_ERR_MAX */
+    quote_name(name, shown, sizeof shown);
+    return lvd_fail("collection name '%s' is not allowed (%s): a collection name becomes a directory name "
+                    "(WORK/embeddings/<model>/<collection>/), so it must be valid UTF-8 of 1 to %d bytes, without '/' "
+                    "or control characters, not '.' or '..', and without a leading or trailing space; other "
+                    "characters (letters of any script, spaces inside, punctuation) are allowed",
+                    shown, why, CATALOG_NAME_MAX);
+}
+
 int catalog_collection(catalog *c, const char *name, const char *role, int64_t *id)
 {
     sqlite3_stmt *st = catalog_stmt(c, "SELECT id, role FROM collections WHERE name = ?1");
@@ -376,6 +472,8 @@ int catalog_collection(catalog *c, const char *name, const char *role, int64_t *
         return lvd_fail("%s: no collection named '%s'", c->path, name);
     if (strcmp(role, "pool") && strcmp(role, "seed") && strcmp(role, "benchmark"))
         return lvd_fail("collection role must be pool, seed or benchmark, not '%s'", role);
+    if (catalog_check_collection_name(name) != 0)
+        return -1;
     char now[32];
     catalog_now(now);
     st = catalog_stmt(c, "INSERT INTO collections(name, role, created_at) VALUES (?1, ?2, ?3)");

@@ -63,8 +63,17 @@ int catalog_run_start(catalog *c, const char *stage, const char *part, const cha
 /* status: "done" or "failed"; summary_json may be NULL. */
 int catalog_run_finish(catalog *c, int64_t run_id, const char *status, const char *summary_json);
 
-/* The id of collection `name`, creating it with `role` if new. An existing collection with another role is
- * an error naming both roles. role NULL: look up only (-1 with a message if missing). */
+/* The rule for collection names, which become directory names (WORK/embeddings/<model>/<collection>/):
+ * valid UTF-8 of 1 to CATALOG_NAME_MAX bytes; no '/', no control character (U+0000..U+001F, U+007F, and the
+ * C1 controls U+0080..U+009F); not "." or ".."; no leading or trailing space. Anything else is allowed
+ * (café, spaces inside, '%', '*', ...). 0 if name follows it, else -1 with a message quoting the name (control
+ * characters and bytes that are not UTF-8 shown as \xNN) and saying what is allowed. */
+#define CATALOG_NAME_MAX 200 /* bytes */
+int catalog_check_collection_name(const char *name);
+
+/* The id of collection `name`, creating it with `role` if new (name checked by catalog_check_collection_name;
+ * existing collections are looked up by any name). An existing collection with another role is an error naming
+ * both roles. role NULL: look up only (-1 with a message if missing). */
 int catalog_collection(catalog *c, const char *name, const char *role, int64_t *id);
 
 /* Current time as ISO 8601 UTC with milliseconds, e.g. "2026-11-26T10:38:05.123Z". */

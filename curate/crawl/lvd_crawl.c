@@ -35,7 +35,9 @@ static const char usage[] =
     "Adds the URLs of each LIST (.txt, .csv, .tsv, .jsonl, optionally .gz) to the catalog and fetches every\n"
     "URL that has no result yet into WORK/shards/raw-NNNNNN.tar.\n\n"
     "Input:\n"
-    "  --collection NAME       pool collection the URLs belong to (default pool)\n"
+    "  --collection NAME       pool collection the URLs belong to (default pool); the name is a directory\n"
+    "                          name: UTF-8, 1-200 bytes, no '/' or control characters, not . or .., no\n"
+    "                          leading or trailing space\n"
     "  --url-col, --caption-col, --key-col NAME   csv/tsv/jsonl columns (url, caption, key)\n"
     "Fetching:\n"
     "  --concurrency N         transfers in flight (64)      --per-host N      per host (4)\n"
@@ -539,6 +541,9 @@ int main(int argc, char **argv)
         cli_usage_error("lvd-crawl", "--work DIR is required");
     if (sa.merge)
         return cli_merge("crawl", work, cli_stage_flags(&sa), json);
+    /* The rule catalog_collection applies when it creates the collection, checked before anything is written. */
+    if (catalog_check_collection_name(collection) != 0)
+        cli_usage_errorf("lvd-crawl", "--collection: %s", lvd_errmsg());
     c->retry_failed = sa.retry_failed;
     int force = sa.force;
 

@@ -17,6 +17,7 @@ typedef struct keyline {
     int64_t image_id;
     int64_t line;  /* 0-based */
     int dup;       /* an earlier line names the same image */
+    int64_t again; /* the first later line with the same key, or -1 */
 } keyline;
 
 /* By image id, then line. */
@@ -26,6 +27,49 @@ static int cmp_keyline(const void *a, const void *b)
     if (x->image_id != y->image_id)
         return (x->image_id > y->image_id) - (x->image_id < y->image_id);
     return (x->line > y->line) - (x->line < y->line);
+}
+
+/* By key (bytes), then line. */
+static int cmp_keytext(const void *a, const void *b)
+{
+    const keyline *x = *(keyline *const *)a, *y = *(keyline *const *)b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : (x->line > y->line) - (x->line < y->line);
+}
+
+/* A key on two lines of path would give one member two rows: an error naming the first few such keys, in file
+ * order, with the line of their first occurrence and of their first repeat (1-based). 0 or -1. */
+static int check_repeated_keys(const char *path, keyline *keys, int64_t n)
+{
+    if (n < 2)
+        return 0;
+    keyline **order = malloc(sizeof *order * (size_t)n);
+    if (!order)
+        return lvd_fail("%s: out of memory", path);
+    for (int64_t i = 0; i < n; i++)
+        order[i] = &keys[i];
+    qsort(order, (size_t)n, sizeof *order, cmp_keytext);
+    /* Equal keys are adjacent, by line: the first of a run notes the line of the second. */
+    for (int64_t i = 1; i < n; i++)
+        if (!strcmp(order[i]->key, order[i - 1]->key) && (i < 2 || strcmp(order[i - 1]->key, order[i - 2]->key)))
+            order[i - 1]->again = order[i]->line;
+    free(order);
+    char listed[800] = "";
+    size_t ll = 0;
+    int64_t nrep = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (keys[i].again < 0)
+            continue;
+        if (nrep < 5 && ll < sizeof listed - 200)
+            ll += (size_t)snprintf(listed + ll, sizeof listed - ll, "%s '%.120s' on lines %" PRId64 " and %" PRId64,
+                                   nrep ? "," : "", keys[i].key, i + 1, keys[i].again + 1);
+        nrep++;
+    }
+    if (!nrep)
+        return 0;
+    return lvd_fail("%s: %" PRId64 " key%s listed more than once:%s%s; line i names the member whose row is row i, "
+                    "so a key may be listed once", path, nrep, nrep == 1 ? " is" : "s are", listed,
+                    nrep > 5 ? ", ..." : "");
 }
 
 /* The lines of path as keys (image ids unresolved, -1). On -1 *out_keys still holds the keys read so far (free
@@ -62,6 +106,7 @@ static int read_keys(const char *path, keyline **out_keys, int64_t *out_n)
         keys[n].image_id = -1;
         keys[n].line = n;
         keys[n].dup = 0;
+        keys[n].again = -1;
         if (!(keys[n].key = strdup(line))) {
             rc = lvd_fail("%s: out of memory", path);
             break;
@@ -99,6 +144,8 @@ int embed_import(embed_out *o, const char *npy_path, const char *file_sha, const
         lvd_fail("%s: %" PRId64 " columns is not an embedding dimension", npy_path, a.shape[1]);
         goto out;
     }
+    if (check_repeated_keys(keys_path, keys, nk) != 0)
+        goto out;
     int64_t coll_id;
     if (catalog_collection(o->cat, coll, NULL, &coll_id) != 0)
         goto out;
@@ -157,7 +204,8 @@ int embed_import(embed_out *o, const char *npy_path, const char *file_sha, const
     if (embed_import_register(o, npy_path, file_sha, dim, force, coll_id, model_sha) != 0 || embed_out_alloc(o) != 0 ||
         embed_out_begin_collection(o, coll) != 0)
         goto out;
-    /* One row per image: the same image under two keys keeps the row of its first line. */
+    /* One row per image: the same image under two keys (two members with the same bytes) keeps the row of its
+     * first line. */
     keyline **order = malloc(sizeof *order * (size_t)(nk ? nk : 1));
     if (!order) {
         lvd_fail("out of memory");

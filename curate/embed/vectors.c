@@ -44,24 +44,39 @@ void embed_out_free(embed_out *o)
     o->n = 0;
 }
 
-/* The largest file number of prefix recorded for model_id in c, or -1. Names are prefix + 6 digits + ".npy". */
+/* The largest file number of prefix recorded for model_id in c, or -1. Names are prefix + 6 digits + ".npy".
+ * Names are matched by bytes: SQLite's length() and substr() count characters, which differ from strlen() as
+ * soon as a collection name is not ASCII, and LIKE/GLOB would read '_', '%', '*', '[' in it as wildcards. So:
+ * a range of `file` in its BINARY (memcmp) order from prefix"000000.npy" to prefix"999999.npy", answered by
+ * the index embeddings_file (model_id, file, row) from its upper end; every name in the range that is exactly
+ * as many bytes long starts with prefix, and only its last 10 bytes go through GLOB (cast back to text: GLOB
+ * matches nothing on a BLOB). */
 static int max_file_no(catalog *c, int64_t model_id, const char *prefix, int64_t *out_no)
 {
     *out_no = -1;
     if (!c || model_id < 0)
         return 0;
-    sqlite3_stmt *st = catalog_stmt(c, "SELECT max(file) FROM embeddings WHERE model_id = ?1"
-                                       " AND substr(file, 1, ?3) = ?2 AND length(file) = ?3 + 10");
+    size_t plen = strlen(prefix);
+    char lo[640], hi[640]; /* prefix (less than the 512 bytes of embed_out.prefix) + "NNNNNN.npy" */
+    if (snprintf(lo, sizeof lo, "%s000000.npy", prefix) >= (int)sizeof lo ||
+        snprintf(hi, sizeof hi, "%s999999.npy", prefix) >= (int)sizeof hi)
+        return lvd_fail("%s: file name prefix too long", prefix);
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT file FROM embeddings WHERE model_id = ?1 AND file BETWEEN ?2 AND ?3"
+                                       " AND length(CAST(file AS BLOB)) = ?4"
+                                       " AND CAST(substr(CAST(file AS BLOB), ?4 - 9) AS TEXT)"
+                                       " GLOB '[0-9][0-9][0-9][0-9][0-9][0-9].npy'"
+                                       " ORDER BY file DESC LIMIT 1");
     if (!st)
         return -1;
     sqlite3_bind_int64(st, 1, model_id);
-    sqlite3_bind_text(st, 2, prefix, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 3, (int64_t)strlen(prefix));
+    sqlite3_bind_text(st, 2, lo, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, hi, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, (int64_t)plen + 10); /* bytes */
     int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+    if (rc == SQLITE_ROW) {
         const char *f = (const char *)sqlite3_column_text(st, 0);
-        *out_no = strtoll(f + strlen(prefix), NULL, 10);
-    } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        *out_no = strtoll(f + plen, NULL, 10);
+    } else if (rc != SQLITE_DONE) {
         lvd_fail("%s: %s", catalog_path(c), sqlite3_errmsg(catalog_db(c)));
         sqlite3_reset(st);
         return -1;
@@ -72,8 +87,9 @@ static int max_file_no(catalog *c, int64_t model_id, const char *prefix, int64_t
 
 int embed_out_begin_collection(embed_out *o, const char *collection)
 {
-    if (!collection[0] || strchr(collection, '/') || !strcmp(collection, ".") || !strcmp(collection, ".."))
-        return lvd_fail("collection name '%s' cannot be a directory name under embeddings/%s/", collection, o->name);
+    /* Collections made before the rule existed may have any name; this one becomes a directory name. */
+    if (catalog_check_collection_name(collection) != 0)
+        return -1;
     const char *tag = o->st->shard_tag;
     if (snprintf(o->prefix, sizeof o->prefix, "embeddings/%s/%s/part-%s%s", o->name, collection, tag,
                  tag[0] ? "-" : "") >= (int)sizeof o->prefix)

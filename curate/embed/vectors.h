@@ -62,7 +62,7 @@ void embed_out_free(embed_out *o);
 
 /* Starts the files of one collection: makes its directory, sets the prefix, and numbers the next file after
  * every file either catalog records for the name under that prefix (a part never overwrites catalog.db's
- * files). The collection name must be a usable directory name. 0 or -1. */
+ * files). The collection name must follow catalog_check_collection_name(). 0 or -1. */
 int embed_out_begin_collection(embed_out *o, const char *collection);
 
 /* Adds one row of dim floats (already L2-normalised) for image_id; writes the file when it is full. 0 or -1. */

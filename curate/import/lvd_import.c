@@ -749,7 +749,9 @@ static void usage(FILE *f)
             "SHA-256 of their bytes and stored in WORK/shards/raw-NNNNNN.tar. Reruns import only what is new.\n"
             "\n"
             "  --work W               work directory (created if missing)\n"
-            "  --collection NAME      collection to import into (created with --role if new)\n"
+            "  --collection NAME      collection to import into (created with --role if new); the name is a\n"
+            "                         directory name: UTF-8, 1-200 bytes, no '/' or control characters,\n"
+            "                         not . or .., no leading or trailing space\n"
             "  --role ROLE            pool, seed or benchmark\n"
             "  --dir D                every regular file under D (recursively, symlinks not followed);\n"
             "                         key = path relative to D\n"
@@ -860,8 +862,10 @@ static int parse_options(int argc, char **argv, options *o)
     }
     if (!o->work || !o->collection || !o->role)
         return lvd_fail("--work, --collection and --role are required");
-    if (!o->collection[0])
-        return lvd_fail("--collection: the name must not be empty");
+    /* Checked here too, not only when catalog_collection creates it: a bad name is a usage error found
+     * before the work directory is touched. */
+    if (catalog_check_collection_name(o->collection) != 0)
+        return lvd_fail_ctx("--collection");
     if ((o->dir != NULL) + (o->list != NULL) + (o->ntars > 0) != 1)
         return lvd_fail("give exactly one of --dir, --list and --webdataset");
     if (o->label_dirs && o->ntars > 0)

@@ -170,6 +170,20 @@ class CrawlTest(WorkTestCase):
             self.assertEqual(after[u], v, "old results unchanged")
         self.assertEqual(len(after), len(self.pool))
 
+    def test_collection_name_checked_before_anything_is_written(self):
+        a = write_list(os.path.join(self.tmp, "a.txt"), [self.furl(p["name"]) for p in self.pool[:2]])
+        for name in ("a/b", "..", "x\x01y"):
+            p = run("lvd-crawl", "--work", self.work, *FAST, "--collection", name, a, check=False)
+            self.assertEqual(p.returncode, 2, (name, p.stderr))
+            self.assertIn("collection name", p.stderr)
+            self.assertIn("allowed", p.stderr)
+        self.assertFalse(os.path.exists(self.work))
+        self.assertEqual(total_requests(self.server), 0)
+        run("lvd-crawl", "--work", self.work, *FAST, "--collection", "café", a)
+        with db(self.work) as con:
+            self.assertEqual(con.execute("SELECT c.name, count(*) FROM urls u JOIN collections c"
+                                         " ON c.id = u.collection_id WHERE u.status = 'ok'").fetchall(), [("café", 2)])
+
     def test_malformed_lines_reported(self):
         lists = fixtures.url_lists(os.path.join(self.tmp, "lists"), self.server.url("/files"),
                                    [p["name"] for p in self.pool[:6]])

@@ -375,17 +375,89 @@ class EmbedTest(WorkTestCase):
         want = dict(zip([i for _, i in keys], unit(scaled.astype(np.float16).astype(np.float32))))
         self.assertVectors(got, want, 1e-6)
         self.assertEqual({a.dtype for a in files.values()}, {np.dtype(np.float32)})
-        # A key listed twice names one image: its first line's row is kept.
-        twice = np.concatenate([rows, -rows[:1]])
-        write(twice, klist + klist[:1])
-        p, s = imp("twice")
-        self.assertEqual((s["embedded"], s["duplicate_images"]), (len(klist), 1))
-        got, _, _ = embeddings(self.work, "twice")
-        self.assertVectors(got, vec, 1e-3)
+        # A key listed twice would give one member two rows: an error naming the key and both lines (the first
+        # repeat of each key, a few keys at most), nothing written.
+        n = len(klist)
+        twice = klist[:3] + [klist[1]] + klist[3:] + [klist[0], klist[1]]
+        write(np.concatenate([rows[:3], -rows[1:2], rows[3:], -rows[:2]]), twice)
+        p, _ = imp("twice", check=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("2 keys are listed more than once", p.stderr)
+        self.assertIn("'%s' on lines 2 and 4" % klist[1], p.stderr)
+        self.assertIn("'%s' on lines 1 and %d" % (klist[0], n + 2), p.stderr)
+        self.assertNotIn("'%s' on lines 4 and" % klist[1], p.stderr)
+        with db(self.work) as con:
+            self.assertIsNone(con.execute("SELECT 1 FROM models WHERE name = 'twice'").fetchone())
+        self.assertFalse(os.path.exists(os.path.join(self.work, "embeddings", "twice")))
+        # Two keys of one image (the same bytes under two names) are two members: the image keeps the row of
+        # its first line, and the other is counted.
+        same = os.path.join(self.tmp, "same")
+        os.makedirs(same)
+        with db(self.work) as con:
+            path, off, size = con.execute("SELECT s.path, i.offset, i.bytes FROM images i JOIN shards s"
+                                          " ON s.id = i.shard_id WHERE i.id = ?", (keys[0][1],)).fetchone()
+        with open(os.path.join(self.work, path), "rb") as f:
+            f.seek(off)
+            data = f.read(size)
+        for name in ("one.img", "two.img"):
+            with open(os.path.join(same, name), "wb") as f:
+                f.write(data)
+        run("lvd-import", "--work", self.work, "--collection", "same", "--role", "seed", "--dir", same, "--quiet")
+        np.save(e, np.stack([rows[0], -rows[0]]))
+        with open(k, "w") as f:
+            f.write("two.img\none.img\n")
+        p = run("lvd-embed", "--work", self.work, "--collection", "same", "--import", e, "--keys", k,
+                "--name", "same", "--json")
+        s = json.loads(p.stdout)
+        self.assertEqual((s["embedded"], s["duplicate_images"]), (1, 1))
+        got, _, _ = embeddings(self.work, "same")
+        self.assertVectors(got, {keys[0][1]: vec[keys[0][1]]}, 1e-3)
         # Usage: --import needs --keys and one --collection.
         p = run("lvd-embed", "--work", self.work, "--import", e, "--collection", "pool", check=False)
         self.assertEqual(p.returncode, 2)
         self.assertIn("--keys", p.stderr)
+
+    def test_collection_name_not_ascii_keeps_its_files(self):
+        """A collection named 'café' (5 bytes, 4 characters): each run continues after the collection's last file,
+        so rows written by earlier runs stay where the catalog says they are."""
+        src = os.path.join(self.tmp, "cafe-files")
+        fixtures.write_pool(src, 6, seed=61, dup_exact=0, dup_near=0, split="t10k")
+        run("lvd-import", "--work", self.work, "--collection", "café", "--role", "benchmark", "--dir", src, "--quiet")
+        run("lvd-decode", "--work", self.work, "--size", "320", "--quiet")
+        with db(self.work) as con:
+            keys = con.execute("SELECT m.key, m.image_id FROM members m JOIN collections c ON c.id = m.collection_id"
+                               " WHERE c.name = ? ORDER BY m.key", ("café",)).fetchall()
+        self.assertEqual(len({i for _, i in keys}), 6)
+        rng = np.random.default_rng(11)
+        truth = {i: unit(rng.standard_normal(16)).astype(np.float32) for _, i in keys}
+        for n, part in enumerate((keys[:3], keys[3:])):
+            e, k = os.path.join(self.tmp, "e%d.npy" % n), os.path.join(self.tmp, "k%d.txt" % n)
+            np.save(e, np.stack([truth[i] for _, i in part]))
+            with open(k, "w") as f:
+                f.write("".join(key + "\n" for key, _ in part))
+            p = run("lvd-embed", "--work", self.work, "--collection", "café", "--import", e, "--keys", k,
+                    "--name", "ext", "--dtype", "float32", "--json")
+            self.assertEqual(json.loads(p.stdout)["embedded"], 3)
+        vec, where, files = embeddings(self.work, "ext")
+        self.assertEqual(sorted(files), ["embeddings/ext/café/part-000000.npy", "embeddings/ext/café/part-000001.npy"])
+        self.assertEqual({where[i][0] for _, i in keys[:3]}, {"embeddings/ext/café/part-000000.npy"})
+        self.assertEqual({where[i][0] for _, i in keys[3:]}, {"embeddings/ext/café/part-000001.npy"})
+        self.assertVectors(vec, truth, 1e-6)
+        # A checkpoint run into the collection, then one more for a new member: a file each, none overwritten.
+        embed(self.work, self.model, "--name", "pico", "--collection", "café", "--file-rows", "4")
+        _, where0, _ = embeddings(self.work, "pico")
+        more = os.path.join(self.tmp, "cafe-more")
+        # (in a subfolder: its key must not be one of the first folder's file names)
+        fixtures.write_pool(os.path.join(more, "new"), 1, seed=62, dup_exact=0, dup_near=0, split="t10k")
+        run("lvd-import", "--work", self.work, "--collection", "café", "--role", "benchmark", "--dir", more,
+            "--quiet")
+        run("lvd-decode", "--work", self.work, "--size", "320", "--quiet")
+        p, s = embed(self.work, self.model, "--name", "pico", "--collection", "café", "--file-rows", "4")
+        self.assertEqual(s["embedded"], 1)
+        vec, where, files = embeddings(self.work, "pico")
+        self.assertEqual(sorted(files), ["embeddings/pico/café/part-%06d.npy" % n for n in range(3)])
+        self.assertEqual({i: w for i, w in where.items() if i in where0}, where0)
+        self.assertVectors(vec, reference(self.tmp, self.work, self.model, vec), 5e-4)
 
     def test_import_several_collections_under_one_name(self):
         """Pool, then benchmark, then new pool members imported under one name, as lvd-dedup needs them."""

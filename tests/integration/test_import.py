@@ -368,6 +368,61 @@ class ImportTest(lvdtest.WorkTestCase):
         self.assertEqual(p.returncode, 2)
         self.assertFalse(os.path.exists(os.path.join(self.work, "catalog.db")))
 
+    def test_collection_names(self):
+        """A collection name becomes a directory name (WORK/embeddings/<model>/<collection>/): a name that cannot
+        be one is a usage error at import, before anything is written; UTF-8 names are fine."""
+        src = os.path.join(self.tmp, "src")
+        write(os.path.join(src, "a.png"), encode(0))
+        write(os.path.join(src, "b.png"), encode(1))
+        bad = {
+            "a/b": "'/'",
+            "..": "'..'",
+            ".": "'.'",
+            "": "empty",
+            "tab\there": "control character",
+            "bell\x07": "control character",
+            "del\x7f": "control character",
+            " lead": "space",
+            "trail ": "space",
+            "x" * 201: "201 bytes",
+            "caf\udce9": "UTF-8",  # the byte 0xe9 alone (Latin-1 'é'), passed through as it is
+        }
+
+        def refused(work):
+            for name, why in bad.items():
+                p = lvdtest.run("lvd-import", "--work", work, "--collection", name, "--role", "pool", "--dir", src,
+                                check=False)
+                self.assertEqual(p.returncode, 2, (name, p.stderr))
+                self.assertIn("collection name", p.stderr)
+                self.assertIn(why, p.stderr, name)
+                self.assertIn("allowed", p.stderr, name)
+            # The name is quoted as given, with control characters and stray bytes shown as \xNN.
+            p = lvdtest.run("lvd-import", "--work", work, "--collection", "a/b", "--role", "pool", "--dir", src,
+                            check=False)
+            self.assertIn("'a/b'", p.stderr)
+            p = lvdtest.run("lvd-import", "--work", work, "--collection", "bell\x07", "--role", "pool", "--dir",
+                            src, check=False)
+            self.assertIn("'bell\\x07'", p.stderr)
+            self.assertNotIn("\x07", p.stderr)
+
+        refused(self.work)
+        self.assertFalse(os.path.exists(self.work), "nothing is written, not even the work directory")
+        ok = ["café", "ImageNet val (2012)", "x" * 200, "名前", "a.b", "..a", "50%_[x]*?"]
+        for name in ok:
+            p, s = import_(self.work, "--collection", name, "--role", "pool", "--dir", src)
+            self.assertEqual(s["new_members"], 2, name)
+        self.assertEqual(sorted(r[0] for r in table(self.work, "SELECT name FROM collections")), sorted(ok))
+        before = (table(self.work, "SELECT * FROM collections ORDER BY id"),
+                  table(self.work, "SELECT * FROM runs ORDER BY id"),
+                  table(self.work, "SELECT * FROM shards ORDER BY id"),
+                  sorted(os.listdir(os.path.join(self.work, "shards"))))
+        refused(self.work)
+        after = (table(self.work, "SELECT * FROM collections ORDER BY id"),
+                 table(self.work, "SELECT * FROM runs ORDER BY id"),
+                 table(self.work, "SELECT * FROM shards ORDER BY id"),
+                 sorted(os.listdir(os.path.join(self.work, "shards"))))
+        self.assertEqual(after, before)
+
     def test_small_shards_roll_over(self):
         src = os.path.join(self.tmp, "many")
         data = {"%03d.png" % i: encode(100 + i) for i in range(60)}

@@ -172,6 +172,83 @@ static void append_n(store *s, int first, int n, int64_t *shard, uint64_t *offs)
     }
 }
 
+/* Collection names become directory names (WORK/embeddings/<model>/<collection>/): catalog_collection refuses
+ * to create a collection whose name cannot be one, and creates nothing; UTF-8 names are fine. */
+static void test_collection_names(void **state)
+{
+    (void)state;
+    char p[300];
+    path_in(p, sizeof p, "names.db");
+    catalog *c;
+    assert_int_equal(catalog_open(&c, p, 0), 0);
+    int64_t id;
+    static const char *const bad[] = {"", ".", "..", "a/b", "/", "x\ty", "x\x7f", " a", "a "};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(catalog_collection(c, bad[i], "pool", &id), -1);
+        assert_non_null(strstr(lvd_errmsg(), "collection name"));
+    }
+    /* The rule itself. Byte counts are of UTF-8: 100 x "é" is 200 bytes (allowed), one more byte is not. */
+    char e100[256] = "", e100a[256];
+    for (int i = 0; i < 100; i++)
+        strcat(e100, "\xc3\xa9");
+    snprintf(e100a, sizeof e100a, "%sa", e100);
+    char x200[202];
+    memset(x200, 'x', 200);
+    x200[200] = '\0';
+    const char *ok[] = {"pool", "caf\xc3\xa9", "imagenet val", "a.b", "..a", ".hidden", "50%_[x]*?\\", x200, e100,
+                        "\xe5\x90\x8d\xe5\x89\x8d", "\xf0\x9f\x93\xb7", "\xc2\xa0nbsp"};
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
+        if (catalog_check_collection_name(ok[i]) != 0)
+            fail_msg("'%s' refused: %s", ok[i], lvd_errmsg());
+    static const struct {
+        const char *name, *why;
+    } no[] = {
+        {"", "it is empty"},
+        {".", "'.' is not a directory name"},
+        {"..", "'..' is not a directory name"},
+        {"a/b", "contains '/'"},
+        {"a\x01", "control character U+0001"},
+        {"a\x1f", "control character U+001F"},
+        {"a\x7f", "control character U+007F"},
+        {"a\xc2\x85", "control character U+0085"}, /* C1 NEL */
+        {" a", "starts with a space"},
+        {"a ", "ends with a space"},
+        {"caf\xe9", "byte 4 is not UTF-8"},          /* Latin-1 */
+        {"a\xc3", "byte 2 is not UTF-8"},            /* truncated */
+        {"\xc0\xaf", "byte 1 is not UTF-8"},         /* overlong '/' */
+        {"x\xe0\x80\xaf", "byte 2 is not UTF-8"},    /* overlong '/' */
+        {"\xed\xa0\x80", "byte 1 is not UTF-8"},     /* surrogate U+D800 */
+        {"\xf4\x90\x80\x80", "byte 1 is not UTF-8"}, /* past U+10FFFF */
+        {"ab\x80", "byte 3 is not UTF-8"},           /* a lone continuation byte */
+    };
+    for (size_t i = 0; i < sizeof no / sizeof *no; i++) {
+        assert_int_equal(catalog_check_collection_name(no[i].name), -1);
+        if (!strstr(lvd_errmsg(), no[i].why))
+            fail_msg("case %zu: '%s' not in: %s", i, no[i].why, lvd_errmsg());
+        assert_non_null(strstr(lvd_errmsg(), "1 to 200 bytes"));
+    }
+    x200[0] = 'y';
+    char x201[203];
+    snprintf(x201, sizeof x201, "%sz", x200);
+    assert_int_equal(catalog_check_collection_name(x201), -1);
+    assert_non_null(strstr(lvd_errmsg(), "it has 201 bytes"));
+    assert_non_null(strstr(lvd_errmsg(), "'yxxx")); /* the name */
+    assert_int_equal(catalog_check_collection_name(e100a), -1);
+    assert_non_null(strstr(lvd_errmsg(), "it has 201 bytes"));
+    /* The message quotes the name, control characters and stray bytes as \xNN, UTF-8 as it is. */
+    assert_int_equal(catalog_check_collection_name("caf\xc3\xa9\x1b[2J\xff/"), -1);
+    assert_non_null(strstr(lvd_errmsg(), "collection name 'caf\xc3\xa9\\x1b[2J\\xff/' is not allowed"));
+    assert_null(strchr(lvd_errmsg(), '\x1b'));
+
+    int64_t n = -1;
+    assert_int_equal(catalog_query_int(c, "SELECT count(*) FROM collections", -1, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(catalog_collection(c, "café", "pool", &id), 0);
+    assert_int_equal(catalog_collection(c, "café", NULL, &n), 0);
+    assert_int_equal(n, id);
+    catalog_close(c);
+}
+
 static void test_store_crash_between_append_and_commit(void **state)
 {
     (void)state;
@@ -360,6 +437,7 @@ int main(void)
         cmocka_unit_test(test_open_migrates_and_refuses_newer),
         cmocka_unit_test(test_collections_and_runs),
         cmocka_unit_test(test_one_writer_and_interrupted_runs),
+        cmocka_unit_test(test_collection_names),
         cmocka_unit_test(test_store_crash_between_append_and_commit),
         cmocka_unit_test(test_store_rollover),
         cmocka_unit_test(test_store_reports_lost_committed_data),

@@ -213,11 +213,15 @@ static void test_bad_collection_and_failed_file(void **state)
     embed_identity want = ident("b", "{}", DIM);
     embed_out o;
     open_out(&o, &st, "m2", NPY_F32, 4, &want);
-    const char *bad[] = {"", "..", ".", "a/b"};
+    /* Names a catalog made before the rule may hold: refused, with nothing made under embeddings/m2/. */
+    const char *bad[] = {"", "..", ".", "a/b", "a\nb"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         assert_int_equal(embed_out_begin_collection(&o, bad[i]), -1);
-        assert_non_null(strstr(lvd_errmsg(), "cannot be a directory name under embeddings/m2/"));
+        assert_non_null(strstr(lvd_errmsg(), "is not allowed"));
     }
+    char m2[400];
+    snprintf(m2, sizeof m2, "%s/embeddings/m2", work);
+    assert_int_equal(access(m2, F_OK), -1);
     /* The collection's directory becomes a file: writing fails, names the file, and commits no row. */
     assert_int_equal(embed_out_begin_collection(&o, "pool"), 0);
     char d[400];
@@ -231,6 +235,73 @@ static void test_bad_collection_and_failed_file(void **state)
     assert_non_null(strstr(lvd_errmsg(), "embeddings/m2/pool/part-000000.npy"));
     assert_int_equal(count(st.cat, "SELECT count(*) FROM embeddings"), 0);
     assert_int_equal(o.written, 0);
+    embed_out_free(&o);
+    close_stage(&st);
+}
+
+/* The number of the next file of collection coll for o's model, failing the test on error. */
+static int64_t next_no_of(embed_out *o, const char *coll)
+{
+    if (embed_out_begin_collection(o, coll) != 0)
+        fail_msg("%s", lvd_errmsg());
+    return o->next_no;
+}
+
+/* File numbers are found by the bytes of the prefix: a collection whose name is not ASCII (SQLite's length()
+ * and substr() count characters, not bytes) continues after its own files, and a name with LIKE/GLOB
+ * metacharacters, or differing from another only in case, never counts the other's files. */
+static void test_numbering_is_byte_exact(void **state)
+{
+    (void)state;
+    stage st;
+    char work[300];
+    new_work(&st, work, sizeof work);
+    embed_identity want = ident("c", "{}", DIM);
+    embed_out o;
+    open_out(&o, &st, "m", NPY_F32, 1, &want);
+    float v[DIM];
+    /* Pairs (first, then): `first` gets files part-000000 and -000001; `then` must still start at 0. */
+    static const char *const pairs[][2] = {
+        {"café", "cafë"},   /* same length in characters, other bytes */
+        {"xzy", "x_y"},     /* LIKE's any-one-character */
+        {"xabcy", "x%y"},   /* LIKE's any-characters */
+        {"xQy", "x?y"},     /* GLOB's any-one-character */
+        {"xabcz", "x*z"},   /* GLOB's any-characters */
+        {"wy", "w[y]"},     /* GLOB's character class */
+        {"CASE", "case"},   /* LIKE ignores ASCII case */
+    };
+    char sql[200], file[600], want_file[600];
+    int64_t row;
+    for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++) {
+        snprintf(sql, sizeof sql, "INSERT INTO collections(name, role, created_at) VALUES ('%s', 'pool', 'now'),"
+                                  " ('%s', 'pool', 'now')", pairs[i][0], pairs[i][1]);
+        assert_int_equal(catalog_exec(st.cat, sql), 0);
+        /* Each pair under its own model name, so that images 1..3 serve every pair. */
+        char name[32];
+        snprintf(name, sizeof name, "m%zu", i);
+        embed_out_free(&o);
+        open_out(&o, &st, name, NPY_F32, 1, &want);
+        for (int64_t k = 0; k < 2; k++) {
+            assert_int_equal(next_no_of(&o, pairs[i][0]), k);
+            unit_row(1 + k, v);
+            assert_int_equal(embed_out_add(&o, 1 + k, v), 0);
+        }
+        assert_int_equal(next_no_of(&o, pairs[i][1]), 0);
+        unit_row(3, v);
+        assert_int_equal(embed_out_add(&o, 3, v), 0);
+        /* A later writer of either collection continues after that collection's own last file. */
+        embed_out_free(&o);
+        open_out(&o, &st, name, NPY_F32, 1, &want);
+        assert_int_equal(next_no_of(&o, pairs[i][0]), 2);
+        assert_int_equal(next_no_of(&o, pairs[i][1]), 1);
+        for (int64_t k = 0; k < 3; k++) {
+            row_of(st.cat, o.model_id, 1 + k, file, sizeof file, &row);
+            snprintf(want_file, sizeof want_file, "embeddings/%s/%s/part-%06d.npy", name, pairs[i][k < 2 ? 0 : 1],
+                     k < 2 ? (int)k : 0);
+            assert_string_equal(file, want_file);
+            assert_int_equal(row, 0);
+        }
+    }
     embed_out_free(&o);
     close_stage(&st);
 }
@@ -438,6 +509,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rollover_and_numbering),
         cmocka_unit_test(test_bad_collection_and_failed_file),
+        cmocka_unit_test(test_numbering_is_byte_exact),
         cmocka_unit_test(test_identity_conflicts_and_force),
         cmocka_unit_test(test_partitioned_run_looks_at_catalog_db),
         cmocka_unit_test(test_import_register),
