@@ -47,8 +47,15 @@ int lock_acquire(lvd_lock *l, const char *path, const char *what, const char *ho
     l->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (l->fd < 0)
         return lvd_fail_errno("cannot open lock file %s", path);
-    if (flock(l->fd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
+    /* lock_probe holds a shared lock for a few microseconds: a busy lock is tried again for up to a second
+     * before it counts as held, so that a reader's probe never makes a writer fail. */
+    int rc = -1, e = 0;
+    for (int tries = 0; tries < 20; tries++) {
+        if ((rc = flock(l->fd, LOCK_EX | LOCK_NB)) == 0 || (e = errno) != EWOULDBLOCK)
+            break;
+        usleep(50 * 1000);
+    }
+    if (rc != 0) {
         char who[LOCK_HOLDER_MAX];
         if (e != EWOULDBLOCK) {
             lock_release(l);

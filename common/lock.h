@@ -20,6 +20,7 @@ typedef struct lvd_lock {
 } lvd_lock;
 
 /* Takes the exclusive lock on path, creating the file if needed, and records holder (one line) in it.
+ * A lock found busy is tried again for up to a second first (lock_probe holds it for microseconds).
  * Held by another process: with wait == 0, -1 with the message "<what> is in use by <their holder text>";
  * with wait != 0, logs that it waits (and for whom) and blocks until the lock is free. Other errors: -1 with
  * the path and errno text. */
