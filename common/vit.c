@@ -582,19 +582,21 @@ int vit_forward(vit_model *m, vit_run *r, const float *x, const uint8_t *masks, 
             ds1 = s;
             ds2 = s + b;
         }
+        /* The linear layers take (B, T) rather than B*T rows: per-image SGEMMs keep an image's result
+         * independent of the rest of the batch (batch invariance, vit.h). */
         layernorm_forward(a->ln1, a->mean1, a->rstd1, xin, bp->norm1_w, bp->norm1_b, bt, d);
-        linear_forward(a->qkv, a->ln1, bp->qkv_w, bp->qkv_b, bt, d, 3 * d);
+        linear_forward(a->qkv, a->ln1, bp->qkv_w, bp->qkv_b, b, t, d, 3 * d);
         if (attention_forward(a->ao, a->att, a->qkv, b, t, d, r->heads) != 0)
             return -1;
-        linear_forward(a->po, a->ao, bp->proj_w, bp->proj_b, bt, d, d);
+        linear_forward(a->po, a->ao, bp->proj_w, bp->proj_b, b, t, d, d);
         residual_forward(xmid, xin, a->po, bp->ls1, ds1, b, t, d);
         layernorm_forward(a->ln2, a->mean2, a->rstd2, xmid, bp->norm2_w, bp->norm2_b, bt, d);
-        linear_forward(a->f1, a->ln2, bp->fc1_w, bp->fc1_b, bt, d, r->f1);
+        linear_forward(a->f1, a->ln2, bp->fc1_w, bp->fc1_b, b, t, d, r->f1);
         if (m->cfg.ffn == VIT_FFN_SWIGLU)
             swiglu_forward(a->f2a, a->f1, bt, r->hd);
         else
             gelu_forward(a->f2a, a->f1, bt * r->hd);
-        linear_forward(a->fo, a->f2a, bp->fc2_w, bp->fc2_b, bt, r->hd, d);
+        linear_forward(a->fo, a->f2a, bp->fc2_w, bp->fc2_b, b, t, r->hd, d);
         residual_forward(xout, xmid, a->fo, bp->ls2, ds2, b, t, d);
         int32_t k = l - (r->depth - r->o.keep_layers);
         if (!r->o.train && k >= 0)

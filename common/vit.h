@@ -10,9 +10,20 @@
  * N = (H / p) * (W / p) patch tokens; T = 1 + R + N tokens.
  *
  * Parameters, gradients and activations each live in one allocation with named views. Matrix products go
- * through OpenBLAS cblas_sgemm; the rest are OpenMP loops. Results are deterministic for a fixed thread
- * count. Inference never holds a (B, heads, T, T) matrix: attention is computed per (image, head) with a
- * T x T scratch per thread. Training keeps the attention probabilities for the backward pass.
+ * through OpenBLAS cblas_sgemm; the rest are OpenMP loops. Inference never holds a (B, heads, T, T) matrix:
+ * attention is computed per (image, head) with a T x T scratch per thread. Training keeps the attention
+ * probabilities for the backward pass.
+ *
+ * Batch invariance: the forward pass computes each image's outputs (and every block's output) bit for bit the same
+ * whatever the other images of the batch, the image's position in it, the batch size and the thread count, in
+ * inference and train runs alike. lvd-embed relies on it: a part of a --part run, a smaller last batch or another
+ * --batch gives the same rows as a single run. Every matrix product is one single-threaded SGEMM per (image, block
+ * of output channels) or per (image, head), of a shape that depends only on the input size (linear_forward,
+ * attention_forward); LayerNorm and softmax reduce within a row in a fixed order; an elementwise loop gives an
+ * element the same bits in its vectorised body as in a scalar tail (no FMA contraction), wherever the threads'
+ * ranges split the batch. It holds on one machine: OpenBLAS picks its SGEMM kernel and GCC its SIMD clone by CPU,
+ * so another CPU model may differ in the last bits. The backward pass sums over the batch, so gradients are
+ * deterministic for a given batch and thread count, not batch invariant.
  */
 #ifndef LVD_VIT_H
 #define LVD_VIT_H
@@ -132,7 +143,9 @@ void vit_run_free(vit_run *r);
 size_t vit_run_bytes(const vit_run *r);
 
 /* Forward pass. x: (B, 3, H, W). masks: NULL or (B, N) bytes, 1 = replace that patch by mask_token.
- * drop_path: per-sample stochastic depth rate (train runs only; 0 at inference), sampled from seed. */
+ * drop_path: per-sample stochastic depth rate (train runs only; 0 at inference), sampled from seed.
+ * Each image's outputs depend only on that image (and its mask and drop-path draws): see batch invariance
+ * above. */
 int vit_forward(vit_model *m, vit_run *r, const float *x, const uint8_t *masks, float drop_path, uint64_t seed);
 
 /* Outputs of the last forward, all after the final LayerNorm. */

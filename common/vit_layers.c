@@ -114,18 +114,36 @@ static inline float max_lanes(const float *x, int64_t n)
 
 /* ---- linear -------------------------------------------------------------------------------------------- */
 
-void linear_forward(float *out, const float *inp, const float *w, const float *b, int64_t n, int64_t in,
-                    int64_t out_ch)
+/* Output channels per SGEMM of linear_forward: a multiple of the SGEMM kernels' register tiles (16 floats) that
+ * divides vit_small's and vit_base's widths (384 ... 3072), so the wide layers (qkv, fc1) give a few items per
+ * image even when the batch is smaller than the thread count. Each block repacks the sample's input rows, so
+ * smaller blocks cost more: 192 measured a few percent slower than 384 at batch 32 (benchmarks/RESULTS.md). */
+#define LINEAR_COL_BLOCK 384
+
+void linear_forward(float *out, const float *inp, const float *w, const float *b, int64_t bsz, int64_t t,
+                    int64_t in, int64_t out_ch)
 {
-    float beta = 0.0f;
-    if (b) {
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; i++)
-            memcpy(out + i * out_ch, b, (size_t)out_ch * sizeof(float));
-        beta = 1.0f;
+    /* Batch invariance (vit.h). OpenBLAS's summation order for an output element depends on the shape of the
+     * call and on where the element falls in it (edge kernels for the last rows and columns, the split
+     * between its threads), so one (B*T)-row SGEMM would make a sample's rows depend on the batch size, on
+     * the sample's position and on the thread count. Instead each (sample, block of LINEAR_COL_BLOCK output
+     * channels) is one single-threaded SGEMM (called inside the parallel region) whose shape depends only on
+     * (t, in, out_ch): an element is always computed by the same call at the same place in it. Items are
+     * independent, so which thread runs one does not change its result, and a dynamic schedule balances
+     * them. The cost is OpenBLAS repacking w once per sample instead of once per call: about 2% of the
+     * forward throughput at batch 32 (benchmarks/RESULTS.md). */
+    int64_t nblk = (out_ch + LINEAR_COL_BLOCK - 1) / LINEAR_COL_BLOCK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t it = 0; it < bsz * nblk; it++) {
+        int64_t s = it / nblk, c0 = it % nblk * LINEAR_COL_BLOCK;
+        int64_t cw = out_ch - c0 < LINEAR_COL_BLOCK ? out_ch - c0 : LINEAR_COL_BLOCK;
+        float *o = out + s * t * out_ch + c0;
+        if (b)
+            for (int64_t i = 0; i < t; i++)
+                memcpy(o + i * out_ch, b + c0, (size_t)cw * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t, (int)cw, (int)in, 1.0f, inp + s * t * in,
+                    (int)in, w + c0 * in, (int)in, b ? 1.0f : 0.0f, o, (int)out_ch);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out_ch, (int)in, 1.0f, inp, (int)in, w,
-                (int)in, beta, out, (int)out_ch);
 }
 
 /* db (C) += column sums of m (N, C); threads own disjoint column ranges, so no reduction order varies. */
@@ -467,7 +485,7 @@ void patch_embed_forward(float *out, float *cols, const float *x, const float *w
                          int64_t h, int64_t wd, int64_t p, int64_t d)
 {
     unfold(cols, x, bsz, h, wd, p);
-    linear_forward(out, cols, w, b, bsz * (h / p) * (wd / p), 3 * p * p, d);
+    linear_forward(out, cols, w, b, bsz, (h / p) * (wd / p), 3 * p * p, d);
 }
 
 void patch_embed_backward(float *dx, float *dw, float *db, float *dcols, const float *dout, const float *cols,

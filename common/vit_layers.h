@@ -4,7 +4,9 @@
  * overwrite their outputs. Backward functions ACCUMULATE (+=) into every gradient they write (inputs and
  * parameters), so residual branches and shared parameters just add up; callers zero gradients once.
  * Matrix products use cblas_sgemm; the elementwise loops are OpenMP-parallel with static schedules and fixed
- * per-thread partial sums, so results are deterministic for a fixed thread count.
+ * per-thread partial sums, so results are deterministic for a fixed thread count. The forward functions are
+ * also batch invariant (vit.h): a sample's or row's result does not depend on the other samples, on its
+ * position or on the thread count.
  */
 #ifndef LVD_VIT_LAYERS_H
 #define LVD_VIT_LAYERS_H
@@ -13,10 +15,13 @@
 
 #define VIT_LN_EPS 1e-6f
 
-/* out (N, OUT) = inp (N, IN) @ w^T + b, w (OUT, IN), b (OUT) or NULL. */
-void linear_forward(float *out, const float *inp, const float *w, const float *b, int64_t n, int64_t in,
-                    int64_t out_ch);
-/* dinp (N, IN) += dout @ w (skipped when NULL); dw (OUT, IN) += dout^T @ inp; db (OUT) += column sums. */
+/* out (B, T, OUT) = inp (B, T, IN) @ w^T + b, w (OUT, IN), b (OUT) or NULL. One single-threaded SGEMM per
+ * (sample, block of output channels), spread over the threads, so a sample's rows depend on its own rows only
+ * (not on B, its position or the thread count). */
+void linear_forward(float *out, const float *inp, const float *w, const float *b, int64_t bsz, int64_t t,
+                    int64_t in, int64_t out_ch);
+/* dinp (N, IN) += dout @ w (skipped when NULL); dw (OUT, IN) += dout^T @ inp; db (OUT) += column sums.
+ * N = B * T rows in one SGEMM each: gradients sum over the batch anyway. */
 void linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
                      int64_t n, int64_t in, int64_t out_ch);
 
@@ -51,8 +56,9 @@ int attention_forward(float *out, float *att, const float *qkv, int64_t b, int64
 int attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int64_t b, int64_t t,
                        int64_t c, int64_t heads);
 
-/* Patch embedding as a GEMM over unfolded patches: x (B, 3, H, W) -> out (B, N, D), N = (H/p)(W/p) in
- * row-major grid order; w (D, 3, p, p), b (D). cols is scratch of B*N*3*p*p floats (kept for backward). */
+/* Patch embedding as linear_forward over unfolded patches (one sample per image): x (B, 3, H, W) -> out
+ * (B, N, D), N = (H/p)(W/p) in row-major grid order; w (D, 3, p, p), b (D). cols is scratch of B*N*3*p*p
+ * floats (kept for backward). */
 void patch_embed_forward(float *out, float *cols, const float *x, const float *w, const float *b, int64_t bsz,
                          int64_t h, int64_t wd, int64_t p, int64_t d);
 /* dw, db += parameter gradients; dx (B, 3, H, W) += input gradient unless NULL (dcols: scratch like cols). */

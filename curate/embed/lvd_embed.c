@@ -16,6 +16,7 @@
  *   lvd_embed.c    options, batching, --import, --part/--merge
  *   loader.[ch]    the double-buffered loader thread: read, decode, preprocess the next batch
  *   preprocess.[ch] DINOv2's evaluation transform (resize, center crop, normalise) as torchvision does it
+ *   pooling.[ch]   the features kept of one image (cls, mean of the patch tokens, cls+mean)
  *   vectors.[ch]   the embedding store: .npy files, their catalog rows, model names and identities
  *   import.[ch]    rows computed elsewhere (--import E.npy --keys K.txt) into the store
  */
@@ -32,6 +33,7 @@
 #include "loader.h"
 #include "vectors.h"
 #include "opts.h"
+#include "pooling.h"
 #include "progress.h"
 #include "sha256.h"
 #include "stage.h"
@@ -87,7 +89,7 @@ enum {
     OPT_BATCH, OPT_THREADS, OPT_LOADERS, OPT_FILE_ROWS, OPT_IMPORT, OPT_KEYS
 };
 
-enum { POOL_CLS = 0, POOL_MEAN = 1, POOL_CLS_MEAN = 2 };
+/* In embed_pool_kind order. */
 static const char *const pool_names[] = {"cls", "mean", "cls+mean", NULL};
 static const char *const dtype_names[] = {"float16", "float32", NULL};
 
@@ -102,7 +104,7 @@ typedef struct embedder {
     int32_t tail_n;
     int32_t batch;
     uint32_t resize, crop;
-    int pool;
+    embed_pool_kind pool;
     catalog *src;        /* where images come from */
     embed_loader ld;
     float *feat;         /* one row scratch */
@@ -245,18 +247,7 @@ static int embed_slot(embedder *e, embed_load_slot *s)
         if (!s->items[i].ok)
             continue;
         float *f = e->feat;
-        if (e->pool != POOL_MEAN)
-            memcpy(f, cls + (size_t)i * D, sizeof(float) * (size_t)D);
-        if (e->pool != POOL_CLS) {
-            float *mean = f + (e->pool == POOL_CLS_MEAN ? D : 0);
-            const float *p = patch + (size_t)i * np * D;
-            for (int32_t d = 0; d < D; d++) {
-                double acc = 0;
-                for (int32_t t = 0; t < np; t++)
-                    acc += p[(size_t)t * D + d];
-                mean[d] = (float)(acc / np);
-            }
-        }
+        embed_pool(f, e->pool, cls + (size_t)i * D, patch + (size_t)i * np * D, np, D);
         embed_l2_normalise(f, e->o.dim);
         if (embed_out_add(&e->o, s->items[i].image_id, f) != 0)
             return -1;
@@ -364,7 +355,7 @@ int main(int argc, char **argv)
     const char *work = NULL, *model_path = NULL, *name_arg = NULL, *import_path = NULL, *keys_path = NULL;
     char *collections[MAX_COLL];
     cli_stage_args sa = {0}; /* --retry-failed is moot: failed images are simply not embedded yet */
-    int ncoll = 0, json = 0, pool = POOL_CLS, dtype_i = 0;
+    int ncoll = 0, json = 0, pool = EMBED_POOL_CLS, dtype_i = 0;
     int64_t resize = 256, crop = 224, batch = 32, file_rows = 8192, iv;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu > 0 ? (int)ncpu : 1;
@@ -449,7 +440,7 @@ int main(int argc, char **argv)
             cli_usage_errorf(PROG, "--crop %" PRId64 " is not a multiple of the model's patch size %d (%s); try "
                              "--crop %" PRId64, crop, (int)cfg.patch, model_path,
                              crop / cfg.patch > 0 ? (crop / cfg.patch) * cfg.patch : cfg.patch);
-        want.dim = pool == POOL_CLS_MEAN ? 2 * cfg.dim : cfg.dim;
+        want.dim = embed_pool_dim((embed_pool_kind)pool, cfg.dim);
         snprintf(want.preprocess, sizeof want.preprocess,
                  "{\"resize\":%" PRId64 ",\"crop\":%" PRId64 ",\"pool\":\"%s\",\"dtype\":\"%s\"}", resize, crop,
                  pool_names[pool], dtype_names[dtype_i]);
@@ -556,7 +547,7 @@ int main(int argc, char **argv)
     e->batch = (int32_t)batch;
     e->resize = (uint32_t)resize;
     e->crop = (uint32_t)crop;
-    e->pool = pool;
+    e->pool = (embed_pool_kind)pool;
     if (embed_model_register(o, &want, sa.force, coll_ids, ncoll ? nc : 0) != 0 || embed_out_alloc(o) != 0)
         goto out;
     vit_set_threads(threads);

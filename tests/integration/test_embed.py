@@ -77,6 +77,23 @@ def embeddings(work, name):
     return vec, where, files
 
 
+def stored_bits(work, name):
+    """{image_id: bytes of its stored row} (float16 or float32 as written), through the catalog's (file, row)."""
+    _, where, files = embeddings(work, name)
+    return {iid: files[f][r].tobytes() for iid, (f, r) in where.items()}
+
+
+def dedup_outcome(work, name):
+    """What lvd-dedup decided, without run ids: every image's (decision, component, kept image) and every
+    component's (size, kept image)."""
+    with db(work) as con:
+        dec = sorted(con.execute("SELECT d.image_id, d.decision, d.component, d.kept_image_id FROM dedup_decisions d"
+                                 " JOIN models m ON m.id = d.model_id WHERE m.name = ?", (name,)))
+        comps = sorted(con.execute("SELECT c.component, c.size, c.kept_image_id FROM dedup_components c"
+                                   " JOIN models m ON m.id = c.model_id WHERE m.name = ?", (name,)))
+    return dec, comps
+
+
 def model_forward(tmp, model, x, kind):
     """lvd-vit forward on x (B, 3, H, W): (B, D) for cls, (B, N, D) for patch."""
     xi, yo = os.path.join(tmp, "x.npy"), os.path.join(tmp, "y.npy")
@@ -290,7 +307,9 @@ class EmbedTest(WorkTestCase):
         a, wa, fa = embeddings(self.work, "pico")
         b, _, _ = embeddings(one, "pico")
         self.assertEqual(set(a), set(self.ids))
-        self.assertVectors(a, b, 1e-5)
+        # Bit for bit: the parts batch other images together than the single run (common/vit.h).
+        bits_a, bits_b = stored_bits(self.work, "pico"), stored_bits(one, "pico")
+        self.assertEqual(sorted(i for i in bits_a if bits_a[i] != bits_b[i]), [], "images whose rows differ")
         self.assertTrue(all(f.startswith("embeddings/pico/") and "/part-p" in f for f in fa))
         self.assertEqual({f.split("/part-")[1][:5] for f in fa}, {"p0of2", "p1of2"})
         with db(self.work) as con, db(one) as con1:
@@ -313,6 +332,42 @@ class EmbedTest(WorkTestCase):
         new_files = set(fc) - set(fa)
         self.assertTrue(new_files)
         self.assertTrue(all(f.endswith("-000001.npy") for f in new_files), new_files)
+
+    def test_parts_and_batch_sizes_store_the_same_bits_and_dedup_decides_the_same(self):
+        # An image's row does not depend on the images batched with it nor on the thread count (common/vit.h):
+        # one run at the default batch (32 + 9 images) and two parts at other batch sizes and thread counts,
+        # merged, store the same float16 bits for every image, so lvd-dedup decides the same on both.
+        one = os.path.join(self.tmp, "one")
+        shutil.copytree(self.work, one)
+        embed(one, self.model, "--name", "pico")
+        embed(self.work, self.model, "--name", "pico", "--part", "0/2", "--batch", "8", "--threads", "1")
+        embed(self.work, self.model, "--name", "pico", "--part", "1/2", "--batch", "5", "--threads", "2")
+        run("lvd-embed", "--work", self.work, "--merge")
+        a, b = stored_bits(one, "pico"), stored_bits(self.work, "pico")
+        self.assertEqual(set(a), set(self.ids))
+        self.assertEqual(set(b), set(self.ids))
+        self.assertEqual(sorted(i for i in a if a[i] != b[i]), [], "images whose rows differ")
+        # Thresholds from the data (a random model's similarities are not DINOv2's): joining the closest 3% of
+        # pool pairs, and removing pool images whose benchmark match is near 1 (the four images the pool shares
+        # with the benchmark and their components), gives components, kept images and both kinds of removal.
+        vec, _, _ = embeddings(one, "pico")
+        with db(one) as con:
+            pool = sorted({i for (i,) in con.execute("SELECT m.image_id FROM members m JOIN collections c"
+                                                     " ON c.id = m.collection_id WHERE c.role = 'pool'")})
+        P = np.stack([vec[i] for i in pool]).astype(np.float64)
+        thr = float(np.quantile((P @ P.T)[np.triu_indices(len(pool), 1)], 0.97))
+        args = ["--model", "pico", "--threshold", "%.6f" % thr, "--benchmark-threshold", "0.995", "--quiet"]
+        run("lvd-dedup", "--work", one, *args)
+        run("lvd-dedup", "--work", self.work, *args)
+        dec, comps = dedup_outcome(one, "pico")
+        self.assertEqual(len(dec), len(pool))
+        self.assertEqual({d for _, d, _, _ in dec}, {"kept", "duplicate", "benchmark"})
+        self.assertGreater(max(n for _, n, _ in comps), 2)
+        dec2, comps2 = dedup_outcome(self.work, "pico")
+        removed = [sorted(i for i, d, _, _ in x if d != "kept") for x in (dec, dec2)]
+        self.assertEqual(removed[1], removed[0], "removed images")
+        self.assertEqual(comps2, comps, "components: size and kept image")
+        self.assertEqual(dec2, dec)
 
     def test_import_round_trip_and_errors(self):
         embed(self.work, self.model, "--name", "pico", "--collection", "pool")

@@ -82,7 +82,7 @@ typedef struct {
 static double lin_loss(void *c)
 {
     lin_ctx *k = c;
-    linear_forward(k->out, k->x, k->w, k->b, k->n, k->in, k->oc);
+    linear_forward(k->out, k->x, k->w, k->b, 1, k->n, k->in, k->oc);
     return dot(k->out, k->r, (size_t)(k->n * k->oc));
 }
 static void test_linear(void **st)
@@ -101,6 +101,67 @@ static void test_linear(void **st)
     linear_backward(dx, dw, db, k.r, k.x, k.w, k.n, k.in, k.oc);
     assert_float_equal(dw[3], 2 * first, 1e-5);
     free(k.x), free(k.w), free(k.b), free(k.r), free(k.out), free(dx), free(dw), free(db);
+}
+
+/* A sample's rows of linear_forward (and of the patch embedding built on it) do not depend on the batch: the
+ * same sample alone, at another position, among other samples, or with another thread count gives the same
+ * bits (vit.h, batch invariance). 400 output channels: a full column block and a partial one; odd row count. */
+static void test_linear_batch_invariant(void **st)
+{
+    (void)st;
+    const int64_t bsz = 5, t = 37, in = 96, oc = 400;
+    float *x = rnd((size_t)(bsz * t * in), 1), *w = rnd((size_t)(oc * in), 0.1f), *b = rnd((size_t)oc, 1);
+    float *all = zeros((size_t)(bsz * t * oc)), *one = zeros((size_t)(t * oc));
+    float *rev_x = zeros((size_t)(bsz * t * in)), *rev = zeros((size_t)(bsz * t * oc));
+    for (int64_t s = 0; s < bsz; s++)
+        memcpy(rev_x + (bsz - 1 - s) * t * in, x + s * t * in, sizeof(float) * (size_t)(t * in));
+    for (int threads = 1; threads <= 2; threads++) {
+        vit_set_threads(threads);
+        linear_forward(all, x, w, b, bsz, t, in, oc);
+        linear_forward(rev, rev_x, w, b, bsz, t, in, oc);
+        for (int64_t s = 0; s < bsz; s++) {
+            linear_forward(one, x + s * t * in, w, b, 1, t, in, oc);
+            assert_memory_equal(one, all + s * t * oc, sizeof(float) * (size_t)(t * oc));
+            assert_memory_equal(one, rev + (bsz - 1 - s) * t * oc, sizeof(float) * (size_t)(t * oc));
+        }
+    }
+    /* The patch embedding: image 2 of 3 against image 2 alone. */
+    const int64_t h = 28, wd = 42, p = 7, d = 40, n = (h / p) * (wd / p), px = 3 * h * wd;
+    float *img = rnd((size_t)(3 * px), 1), *pw = rnd((size_t)(d * 3 * p * p), 0.1f), *pb = rnd((size_t)d, 1);
+    float *cols = zeros((size_t)(3 * n * 3 * p * p)), *pe3 = zeros((size_t)(3 * n * d));
+    float *pe1 = zeros((size_t)(n * d));
+    patch_embed_forward(pe3, cols, img, pw, pb, 3, h, wd, p, d);
+    patch_embed_forward(pe1, cols, img + 2 * px, pw, pb, 1, h, wd, p, d);
+    assert_memory_equal(pe1, pe3 + 2 * n * d, sizeof(float) * (size_t)(n * d));
+    vit_set_threads(2);
+    free(x), free(w), free(b), free(all), free(one), free(rev_x), free(rev);
+    free(img), free(pw), free(pb), free(cols), free(pe3), free(pe1);
+}
+
+/* The elementwise layers run over flat ranges split between threads, so an element may fall in a vectorised
+ * loop body or in a scalar tail depending on the batch: both must give the same bits (no FMA contraction,
+ * meson.build). Every start offset 0..15 and both thread counts against one reference. */
+static void test_elementwise_position_invariant(void **st)
+{
+    (void)st;
+    const int64_t n = 1001, h = 77;
+    float *x = rnd((size_t)n, 4), *ref = zeros((size_t)n), *got = zeros((size_t)n);
+    float *xs = rnd((size_t)(2 * h * 13), 4), *sref = zeros((size_t)(h * 13)), *sgot = zeros((size_t)(h * 13));
+    vit_set_threads(1);
+    gelu_forward(ref, x, n);
+    swiglu_forward(sref, xs, 13, h);
+    for (int threads = 1; threads <= 2; threads++) {
+        vit_set_threads(threads);
+        for (int64_t k = 0; k < 16; k++) {
+            gelu_forward(got + k, x + k, n - k);
+            assert_memory_equal(got + k, ref + k, sizeof(float) * (size_t)(n - k));
+        }
+        /* SwiGLU row by row: row 5 alone equals row 5 of all 13. */
+        swiglu_forward(sgot, xs + 5 * 2 * h, 1, h);
+        assert_memory_equal(sgot, sref + 5 * h, sizeof(float) * (size_t)h);
+    }
+    vit_set_threads(2);
+    free(x), free(ref), free(got), free(xs), free(sref), free(sgot);
 }
 
 /* ---- layernorm ---- */
@@ -368,7 +429,8 @@ int main(void)
 {
     vit_set_threads(2);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_linear),          cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_linear),          cmocka_unit_test(test_linear_batch_invariant),
+        cmocka_unit_test(test_elementwise_position_invariant), cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_gelu),            cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_residual),        cmocka_unit_test(test_attention),
         cmocka_unit_test(test_patch_embed),     cmocka_unit_test(test_exp_erf),
