@@ -1,5 +1,5 @@
-/* vec.c — memory-mapped .npy embedding files (see vec.h). */
-#include "vec.h"
+/* vecfiles.c — memory-mapped .npy embedding files (see vecfiles.h). */
+#include "vecfiles.h"
 
 #include <errno.h>
 #include <fcntl.h>

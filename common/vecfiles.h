@@ -1,4 +1,4 @@
-/* vec.h — embedding rows read straight from memory-mapped .npy files (what lvd-embed writes:
+/* vecfiles.h — embedding rows read straight from memory-mapped .npy files (what lvd-embed writes:
  * WORK/embeddings/<model>/<collection>/part-NNNNNN.npy, C-order little-endian float16 or float32, shape
  * (rows, dim)), so a stage can gather any row of a million-row model without loading the files.
  *

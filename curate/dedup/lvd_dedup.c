@@ -16,7 +16,6 @@
  *   lvd_dedup.c   options and the two phases
  *   run.[ch]      the run state the modules share
  *   pool.[ch]     the model, benchmarks, pool and parameters, read from the catalog
- *   vec.[ch]      embedding rows read from memory-mapped .npy files
  *   search.[ch]   the search phase: k-NN edges, benchmark matches, nearest neighbours, batch commits
  *   decide.[ch]   the decide phase: components and decisions written back, the summary
  *   graph.[ch]    components, weakest links, kept images, benchmark removals, pHash pairs (pure, no I/O)

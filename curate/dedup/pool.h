@@ -1,5 +1,5 @@
 /* pool.h — what an lvd-dedup run reads from the catalog before it searches: the model, the benchmark
- * collections and the pool, each image with the file and row of its embedding (mapped into x->vf, vec.h);
+ * collections and the pool, each image with the file and row of its embedding (mapped into x->vf, vecfiles.h);
  * the run's parameters and their fingerprint; and the check that the model's existing dedup rows were made
  * with the same parameters (or their removal, with --force).
  *

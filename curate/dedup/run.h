@@ -4,7 +4,7 @@
  *
  * Images are identified by their images.id; item lists are sorted by id, so a lookup is a binary search and a
  * pool list's positions number its images in increasing id (what graph.h's nodes need). An item's vector
- * is row `row` of mapped file `file` of the run's vec_files set (vec.h): nothing is copied.
+ * is row `row` of mapped file `file` of the run's vec_files set (vecfiles.h): nothing is copied.
  */
 #ifndef LVD_DEDUP_RUN_H
 #define LVD_DEDUP_RUN_H
@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "catalog.h"
-#include "vec.h"
+#include "vecfiles.h"
 #include "stage.h"
 
 #define DEDUP_MAX_BENCH 256 /* benchmark collections one run handles (x->b has room for this many) */
