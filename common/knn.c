@@ -768,3 +768,59 @@ int knn_load(const char *path, int32_t d, knn_index **out)
     *out = ix;
     return 0;
 }
+
+int knn_build(int32_t d, int64_t n, const knn_opts *o, knn_row_fn get, void *ctx, knn_index **out)
+{
+    *out = NULL;
+    knn_opts def;
+    if (!o) {
+        knn_opts_default(&def);
+        o = &def;
+    }
+    knn_index *ix = NULL;
+    if (knn_create(d, n, o, &ix) != 0)
+        return -1;
+    int64_t bs = o->batch > 0 ? o->batch : 65536;
+    float *buf = malloc((size_t)bs * (size_t)d * sizeof *buf);
+    int64_t *ids = malloc((size_t)bs * sizeof *ids);
+    if (!buf || !ids) {
+        lvd_fail("knn: out of memory for a batch of %" PRId64 " rows", bs);
+        goto fail;
+    }
+    if (knn_needs_training(ix)) {
+        int64_t m = o->train_max > 0 && o->train_max < n ? o->train_max : n;
+        float *tb = malloc((size_t)m * (size_t)d * sizeof *tb);
+        if (!tb) {
+            lvd_fail("knn: out of memory for a training sample of %" PRId64 " rows", m);
+            goto fail;
+        }
+        for (int64_t i = 0; i < m; i++)
+            if (get(ctx, (int64_t)((double)i * (double)n / (double)m), tb + (size_t)i * (size_t)d) != 0) {
+                free(tb);
+                goto fail;
+            }
+        int r = knn_train(ix, tb, m);
+        free(tb);
+        if (r != 0)
+            goto fail;
+    }
+    for (int64_t at = 0; at < n; at += bs) {
+        int64_t nb = n - at < bs ? n - at : bs;
+        for (int64_t i = 0; i < nb; i++) {
+            ids[i] = at + i;
+            if (get(ctx, at + i, buf + (size_t)i * (size_t)d) != 0)
+                goto fail;
+        }
+        if (knn_add(ix, buf, ids, nb) != 0)
+            goto fail;
+    }
+    free(buf);
+    free(ids);
+    *out = ix;
+    return 0;
+fail:
+    free(buf);
+    free(ids);
+    knn_free(ix);
+    return -1;
+}

@@ -88,6 +88,15 @@ int knn_add(knn_index *ix, const float *x, const int64_t *ids, int64_t n);
 /* For each of nq queries: the k most similar indexed vectors (sims, ids: nq x k). Fails on an untrained index. */
 int knn_search(knn_index *ix, const float *q, int64_t nq, int32_t k, float *sims, int64_t *ids);
 
+/* Vector i (d floats) of a set the caller holds elsewhere (memory-mapped files, a subset of a list) into out;
+ * 0 or -1 with a message. */
+typedef int (*knn_row_fn)(void *ctx, int64_t i, float *out);
+
+/* An index over the n vectors get() yields, with ids 0..n-1: created for n vectors (o NULL: defaults), trained
+ * when it needs it on an evenly spaced sample of at most opts.train_max of them, then filled in batches of
+ * opts.batch rows, so memory stays the index plus one batch. */
+int knn_build(int32_t d, int64_t n, const knn_opts *o, knn_row_fn get, void *ctx, knn_index **out);
+
 /* Number of indexed vectors. */
 int64_t knn_count(const knn_index *ix);
 

@@ -19,10 +19,21 @@
 
 #define SIM_SLACK 1e-3 /* FAISS similarities within this of a threshold are recomputed exactly */
 
+/* knn_build's view of an item list: the vector of its i-th item. */
+typedef struct item_rows {
+    const dedup_ctx *x;
+    const dedup_items *s;
+} item_rows;
+
+static int item_row(void *ctx, int64_t i, float *out)
+{
+    const item_rows *r = ctx;
+    return dedup_item_vec(r->x, &r->s->v[i], out);
+}
+
 /* An index over the vectors of s (ids = positions in s), built in batches from the mapped rows. */
 static int build_index(dedup_ctx *x, const dedup_items *s, int64_t exact_max, knn_index **out)
 {
-    *out = NULL;
     knn_opts o;
     knn_opts_default(&o);
     if (exact_max > 0)
@@ -30,54 +41,8 @@ static int build_index(dedup_ctx *x, const dedup_items *s, int64_t exact_max, kn
     o.factory = x->p.factory;
     if (x->p.nprobe > 0)
         o.nprobe = x->p.nprobe;
-    knn_index *ix = NULL;
-    if (knn_create(x->dim, s->n, &o, &ix) != 0)
-        return -1;
-    int64_t bs = o.batch > 0 ? o.batch : 65536;
-    float *buf = malloc((size_t)bs * (size_t)x->dim * sizeof *buf);
-    int64_t *ids = malloc((size_t)bs * sizeof *ids);
-    if (!buf || !ids) {
-        lvd_fail("out of memory for an index batch of %" PRId64 " rows", bs);
-        goto fail;
-    }
-    if (knn_needs_training(ix)) {
-        /* An evenly spaced sample, in batches of at most bs rows. */
-        int64_t m = o.train_max > 0 && o.train_max < s->n ? o.train_max : s->n;
-        float *tb = malloc((size_t)m * (size_t)x->dim * sizeof *tb);
-        if (!tb) {
-            lvd_fail("out of memory for a training sample of %" PRId64 " rows", m);
-            goto fail;
-        }
-        for (int64_t i = 0; i < m; i++)
-            if (dedup_item_vec(x, &s->v[(int64_t)((double)i * (double)s->n / (double)m)],
-                               tb + (size_t)i * (size_t)x->dim) != 0) {
-                free(tb);
-                goto fail;
-            }
-        int r = knn_train(ix, tb, m);
-        free(tb);
-        if (r != 0)
-            goto fail;
-    }
-    for (int64_t at = 0; at < s->n; at += bs) {
-        int64_t n = s->n - at < bs ? s->n - at : bs;
-        for (int64_t i = 0; i < n; i++) {
-            ids[i] = at + i;
-            if (dedup_item_vec(x, &s->v[at + i], buf + (size_t)i * (size_t)x->dim) != 0)
-                goto fail;
-        }
-        if (knn_add(ix, buf, ids, n) != 0)
-            goto fail;
-    }
-    free(buf);
-    free(ids);
-    *out = ix;
-    return 0;
-fail:
-    free(buf);
-    free(ids);
-    knn_free(ix);
-    return -1;
+    item_rows r = {x, s};
+    return knn_build(x->dim, s->n, &o, item_row, &r, out);
 }
 
 /* A k-NN edge found in the current batch (a < b: image ids). */
