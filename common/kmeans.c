@@ -95,7 +95,8 @@ static int64_t first_nonfinite(const float *v, int64_t m)
 }
 
 /* The row scans of assign_tile run on SSE2 (every x86-64 CPU) when the compiler targets it, else as plain
- * loops with the same results: a maximum, a comparison and a bound do not depend on the order of operations. */
+ * loops: a maximum and a comparison do not depend on the order of operations, and the norm bound only sizes
+ * the shortlist, never the float64 decision. */
 
 /* Maximum of v (m >= 1 floats, none NaN). */
 static float max_row(const float *v, int32_t m)
@@ -137,8 +138,8 @@ static int ge_any16(const float *v, float thr)
 #endif
 }
 
-/* An upper bound on the norm of v (d floats): float32 sum of squares (relative error under d * 2^-24),
- * raised by 2^-8 relative. */
+/* An upper bound on the norm of v (d floats): the float32 sum of squares (relative error under d * 2^-24),
+ * raised by 2^-8 relative, which covers that error up to d = 65,536. */
 static double norm_bound(const float *v, int32_t d)
 {
     int32_t j = 0;
