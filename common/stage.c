@@ -163,7 +163,20 @@ static const char *merge_sql =
     "  ON CONFLICT(model_id, collection_id, image_id) DO UPDATE SET nearest_image_id = excluded.nearest_image_id,"
     "     sim = excluded.sim, dedup_run_id = NULL"
     "  WHERE excluded.sim > main.dedup_nearest.sim OR (excluded.sim = main.dedup_nearest.sim"
-    "     AND excluded.nearest_image_id < main.dedup_nearest.nearest_image_id);";
+    "     AND excluded.nearest_image_id < main.dedup_nearest.nearest_image_id);"
+    /* Retrieval parts (lvd-retrieve --part) hold seed searches and centroid assignments keyed by catalog.db's
+     * row, k-means and image ids (catalog-006.sql). A part's search of a seed is complete (it merged catalog.db's
+     * stored neighbours in), so it replaces the seed's stored one; the selections are computed by
+     * lvd-retrieve --merge after folding. */
+    "DELETE FROM main.retrieve_hits WHERE (row_id, seed_image_id) IN"
+    "  (SELECT row_id, seed_image_id FROM p.retrieve_seeds);"
+    "INSERT INTO main.retrieve_hits(row_id, seed_image_id, rank, image_id, sim)"
+    "  SELECT row_id, seed_image_id, rank, image_id, sim FROM p.retrieve_hits;"
+    "INSERT INTO main.retrieve_seeds(row_id, seed_image_id, searched_gen)"
+    "  SELECT row_id, seed_image_id, searched_gen FROM p.retrieve_seeds WHERE true"
+    "  ON CONFLICT(row_id, seed_image_id) DO UPDATE SET searched_gen = excluded.searched_gen;"
+    "INSERT OR REPLACE INTO main.retrieve_assign(kmeans_id, image_id, cluster, sim)"
+    "  SELECT kmeans_id, image_id, cluster, sim FROM p.retrieve_assign;";
 
 static int merge_one(catalog *cat, const char *path)
 {
