@@ -1,4 +1,5 @@
-/* lvd_audit.c — lvd-audit: what lvd-dedup removed and why, per benchmark and for self-dedup.
+/* lvd_audit.c — lvd-audit: what lvd-dedup removed and why, per benchmark and for self-dedup, and what
+ * lvd-retrieve selected, per registry row.
  *
  * Read-only: the catalog is opened with CATALOG_READONLY (never created, migrated or locked for writing), and
  * every query runs inside one read transaction, so an audit taken while lvd-dedup commits sees one consistent
@@ -7,7 +8,7 @@
  *
  * curate/audit/:
  *   lvd_audit.c options and the text and CSV renderings
- *   report.[ch] the report, built from SELECTs over the dedup tables
+ *   report.[ch] the report, built from SELECTs over the dedup and retrieval tables
  *   page.[ch]   the self-contained HTML page
  *   html.[ch]   escaped HTML text and inline SVG histograms
  *   thumb.[ch]  thumbnails of working images for the page
@@ -32,16 +33,23 @@
 #define KEY_SHOWN 40 /* characters of an image key in a text table */
 
 static const char usage[] =
-    "Usage: lvd-audit --work DIR [--model NAME] [--top N] [--json] [--csv FILE] [--html DIR]\n"
+    "Usage: lvd-audit --work DIR [--model NAME] [--retrieve-model NAME] [--top N] [--json] [--csv FILE]\n"
+    "                 [--html DIR]\n"
     "Shows what lvd-dedup removed and why: per benchmark collection, the pool images removed by similarity\n"
     "band and the top pairs (pool image, benchmark image, similarity) with the threshold used; for self-dedup,\n"
     "the components by size, the largest, those with the weakest links (transitive chaining), and the\n"
     "removed duplicates beside the image they were joined to. Both also show the similarity of every searched\n"
     "pool image to its nearest neighbour, above the threshold or not, and how many images thresholds around\n"
-    "the one used would flag. Read-only: it never writes the catalog.\n\n"
+    "the one used would flag. When lvd-retrieve ran, a retrieval section follows: per registry row the seeds,\n"
+    "retrieved images, collisions and final count against the paper's, the similarity of the selections, the\n"
+    "seeds beside their nearest retrieved image (sample rows) and the chosen clusters (cluster rows).\n"
+    "Read-only: it never writes the catalog.\n\n"
     "  --model NAME      the embedding model whose dedup to audit (default: the only one with dedup results)\n"
+    "  --retrieve-model NAME  the model whose retrieval to audit (default: the only one with retrieval\n"
+    "                    results; none: no retrieval section)\n"
     "  --top N           pairs per list and components per table (50); each section lists the N pairs of\n"
-    "                    highest similarity, then up to N more nearest the threshold\n"
+    "                    highest similarity, then up to N more nearest the threshold; retrieval rows list\n"
+    "                    N seeds with their nearest retrieved image, or N chosen clusters\n"
     "  --json            print the report as one JSON object instead of the text summary\n"
     "  --csv FILE        write every removal to FILE ('-': stdout, instead of the summary): image_key,\n"
     "                    collection, reason, component, ref_key (kept or benchmark image), ref_collection,\n"
@@ -52,7 +60,7 @@ static const char usage[] =
     "  --thumb-size PX   longest side of the thumbnails (192)\n"
     "  --config FILE.yaml  --quiet | --verbose  --version  --help\n";
 
-enum { OPT_MODEL = OPT_FIRST_STAGE_OPTION, OPT_TOP, OPT_CSV, OPT_HTML, OPT_THUMB };
+enum { OPT_MODEL = OPT_FIRST_STAGE_OPTION, OPT_RETRIEVE_MODEL, OPT_TOP, OPT_CSV, OPT_HTML, OPT_THUMB };
 
 /* ---- text ---- */
 
@@ -264,11 +272,132 @@ static void print_self(FILE *f, const cJSON *s)
     print_pair_lists(f, s, 1, "joined by its edge to");
 }
 
-static void print_text(FILE *f, const cJSON *r)
+/* ---- retrieval ---- */
+
+#define ROW_SHOWN 28 /* characters of a registry row's name in a text table */
+
+/* A count of the report, right-aligned in width; '-' when it is null or absent (skipped rows, no paper
+ * count). */
+static void put_count(FILE *f, const cJSON *o, const char *key, int width)
+{
+    const cJSON *v = audit_get(o, key);
+    if (cJSON_IsNumber(v))
+        fprintf(f, " %*" PRId64, width, (int64_t)v->valuedouble);
+    else
+        fprintf(f, " %*s", width, "-");
+}
+
+/* The retrieval section: the run, one table line per registry row with its counts beside the paper's, the
+ * totals, the similarity of each row's selections, and the skipped rows with their reasons. */
+static void print_retrieval(FILE *f, const cJSON *rt)
+{
+    const cJSON *run = audit_get(rt, "run"), *pool = audit_get(rt, "pool"), *tot = audit_get(rt, "totals");
+    fputs("\nretrieval (model ", f);
+    put_clean(f, audit_text(rt, "model"), 200);
+    fprintf(f, ", %" PRId64 " retrieve run%s", audit_int(rt, "runs"), audit_int(rt, "runs") == 1 ? "" : "s");
+    if (cJSON_IsObject(run)) {
+        fputs(", last ", f);
+        put_clean(f, audit_text(run, "created_at"), 40);
+    }
+    fputs(")\n", f);
+    if (cJSON_IsObject(run)) {
+        fputs("  registry ", f);
+        put_clean(f, audit_text(run, "registry_path"), 4096);
+        fputs(" (sha256 ", f);
+        put_clean(f, audit_text(run, "registry_sha256"), 64);
+        fputs("), scale ", f);
+        put_clean(f, audit_text(run, "scale"), 16);
+        fprintf(f, "\n  pool     %" PRId64 " images at generation %" PRId64 " in the last run, ",
+                audit_int(run, "pool_size"), audit_int(run, "pool_gen"));
+        if (audit_text(run, "dedup_model")) {
+            fputs("kept by dedup model ", f);
+            put_clean(f, audit_text(run, "dedup_model"), 200);
+        } else {
+            fputs("not deduplicated (--no-dedup)", f);
+        }
+        fputc('\n', f);
+    }
+    if (cJSON_IsObject(pool) && (!cJSON_IsObject(run) || audit_int(pool, "size") != audit_int(run, "pool_size") ||
+                                 audit_int(pool, "generation") != audit_int(run, "pool_gen")))
+        fprintf(f, "  pool now %" PRId64 " images at generation %" PRId64 "\n", audit_int(pool, "size"),
+                audit_int(pool, "generation"));
+    fprintf(f, "  %-*s %-8s %-8s %10s %11s %11s %10s %8s %10s %11s\n", ROW_SHOWN, "row", "method", "status", "seeds",
+            "paper seeds", "retrieved", "collisions", "capped", "final", "paper final");
+    const cJSON *o;
+    cJSON_ArrayForEach(o, audit_get(rt, "rows"))
+    {
+        fputs("  ", f);
+        size_t n = put_clean(f, audit_text(o, "name"), ROW_SHOWN);
+        for (; n < ROW_SHOWN; n++)
+            fputc(' ', f);
+        fputc(' ', f);
+        n = put_clean(f, audit_text(o, "method"), 8);
+        for (; n < 8; n++)
+            fputc(' ', f);
+        fputc(' ', f);
+        n = put_clean(f, audit_text(o, "status"), 8);
+        for (; n < 8; n++)
+            fputc(' ', f);
+        put_count(f, o, "seeds", 10);
+        put_count(f, o, "paper_seeds", 11);
+        put_count(f, o, "retrieved", 11);
+        put_count(f, o, "collisions", 10);
+        put_count(f, o, "capped", 8);
+        put_count(f, o, "final", 10);
+        put_count(f, o, "paper_final", 11);
+        fputc('\n', f);
+    }
+    fprintf(f, "  %-*s %-8s %-8s %10s %11s %11s %10s %8s", ROW_SHOWN, "total", "", "", "", "", "", "", "");
+    put_count(f, tot, "final", 10);
+    put_count(f, tot, "paper_final", 11);
+    const cJSON *bm = audit_get(tot, "final_by_method");
+    fprintf(f, "\n  final    as_is %" PRId64 ", sample %" PRId64 ", cluster %" PRId64 "; %" PRId64
+               " distinct images over all rows\n",
+            audit_int(bm, "as_is"), audit_int(bm, "sample"), audit_int(bm, "cluster"),
+            audit_int(tot, "distinct_images"));
+    int header = 0;
+    cJSON_ArrayForEach(o, audit_get(rt, "rows"))
+    {
+        if (!cJSON_IsNumber(audit_get(o, "selections")))
+            continue;
+        if (!header) {
+            fputs("  similarity of the selections (sample: to the seed; cluster: to the centroid)\n", f);
+            header = 1;
+        }
+        fputs("    ", f);
+        size_t n = put_clean(f, audit_text(o, "name"), ROW_SHOWN);
+        for (; n < ROW_SHOWN; n++)
+            fputc(' ', f);
+        fputs(" min ", f);
+        put_sim(f, audit_num(o, "sim_min"));
+        fputs(", mean ", f);
+        put_sim(f, audit_num(o, "sim_mean"));
+        fputs(", max ", f);
+        put_sim(f, audit_num(o, "sim_max"));
+        if (cJSON_IsNumber(audit_get(o, "chosen")))
+            fprintf(f, "; %" PRId64 " of %" PRId64 " clusters with seeds chosen (%" PRId64 " seeds)",
+                    audit_int(o, "chosen"), audit_int(o, "clusters_with_seeds"), audit_int(o, "seeds_in_chosen"));
+        fputc('\n', f);
+    }
+    if (audit_int(tot, "skipped") > 0) {
+        fputs("  skipped rows\n", f);
+        cJSON_ArrayForEach(o, audit_get(rt, "rows"))
+        {
+            const char *st = audit_text(o, "status");
+            if (!st || strcmp(st, "skipped") != 0)
+                continue;
+            fputs("    ", f);
+            put_clean(f, audit_text(o, "name"), 200);
+            fputs(": ", f);
+            put_clean(f, audit_text(o, "reason"), 1000);
+            fputc('\n', f);
+        }
+    }
+}
+
+static void print_dedup(FILE *f, const cJSON *r)
 {
     const cJSON *params = audit_get(r, "params"), *pool = audit_get(r, "pool");
-    fputs("catalog  ", f);
-    put_clean(f, audit_text(r, "catalog"), 4096);
     fputs("\nmodel    ", f);
     put_clean(f, audit_text(r, "model"), 200);
     fprintf(f, " (%" PRId64 " dedup run%s, last ", audit_int(r, "dedup_runs"),
@@ -292,6 +421,18 @@ static void print_text(FILE *f, const cJSON *r)
     if (cJSON_GetArraySize(audit_get(r, "benchmarks")) == 0)
         fputs("\nno benchmark collections\n", f);
     print_self(f, audit_get(r, "self"));
+}
+
+static void print_text(FILE *f, const cJSON *r)
+{
+    fputs("catalog  ", f);
+    put_clean(f, audit_text(r, "catalog"), 4096);
+    if (audit_text(r, "model"))
+        print_dedup(f, r);
+    else
+        fputs("\ndedup    no dedup results\n", f);
+    if (cJSON_IsObject(audit_get(r, "retrieval")))
+        print_retrieval(f, audit_get(r, "retrieval"));
 }
 
 /* ---- main ---- */
@@ -319,12 +460,13 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         CLI_COMMON_OPTIONS,
         {"model", required_argument, NULL, OPT_MODEL},
+        {"retrieve-model", required_argument, NULL, OPT_RETRIEVE_MODEL},
         {"top", required_argument, NULL, OPT_TOP},
         {"csv", required_argument, NULL, OPT_CSV},
         {"html", required_argument, NULL, OPT_HTML},
         {"thumb-size", required_argument, NULL, OPT_THUMB},
         {NULL, 0, NULL, 0}};
-    const char *work = NULL, *model = NULL, *csv = NULL, *html = NULL;
+    const char *work = NULL, *model = NULL, *rmodel = NULL, *csv = NULL, *html = NULL;
     int json = 0, opt;
     int64_t top = 50, thumb = 192;
     opterr = 0;
@@ -334,6 +476,7 @@ int main(int argc, char **argv)
         int bad = 0;
         switch (opt) {
         case OPT_MODEL: model = optarg; break;
+        case OPT_RETRIEVE_MODEL: rmodel = optarg; break;
         case OPT_TOP: bad = opt_int("--top", optarg, 0, 1000000, &top); break;
         case OPT_CSV: csv = optarg; break;
         case OPT_HTML: html = optarg; break;
@@ -368,11 +511,23 @@ int main(int argc, char **argv)
     }
     catalog *c = NULL;
     cJSON *report = NULL;
-    char *name = NULL;
-    int64_t model_id = 0, rows = 0;
+    char *name = NULL, *rname = NULL;
+    int64_t model_id = 0, rmodel_id = 0, rows = 0;
     int rc = EXIT_OK;
-    if (catalog_open(&c, path, CATALOG_READONLY) != 0 || audit_model(c, model, &model_id, &name) != 0 ||
-        !(report = audit_report(c, model_id, name, (int32_t)top))) {
+    /* Dedup results may be missing when retrieval results exist (lvd-retrieve --no-dedup): the report then
+     * holds the retrieval part alone. With neither, the audit fails as it always did. */
+    if (catalog_open(&c, path, CATALOG_READONLY) != 0 || audit_retrieve_model(c, rmodel, &rmodel_id, &rname) != 0 ||
+        audit_model(c, model, rmodel_id > 0, &model_id, &name) != 0) {
+        log_error("%s", lvd_errmsg());
+        rc = EXIT_FAIL;
+        goto done;
+    }
+    if (csv && model_id == 0) {
+        log_error("%s: no dedup results for any model, so no removals for --csv; run lvd-dedup first", path);
+        rc = EXIT_FAIL;
+        goto done;
+    }
+    if (!(report = audit_report(c, model_id, name, rmodel_id, rname, (int32_t)top))) {
         log_error("%s", lvd_errmsg());
         rc = EXIT_FAIL;
         goto done;
@@ -393,7 +548,11 @@ int main(int argc, char **argv)
             rc = EXIT_FAIL;
             goto done;
         }
-        log_info("wrote %s/index.html: %" PRId64 " pairs, %" PRId64 " thumbnails%s", html, hs.pairs, hs.thumbs,
+        char more[96] = "";
+        if (rmodel_id > 0)
+            snprintf(more, sizeof more, ", %" PRId64 " seeds beside their nearest retrieved image, %" PRId64
+                     " clusters", hs.retrieved_pairs, hs.clusters);
+        log_info("wrote %s/index.html: %" PRId64 " pairs%s, %" PRId64 " thumbnails%s", html, hs.pairs, more, hs.thumbs,
                  hs.thumbs_failed ? " (some images without a thumbnail, see the warnings)" : "");
     }
     if (json) {
@@ -415,6 +574,7 @@ int main(int argc, char **argv)
 done:
     cJSON_Delete(report);
     free(name);
+    free(rname);
     catalog_close(c);
     free(path);
     return rc;

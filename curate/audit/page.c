@@ -437,6 +437,214 @@ static int put_self(page *p, const cJSON *s)
     return 0;
 }
 
+/* ---- retrieval ---- */
+
+/* A count of the report in a table cell; a dash when null or absent. */
+static void put_count_cell(FILE *f, const cJSON *o, const char *key)
+{
+    const cJSON *v = audit_get(o, key);
+    if (cJSON_IsNumber(v))
+        fprintf(f, "<td class=\"n\">%" PRId64 "</td>", (int64_t)v->valuedouble);
+    else
+        fputs("<td class=\"n\">&#8211;</td>", f);
+}
+
+/* The row's parameters as the table shows them. */
+static void put_row_params(FILE *f, const cJSON *o)
+{
+    const char *m = audit_text(o, "method");
+    if (m && strcmp(m, "sample") == 0 && cJSON_IsNumber(audit_get(o, "k")))
+        fprintf(f, "k %" PRId64, audit_int(o, "k"));
+    else if (m && strcmp(m, "cluster") == 0 && cJSON_IsNumber(audit_get(o, "clusters")))
+        fprintf(f, "%" PRId64 " clusters, %" PRId64 " per cluster, cap %" PRId64 ", more than %" PRId64 " seeds",
+                audit_int(o, "clusters"), audit_int(o, "per_cluster"), audit_int(o, "cap"), audit_int(o, "min_seeds"));
+}
+
+/* Sample rows: each listed seed beside its nearest retrieved image. */
+static int put_seed_pairs(page *p, const cJSON *o)
+{
+    FILE *f = p->f;
+    const cJSON *pr;
+    int64_t n = 0;
+    fputs("<h4>Seeds beside their nearest retrieved image</h4>\n<div class=\"pairs retrieved\">\n", f);
+    cJSON_ArrayForEach(pr, audit_get(o, "top_pairs"))
+    {
+        double sim = audit_num(pr, "sim");
+        fputs("<div class=\"pair retrieved-pair\" data-sim=\"", f);
+        if (!isnan(sim))
+            fprintf(f, "%.6f", sim);
+        fprintf(f, "\" data-rank=\"%" PRId64 "\">", audit_int(pr, "rank"));
+        if (put_figure(p, audit_get(pr, "seed"), "seed", "seed", NULL) != 0)
+            return -1;
+        fputs("<div class=\"sim\">", f);
+        put_sim(f, sim);
+        fprintf(f, "<br><small>#%" PRId64 "</small></div>", audit_int(pr, "rank"));
+        char note[96];
+        int64_t others = audit_int(pr, "collisions");
+        snprintf(note, sizeof note, "also found by %" PRId64 " other seed%s", others, others == 1 ? "" : "s");
+        if (put_figure(p, audit_get(pr, "image"), "retrieved", "nearest retrieved", others > 0 ? note : NULL) != 0)
+            return -1;
+        fputs("</div>\n", f);
+        n++;
+    }
+    fprintf(f, "</div>\n<p class=\"shown\" data-pairs=\"%" PRId64 "\">Showing %" PRId64 " of %" PRId64
+               " seeds, the most similar pairs first.</p>\n",
+            n, n, audit_int(o, "seeds_with_hits"));
+    p->stats->retrieved_pairs += n;
+    return 0;
+}
+
+/* Cluster rows: each listed chosen cluster with its images nearest the centroid. */
+static int put_chosen_clusters(page *p, const cJSON *o)
+{
+    FILE *f = p->f;
+    const cJSON *cl, *im;
+    int64_t n = 0;
+    fputs("<h4>Chosen clusters, most seeds first</h4>\n<div class=\"clusters\">\n", f);
+    cJSON_ArrayForEach(cl, audit_get(o, "chosen_clusters"))
+    {
+        fprintf(f, "<div class=\"cluster\" data-cluster=\"%" PRId64 "\" data-seeds=\"%" PRId64 "\" data-size=\"%" PRId64
+                   "\" data-taken=\"%" PRId64 "\" data-kept=\"%" PRId64 "\"><p class=\"cluster-facts\">cluster %" PRId64
+                   ": <b>%" PRId64 " seeds</b>, %" PRId64 " pool images, %" PRId64 " taken, %" PRId64 " kept</p>"
+                   "<div class=\"members\">",
+                audit_int(cl, "cluster"), audit_int(cl, "seeds"), audit_int(cl, "size"), audit_int(cl, "taken"),
+                audit_int(cl, "kept"), audit_int(cl, "cluster"), audit_int(cl, "seeds"), audit_int(cl, "size"),
+                audit_int(cl, "taken"), audit_int(cl, "kept"));
+        cJSON_ArrayForEach(im, audit_get(cl, "images"))
+        {
+            char role[48], note[64];
+            snprintf(role, sizeof role, "#%" PRId64, audit_int(im, "rank") + 1);
+            snprintf(note, sizeof note, "%.4f to the centroid", audit_num(im, "sim"));
+            if (put_figure(p, audit_get(im, "image"), "member", role, note) != 0)
+                return -1;
+        }
+        fputs("</div></div>\n", f);
+        n++;
+    }
+    fprintf(f, "</div>\n<p class=\"shown\" data-clusters=\"%" PRId64 "\">Showing %" PRId64 " of %" PRId64
+               " chosen clusters (%" PRId64 " clusters hold seeds of the row).</p>\n",
+            n, n, audit_int(o, "chosen"), audit_int(o, "clusters_with_seeds"));
+    p->stats->clusters += n;
+    return 0;
+}
+
+/* <section class="retrieval"> (page.h) from the report's retrieval object. */
+static int put_retrieval(page *p, const cJSON *rt)
+{
+    FILE *f = p->f;
+    const cJSON *run = audit_get(rt, "run"), *tot = audit_get(rt, "totals"), *rows = audit_get(rt, "rows"), *o;
+    fprintf(f, "<section class=\"retrieval\" id=\"retrieval\" data-rows=\"%d\">\n<h2>Retrieval: model ",
+            cJSON_GetArraySize(rows));
+    html_text(f, audit_text(rt, "model"));
+    fprintf(f, "</h2>\n<p class=\"facts\">%" PRId64 " lvd-retrieve run%s", audit_int(rt, "runs"),
+            audit_int(rt, "runs") == 1 ? "" : "s");
+    if (cJSON_IsObject(run)) {
+        fputs(", the last ", f);
+        html_text(f, audit_text(run, "created_at"));
+        fprintf(f, ": a pool of %" PRId64 " images at generation %" PRId64 ", ", audit_int(run, "pool_size"),
+                audit_int(run, "pool_gen"));
+        if (audit_text(run, "dedup_model")) {
+            fputs("kept by dedup model <b>", f);
+            html_text(f, audit_text(run, "dedup_model"));
+            fputs("</b>", f);
+        } else {
+            fputs("not deduplicated (--no-dedup)", f);
+        }
+        fputs("; registry <code>", f);
+        html_text(f, audit_text(run, "registry_path"));
+        fputs("</code> (sha256 <code>", f);
+        html_text(f, audit_text(run, "registry_sha256"));
+        fputs("</code>), scale ", f);
+        html_text(f, audit_text(run, "scale"));
+    }
+    fputs(".</p>\n<table class=\"retrieval-rows\"><thead><tr><th>row</th><th>method</th><th>collection</th>"
+          "<th>status</th><th>parameters</th><th>seeds</th><th>paper seeds</th><th>retrieved</th><th>collisions</th>"
+          "<th>unique</th><th>capped</th><th>final</th><th>paper final</th></tr></thead>\n<tbody>\n",
+          f);
+    cJSON_ArrayForEach(o, rows)
+    {
+        const char *st = audit_text(o, "status");
+        int skipped = st && strcmp(st, "skipped") == 0;
+        int detail = cJSON_IsObject(audit_get(o, "histogram")) || audit_get(o, "top_pairs") ||
+                     audit_get(o, "chosen_clusters");
+        fputs("<tr data-row=\"", f);
+        html_text(f, audit_text(o, "name"));
+        fputs("\" data-method=\"", f);
+        html_text(f, audit_text(o, "method"));
+        fputs("\" data-status=\"", f);
+        html_text(f, st);
+        fputs("\"><td>", f);
+        if (detail)
+            fprintf(f, "<a href=\"#retrieval-row-%" PRId64 "\">", audit_int(o, "id"));
+        html_text(f, audit_text(o, "name"));
+        fputs(detail ? "</a></td><td>" : "</td><td>", f);
+        html_text(f, audit_text(o, "method"));
+        fputs("</td><td>", f);
+        html_text(f, audit_text(o, "collection"));
+        fputs(skipped ? "</td><td class=\"skipped\">skipped: " : "</td><td>", f);
+        html_text(f, skipped ? audit_text(o, "reason") : st);
+        fputs("</td><td>", f);
+        put_row_params(f, o);
+        fputs("</td>", f);
+        static const char *const counts[] = {"seeds", "paper_seeds", "retrieved", "collisions", "unique",
+                                             "capped", "final", "paper_final"};
+        for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
+            put_count_cell(f, o, counts[i]);
+        fputs("</tr>\n", f);
+    }
+    const cJSON *bm = audit_get(tot, "final_by_method");
+    fputs("</tbody>\n<tfoot><tr><th colspan=\"11\">total</th>", f);
+    put_count_cell(f, tot, "final");
+    put_count_cell(f, tot, "paper_final");
+    fprintf(f, "</tr></tfoot></table>\n<p class=\"facts\">Final images by method: as is %" PRId64 ", sample %" PRId64
+               ", cluster %" PRId64 "; %" PRId64 " distinct images over all rows. The paper's counts are for a "
+               "pool of 744M images.</p>\n",
+            audit_int(bm, "as_is"), audit_int(bm, "sample"), audit_int(bm, "cluster"),
+            audit_int(tot, "distinct_images"));
+    cJSON_ArrayForEach(o, rows)
+    {
+        const char *m = audit_text(o, "method");
+        int sample = m && strcmp(m, "sample") == 0, cluster = m && strcmp(m, "cluster") == 0;
+        const cJSON *h = audit_get(o, "histogram");
+        if (!cJSON_IsObject(h) && !audit_get(o, "top_pairs") && !audit_get(o, "chosen_clusters"))
+            continue;
+        fprintf(f, "<div class=\"rrow\" id=\"retrieval-row-%" PRId64 "\" data-row=\"", audit_int(o, "id"));
+        html_text(f, audit_text(o, "name"));
+        fputs("\" data-method=\"", f);
+        html_text(f, m);
+        fputs("\">\n<h3>", f);
+        html_text(f, audit_text(o, "name"));
+        fputs(" <small>(", f);
+        html_text(f, m);
+        fputs(", ", f);
+        put_row_params(f, o);
+        fprintf(f, "; %" PRId64 " selected)</small></h3>\n", audit_int(o, "final"));
+        if (cJSON_IsObject(h)) {
+            fputs("<div class=\"charts\">", f);
+            put_hist(f, h, sample ? "similarity of each selected image to its seed"
+                                  : "similarity of each selected image to its cluster's centroid",
+                     NAN, NULL);
+            fputs("</div>\n", f);
+        }
+        if (sample && put_seed_pairs(p, o) != 0)
+            return -1;
+        if (cluster && put_chosen_clusters(p, o) != 0)
+            return -1;
+        fputs("</div>\n", f);
+    }
+    fputs("</section>\n", f);
+    return 0;
+}
+
+/* Added to the page's style only when it has a retrieval section (a dedup-only page stays as it was). */
+static const char RETRIEVAL_CSS[] =
+    "td.skipped{color:#a33}.rrow{margin-top:1.5em}.rrow h3 small{font-weight:normal;color:#555}"
+    ".clusters{display:flex;flex-direction:column;gap:.4em}"
+    ".cluster{background:#fff;border:1px solid #ddd;padding:.4em}.cluster-facts{margin:0 0 .3em 0}"
+    ".cluster .members{display:flex;flex-wrap:wrap;gap:.8em}"
+    ".cluster figure{margin:0;width:200px}.cluster img{display:block;max-width:192px;height:auto;background:#eee}"
+    ".cluster .note{color:#555}";
+
 static const char CSS[] =
     "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}"
     "h1{font-size:1.5em}h2{border-bottom:2px solid #4a7fb5;padding-bottom:.2em;margin-top:2em}"
@@ -469,13 +677,34 @@ static const char SCRIPT[] =
     "document.body.setAttribute('data-ready','1');\n"
     "})();\n";
 
-static int put_page(page *p, const cJSON *r)
+/* The head of the page and the dedup summary (or, without dedup results, a line saying so), up to the
+ * navigation's list items of the dedup sections. */
+static void put_header(page *p, const cJSON *r)
 {
     FILE *f = p->f;
-    const cJSON *params = audit_get(r, "params"), *pool = audit_get(r, "pool");
+    const cJSON *params = audit_get(r, "params"), *pool = audit_get(r, "pool"), *rt = audit_get(r, "retrieval");
+    int dedup = audit_text(r, "model") != NULL;
     fputs("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>lvd-audit: ", f);
-    html_text(f, audit_text(r, "model"));
-    fprintf(f, "</title>\n<style>%s</style>\n</head>\n<body>\n<h1>What dedup removed: model ", CSS);
+    if (dedup) {
+        html_text(f, audit_text(r, "model"));
+    } else {
+        fputs("retrieval ", f);
+        html_text(f, audit_text(rt, "model"));
+    }
+    fprintf(f, "</title>\n<style>%s</style>\n", CSS);
+    if (cJSON_IsObject(rt))
+        fprintf(f, "<style>%s</style>\n", RETRIEVAL_CSS);
+    if (!dedup) {
+        fputs("</head>\n<body>\n<h1>What retrieval selected: model ", f);
+        html_text(f, audit_text(rt, "model"));
+        fputs("</h1>\n<table class=\"summary\">\n<tr><th>catalog</th><td>", f);
+        html_text(f, audit_text(r, "catalog"));
+        fputs("</td></tr>\n<tr><th>dedup</th><td>no dedup results in this catalog</td></tr>\n</table>\n"
+              "<p class=\"hint\">Click a thumbnail of a pair to enlarge it.</p>\n<nav><ul>\n",
+              f);
+        return;
+    }
+    fputs("</head>\n<body>\n<h1>What dedup removed: model ", f);
     html_text(f, audit_text(r, "model"));
     fputs("</h1>\n<table class=\"summary\">\n<tr><th>catalog</th><td>", f);
     html_text(f, audit_text(r, "catalog"));
@@ -508,15 +737,34 @@ static int put_page(page *p, const cJSON *r)
         html_text(f, audit_text(b, "name"));
         fprintf(f, "</a>: %" PRId64 " removed</li>\n", audit_int(b, "removed"));
     }
-    fprintf(f, "<li><a href=\"#self\">self-dedup</a>: %" PRId64 " removed</li>\n</ul></nav>\n",
+    fprintf(f, "<li><a href=\"#self\">self-dedup</a>: %" PRId64 " removed</li>\n",
             audit_int(audit_get(r, "self"), "removed"));
-    idx = 0;
-    cJSON_ArrayForEach(b, audit_get(r, "benchmarks"))
-    {
-        if (put_benchmark(p, b, idx++, params) != 0)
+}
+
+static int put_page(page *p, const cJSON *r)
+{
+    FILE *f = p->f;
+    const cJSON *params = audit_get(r, "params"), *rt = audit_get(r, "retrieval");
+    put_header(p, r);
+    if (cJSON_IsObject(rt)) {
+        const cJSON *tot = audit_get(rt, "totals");
+        fprintf(f, "<li><a href=\"#retrieval\">retrieval</a>: %" PRId64 " rows, %" PRId64 " images selected (%" PRId64
+                   " distinct)</li>\n",
+                audit_int(tot, "rows"), audit_int(tot, "final"), audit_int(tot, "distinct_images"));
+    }
+    fputs("</ul></nav>\n", f);
+    if (audit_text(r, "model")) {
+        const cJSON *b;
+        int idx = 0;
+        cJSON_ArrayForEach(b, audit_get(r, "benchmarks"))
+        {
+            if (put_benchmark(p, b, idx++, params) != 0)
+                return -1;
+        }
+        if (put_self(p, audit_get(r, "self")) != 0)
             return -1;
     }
-    if (put_self(p, audit_get(r, "self")) != 0)
+    if (cJSON_IsObject(rt) && put_retrieval(p, rt) != 0)
         return -1;
     fprintf(f, "<script>\n%s</script>\n</body>\n</html>\n", SCRIPT);
     return 0;

@@ -15,6 +15,15 @@
  * with the weakest links, the largest components, and the pairs
  * "removed duplicate | the image its edge joins"). Every pair is a <div class="pair" data-sim="..."> holding
  * one <figure> per image; lists are sorted by similarity as in the report (report.h).
+ *
+ * When the report has a retrieval part, a <section class="retrieval" id="retrieval"> follows: the run's
+ * facts, a table class="retrieval-rows" with one <tr data-row="NAME"> per registry row in its <tbody>
+ * (counts beside the paper's, the reason of a skipped row), the totals, then per sample or cluster row a
+ * <div class="rrow"> with the histogram of its selections' similarity (no threshold line) and, for sample
+ * rows, the pairs "seed | its nearest retrieved image" as <div class="pair retrieved-pair" data-sim="...">
+ * (the dedup sections' pairs are the .pair elements inside section.benchmark and section.self), for cluster
+ * rows one <div class="cluster" data-cluster="..."> per chosen cluster listed, with its images nearest the
+ * centroid. Without dedup results the page holds the retrieval section alone.
  */
 #ifndef LVD_AUDIT_HTML_H
 #define LVD_AUDIT_HTML_H
@@ -25,7 +34,9 @@
 #include "catalog.h"
 
 typedef struct audit_html_stats {
-    int64_t pairs;       /* <div class="pair"> elements written */
+    int64_t pairs;       /* <div class="pair"> elements of the dedup sections written */
+    int64_t retrieved_pairs; /* <div class="pair retrieved-pair"> elements (seed | nearest retrieved image) */
+    int64_t clusters;    /* <div class="cluster"> elements (chosen clusters of retrieval rows) */
     int64_t thumbs;      /* thumbnail files written */
     int64_t thumbs_failed; /* images shown as a placeholder (no readable working image) */
 } audit_html_stats;

@@ -130,14 +130,18 @@ static int pair_lists(catalog *c, cJSON *o, const char *sql_top, const char *sql
     return 0;
 }
 
-/* ---- model ---- */
+/* ---- models ---- */
 
-int audit_model(catalog *c, const char *name, int64_t *model_id, char **name_out)
+/* The model whose `what` results ("dedup", "retrieval") to report, among those sql lists (id, name; by name):
+ * `name`, or the only one. None listed: an error naming `stage` to run first, or, when optional (and no name
+ * is asked for), *model_id = 0. Several and no name: an error naming `option`. */
+static int pick_model(catalog *c, const char *sql, const char *name, const char *what, const char *stage,
+                      const char *option, int optional, int64_t *model_id, char **name_out)
 {
+    *model_id = 0;
     if (name_out)
         *name_out = NULL;
-    sqlite3_stmt *st = catalog_stmt(c, "SELECT m.id, m.name FROM models m WHERE EXISTS"
-                                       " (SELECT 1 FROM dedup_runs r WHERE r.model_id = m.id) ORDER BY m.name");
+    sqlite3_stmt *st = catalog_stmt(c, sql);
     if (!st)
         return -1;
     int64_t found = -1, n = 0;
@@ -159,14 +163,16 @@ int audit_model(catalog *c, const char *name, int64_t *model_id, char **name_out
     if (rc != SQLITE_DONE)
         return catalog_step_fail(c, st);
     sqlite3_reset(st);
+    if (n == 0 && optional && !name)
+        return 0;
     if (n == 0)
-        return lvd_fail("%s: no dedup results for any model; run lvd-dedup first", catalog_path(c));
+        return lvd_fail("%s: no %s results for any model; run %s first", catalog_path(c), what, stage);
     if (name && found < 0)
-        return lvd_fail("%s: model '%s' has no dedup results (models with results: %s)", catalog_path(c), name,
+        return lvd_fail("%s: model '%s' has no %s results (models with results: %s)", catalog_path(c), name, what,
                         names);
     if (!name && n > 1)
-        return lvd_fail("%s: %" PRId64 " models have dedup results (%s); choose one with --model", catalog_path(c),
-                        n, names);
+        return lvd_fail("%s: %" PRId64 " models have %s results (%s); choose one with %s", catalog_path(c), n, what,
+                        names, option);
     *model_id = found;
     if (name_out) {
         if (name) {
@@ -179,6 +185,35 @@ int audit_model(catalog *c, const char *name, int64_t *model_id, char **name_out
             return oom();
     }
     return 0;
+}
+
+int audit_model(catalog *c, const char *name, int optional, int64_t *model_id, char **name_out)
+{
+    return pick_model(c,
+                      "SELECT m.id, m.name FROM models m WHERE EXISTS"
+                      " (SELECT 1 FROM dedup_runs r WHERE r.model_id = m.id) ORDER BY m.name",
+                      name, "dedup", "lvd-dedup", "--model", optional, model_id, name_out);
+}
+
+int audit_retrieve_model(catalog *c, const char *name, int64_t *model_id, char **name_out)
+{
+    *model_id = 0;
+    if (name_out)
+        *name_out = NULL;
+    /* The audit opens catalogs read-only, without migrating them: one written before lvd-retrieve existed
+     * (schema < 6) has no retrieval tables, which means no retrieval results. */
+    int64_t tables = 0;
+    if (query_ints(c, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'retrieve_rows'", 0, 0,
+                   &tables, 1) != 0)
+        return -1;
+    if (tables == 0)
+        return name ? lvd_fail("%s: model '%s' has no retrieval results (the catalog has no retrieval tables)",
+                               catalog_path(c), name)
+                    : 0;
+    return pick_model(c,
+                      "SELECT m.id, m.name FROM models m WHERE EXISTS"
+                      " (SELECT 1 FROM retrieve_rows r WHERE r.model_id = m.id) ORDER BY m.name",
+                      name, "retrieval", "lvd-retrieve", "--retrieve-model", 1, model_id, name_out);
 }
 
 /* ---- bands and bins ---- */
@@ -744,7 +779,288 @@ static int self_report(catalog *c, int64_t model, double t, int32_t top, cJSON *
                       self_pair_row);
 }
 
-cJSON *audit_report(catalog *c, int64_t model_id, const char *model, int32_t top)
+/* ---- retrieval (catalog-006.sql) ---- */
+
+/* A count column of a retrieve_rows row: null for a skipped row, whose columns still hold the counts of an
+ * earlier selection that select.c dropped with the row's selections. */
+static int rrow_count(cJSON *o, const char *key, sqlite3_stmt *st, int i, int skipped)
+{
+    if (skipped)
+        return cJSON_AddNullToObject(o, key) ? 0 : oom();
+    return jcol_num(o, key, st, i);
+}
+
+/* One retrieve_rows row (RROWS_SQL's columns) as a row object, without the per-row lists (rrow_details). */
+static int rrow_fill(catalog *c, sqlite3_stmt *st, cJSON *o, void *ctx)
+{
+    (void)c;
+    (void)ctx;
+    const char *method = col_text(st, 5), *status = col_text(st, 14);
+    int skipped = status && strcmp(status, "skipped") == 0;
+    int sample = method && strcmp(method, "sample") == 0, cluster = method && strcmp(method, "cluster") == 0;
+    if (jnum(o, "id", (double)sqlite3_column_int64(st, 0)) || jstr(o, "name", col_text(st, 1)) ||
+        jstr(o, "task", col_text(st, 2)) || jstr(o, "dataset", col_text(st, 3)) || jstr(o, "split", col_text(st, 4)) ||
+        jstr(o, "method", method) || jstr(o, "collection", col_text(st, 6)) || jcol_num(o, "collection_id", st, 7) ||
+        jstr(o, "status", status) || jstr(o, "reason", col_text(st, 15)))
+        return -1;
+    if (sample && jcol_num(o, "k", st, 8))
+        return -1;
+    if (cluster && (jcol_num(o, "clusters", st, 9) || jcol_num(o, "per_cluster", st, 10) ||
+                    jcol_num(o, "cap", st, 11) || jcol_num(o, "min_seeds", st, 12) || jcol_num(o, "kmeans_id", st, 13)))
+        return -1;
+    return rrow_count(o, "seeds", st, 16, skipped) || rrow_count(o, "retrieved", st, 17, skipped) ||
+                   rrow_count(o, "collisions", st, 18, skipped) || rrow_count(o, "unique", st, 19, skipped) ||
+                   rrow_count(o, "capped", st, 20, skipped) || rrow_count(o, "final", st, 21, skipped) ||
+                   jcol_num(o, "paper_seeds", st, 22) || jcol_num(o, "paper_final", st, 23) ||
+                   jcol_num(o, "selected_gen", st, 24)
+               ? -1
+               : 0;
+}
+
+/* The model's (?1) registry rows, in the order first recorded, with the columns rrow_fill reads. */
+#define RROWS_SQL                                                                                              \
+    "SELECT id, name, task, dataset, split, method, collection, collection_id, k, clusters, per_cluster, cap,"  \
+    " min_seeds, kmeans_id, status, reason, seeds, retrieved, collisions, unique_images, capped, final,"        \
+    " paper_seeds, paper_final, selected_gen FROM retrieve_rows WHERE model_id = ?1 ORDER BY id"
+
+/* A seed beside its nearest retrieved image (retrieve_hits rank 0): seed_image_id, image_id, sim, and the
+ * collisions of that image's selection. ctx: the rank counter and the row's collection (the seed's key). */
+static int seed_pair_row(catalog *c, sqlite3_stmt *st, cJSON *o, void *ctx)
+{
+    pair_ctx *pc = ctx;
+    if (jnum(o, "rank", (double)pc->rank) || jcol_num(o, "sim", st, 2) ||
+        jadd(o, "seed", image_obj(c, sqlite3_column_int64(st, 0), pc->bench)) ||
+        jadd(o, "image", image_obj(c, sqlite3_column_int64(st, 1), 0)) || jcol_num(o, "collisions", st, 3))
+        return -1;
+    pc->rank += pc->dir;
+    return 0;
+}
+
+/* An image of a chosen cluster: image_id, rank, sim (to the centroid). */
+static int cluster_image_row(catalog *c, sqlite3_stmt *st, cJSON *o, void *ctx)
+{
+    (void)ctx;
+    return jcol_num(o, "rank", st, 1) || jcol_num(o, "sim", st, 2) ||
+                   jadd(o, "image", image_obj(c, sqlite3_column_int64(st, 0), 0))
+               ? -1
+               : 0;
+}
+
+/* ctx of chosen_cluster_row: the row and its k-means. */
+typedef struct cluster_ctx {
+    int64_t row, kmeans;
+} cluster_ctx;
+
+/* A chosen cluster (cluster, size, seeds, taken, kept) and its images nearest the centroid. */
+static int chosen_cluster_row(catalog *c, sqlite3_stmt *st, cJSON *o, void *ctx)
+{
+    const cluster_ctx *cc = ctx;
+    int64_t cluster = sqlite3_column_int64(st, 0);
+    if (jnum(o, "cluster", (double)cluster) || jnum(o, "size", (double)sqlite3_column_int64(st, 1)) ||
+        jnum(o, "seeds", (double)sqlite3_column_int64(st, 2)) ||
+        jnum(o, "taken", (double)sqlite3_column_int64(st, 3)) ||
+        jnum(o, "kept", (double)sqlite3_column_int64(st, 4)))
+        return -1;
+    cJSON *imgs = cJSON_AddArrayToObject(o, "images");
+    if (!imgs)
+        return oom();
+    /* Walks the cluster's assignments in the (kmeans, cluster, sim) index order and keeps those the row
+     * selected: a few index steps per image, where filtering the row's selections by cluster would read them
+     * all (up to the row's cap) for every cluster listed. */
+    return query_rows(c,
+                      "SELECT a.image_id, s.rank, a.sim FROM retrieve_assign a JOIN retrieve_selections s"
+                      " ON s.row_id = ?1 AND s.image_id = a.image_id AND s.cluster = a.cluster"
+                      " WHERE a.kmeans_id = ?2 AND a.cluster = ?3 ORDER BY a.sim DESC, a.image_id LIMIT ?4",
+                      (int64_t[]){cc->row, cc->kmeans, cluster, AUDIT_CLUSTER_IMAGES}, 4, imgs, cluster_image_row,
+                      NULL);
+}
+
+/* The similarity summary and lists of one row object o (filled by rrow_fill): see report.h. */
+static int rrow_details(catalog *c, cJSON *o, int32_t top)
+{
+    int64_t row = audit_int(o, "id");
+    const char *method = audit_text(o, "method"), *status = audit_text(o, "status");
+    int sample = method && strcmp(method, "sample") == 0, cluster = method && strcmp(method, "cluster") == 0;
+    int skipped = status && strcmp(status, "skipped") == 0;
+    if (skipped || !(sample || cluster))
+        return cJSON_AddNullToObject(o, "histogram") ? 0 : oom();
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT count(*), min(sim), avg(sim), max(sim) FROM retrieve_selections"
+                                       " WHERE row_id = ?1");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, row);
+    if (sqlite3_step(st) != SQLITE_ROW)
+        return catalog_step_fail(c, st);
+    int64_t n = sqlite3_column_int64(st, 0);
+    int bad = jnum(o, "selections", (double)n) || jcol_num(o, "sim_min", st, 1) || jcol_num(o, "sim_mean", st, 2) ||
+              jcol_num(o, "sim_max", st, 3);
+    sqlite3_reset(st);
+    if (bad)
+        return -1;
+    /* No threshold here: bins from the lowest similarity up to 1 (t = 1 never falls on a bin edge). */
+    if (n == 0) {
+        if (!cJSON_AddNullToObject(o, "histogram"))
+            return oom();
+    } else if (jadd(o, "histogram",
+                    hist_query(c, "SELECT min(sim) FROM retrieve_selections WHERE row_id = ?1",
+                               "SELECT sim FROM retrieve_selections WHERE row_id = ?1", row, 0, 1.0)) != 0) {
+        return -1;
+    }
+    if (sample) {
+        int64_t seeds = 0;
+        if (query_ints(c, "SELECT count(*) FROM retrieve_hits WHERE row_id = ?1 AND rank = 0", row, 0, &seeds, 1) ||
+            jnum(o, "seeds_with_hits", (double)seeds))
+            return -1;
+        cJSON *tp = cJSON_AddArrayToObject(o, "top_pairs");
+        if (!tp)
+            return oom();
+        pair_ctx pc = {1, 1, audit_int(o, "collection_id")};
+        return query_rows(c,
+                          "SELECT h.seed_image_id, h.image_id, h.sim, s.collisions FROM retrieve_hits h"
+                          " LEFT JOIN retrieve_selections s ON s.row_id = h.row_id AND s.image_id = h.image_id"
+                          " WHERE h.row_id = ?1 AND h.rank = 0 ORDER BY h.sim DESC, h.seed_image_id LIMIT ?2",
+                          (int64_t[]){row, top}, 2, tp, seed_pair_row, &pc);
+    }
+    int64_t v[3];
+    if (query_ints(c,
+                   "SELECT count(*), total(chosen), total(CASE WHEN chosen THEN seeds ELSE 0 END)"
+                   " FROM retrieve_clusters WHERE row_id = ?1",
+                   row, 0, v, 3) != 0 ||
+        jnum(o, "clusters_with_seeds", (double)v[0]) || jnum(o, "chosen", (double)v[1]) ||
+        jnum(o, "seeds_in_chosen", (double)v[2]))
+        return -1;
+    cJSON *cl = cJSON_AddArrayToObject(o, "chosen_clusters");
+    if (!cl)
+        return oom();
+    cluster_ctx cc = {row, audit_int(o, "kmeans_id")};
+    return query_rows(c,
+                      "SELECT cluster, size, seeds, taken, kept FROM retrieve_clusters WHERE row_id = ?1 AND chosen = 1"
+                      " ORDER BY seeds DESC, cluster LIMIT ?2",
+                      (int64_t[]){row, top}, 2, cl, chosen_cluster_row, &cc);
+}
+
+/* r.retrieval.run: the model's latest retrieve_runs row, or null. */
+static int rrun_report(catalog *c, int64_t model, cJSON *r)
+{
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT rr.id, rr.created_at, rr.pool_size, rr.pool_gen, rr.registry_path,"
+                                       " rr.registry_sha256, rr.scale, dm.name, rr.params FROM retrieve_runs rr"
+                                       " LEFT JOIN models dm ON dm.id = rr.dedup_model_id"
+                                       " WHERE rr.model_id = ?1 ORDER BY rr.id DESC LIMIT 1");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, model);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return cJSON_AddNullToObject(r, "run") ? 0 : oom();
+    }
+    if (rc != SQLITE_ROW)
+        return catalog_step_fail(c, st);
+    cJSON *o = cJSON_AddObjectToObject(r, "run");
+    int bad = !o || jnum(o, "id", (double)sqlite3_column_int64(st, 0)) || jstr(o, "created_at", col_text(st, 1)) ||
+              jnum(o, "pool_size", (double)sqlite3_column_int64(st, 2)) ||
+              jnum(o, "pool_gen", (double)sqlite3_column_int64(st, 3)) || jstr(o, "registry_path", col_text(st, 4)) ||
+              jstr(o, "registry_sha256", col_text(st, 5)) || jstr(o, "scale", col_text(st, 6)) ||
+              jstr(o, "dedup_model", col_text(st, 7));
+    if (!bad) {
+        /* The run's options as lvd-retrieve recorded them (JSON); kept as text if they do not parse. */
+        const char *params = col_text(st, 8);
+        cJSON *p = params ? cJSON_Parse(params) : NULL;
+        bad = p ? jadd(o, "params", p) : jstr(o, "params", params);
+    }
+    sqlite3_reset(st);
+    return bad ? (o ? -1 : oom()) : 0;
+}
+
+/* r.retrieval.pool: the pool now (retrieve_state), or null. */
+static int rpool_report(catalog *c, int64_t model, cJSON *r)
+{
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT s.pool_size, s.gen, dm.name, s.updated_at FROM retrieve_state s"
+                                       " LEFT JOIN models dm ON dm.id = s.dedup_model_id WHERE s.model_id = ?1");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, model);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return cJSON_AddNullToObject(r, "pool") ? 0 : oom();
+    }
+    if (rc != SQLITE_ROW)
+        return catalog_step_fail(c, st);
+    cJSON *o = cJSON_AddObjectToObject(r, "pool");
+    int bad = !o || jnum(o, "size", (double)sqlite3_column_int64(st, 0)) ||
+              jnum(o, "generation", (double)sqlite3_column_int64(st, 1)) || jstr(o, "dedup_model", col_text(st, 2)) ||
+              jstr(o, "updated_at", col_text(st, 3));
+    sqlite3_reset(st);
+    return bad ? (o ? -1 : oom()) : 0;
+}
+
+/* r.retrieval.totals (report.h). Skipped rows count for rows and skipped only: their recorded final counts
+ * belong to selections that are gone. */
+static int rtotals_report(catalog *c, int64_t model, cJSON *r)
+{
+    int64_t n[4], fin[4], distinct = 0;
+    if (query_ints(c,
+                   "SELECT count(*), total(status = 'done'), total(status = 'pending'), total(status = 'skipped')"
+                   " FROM retrieve_rows WHERE model_id = ?1",
+                   model, 0, n, 4) != 0 ||
+        query_ints(c,
+                   "SELECT total(CASE WHEN method = 'as_is' THEN final END), total(CASE WHEN method = 'sample'"
+                   " THEN final END), total(CASE WHEN method = 'cluster' THEN final END), total(paper_final)"
+                   " FROM retrieve_rows WHERE model_id = ?1 AND status <> 'skipped'",
+                   model, 0, fin, 4) != 0 ||
+        query_ints(c,
+                   "SELECT count(DISTINCT s.image_id) FROM retrieve_selections s JOIN retrieve_rows r"
+                   " ON r.id = s.row_id WHERE r.model_id = ?1 AND r.status <> 'skipped'",
+                   model, 0, &distinct, 1) != 0)
+        return -1;
+    cJSON *t = cJSON_AddObjectToObject(r, "totals");
+    if (!t)
+        return oom();
+    if (jnum(t, "rows", (double)n[0]) || jnum(t, "done", (double)n[1]) || jnum(t, "pending", (double)n[2]) ||
+        jnum(t, "skipped", (double)n[3]) || jnum(t, "final", (double)(fin[0] + fin[1] + fin[2])))
+        return -1;
+    cJSON *m = cJSON_CreateObject();
+    if (!m)
+        return oom();
+    if (jadd(t, "final_by_method", m)) /* m is freed when it cannot be added */
+        return -1;
+    return jnum(m, "as_is", (double)fin[0]) || jnum(m, "sample", (double)fin[1]) ||
+                   jnum(m, "cluster", (double)fin[2]) ||
+                   jnum(t, "distinct_images", (double)distinct) || jnum(t, "paper_final", (double)fin[3])
+               ? -1
+               : 0;
+}
+
+/* r.retrieval of model (named name), inside the report's read transaction. */
+static int retrieval_report(catalog *c, int64_t model, const char *name, int32_t top, cJSON *r)
+{
+    cJSON *o = cJSON_AddObjectToObject(r, "retrieval");
+    if (!o)
+        return oom();
+    int64_t runs = 0;
+    if (jstr(o, "model", name) || jnum(o, "model_id", (double)model) ||
+        query_ints(c, "SELECT count(*) FROM retrieve_runs WHERE model_id = ?1", model, 0, &runs, 1) != 0 ||
+        jnum(o, "runs", (double)runs) || rrun_report(c, model, o) != 0 || rpool_report(c, model, o) != 0 ||
+        rtotals_report(c, model, o) != 0)
+        return -1;
+    cJSON *rows = cJSON_AddArrayToObject(o, "rows");
+    if (!rows)
+        return oom();
+    /* The rows first, then their lists, so that no statement of the list is still stepping. */
+    if (query_rows(c, RROWS_SQL, (int64_t[]){model}, 1, rows, rrow_fill, NULL) != 0)
+        return -1;
+    cJSON *row;
+    cJSON_ArrayForEach(row, rows)
+    {
+        if (rrow_details(c, row, top) != 0)
+            return lvd_fail_ctx("retrieval row %s", audit_text(row, "name"));
+    }
+    return 0;
+}
+
+cJSON *audit_report(catalog *c, int64_t model_id, const char *model, int64_t retrieve_id, const char *retrieve_model,
+                    int32_t top)
 {
     if (top < 0)
         top = 0;
@@ -753,9 +1069,16 @@ cJSON *audit_report(catalog *c, int64_t model_id, const char *model, int32_t top
         return NULL;
     cJSON *r = cJSON_CreateObject();
     double t = 0, bt = 0;
-    if (!r || jstr(r, "catalog", catalog_path(c)) || jstr(r, "model", model) || jnum(r, "model_id", (double)model_id) ||
-        jnum(r, "top", top) || params_report(c, model_id, r, &t, &bt) != 0 || pool_report(c, model_id, r) != 0 ||
-        benchmarks_report(c, model_id, bt, top, r) != 0 || self_report(c, model_id, t, top, r) != 0) {
+    int bad = !r || jstr(r, "catalog", catalog_path(c)) || jstr(r, "model", model);
+    if (!bad && model_id > 0)
+        bad = jnum(r, "model_id", (double)model_id) || jnum(r, "top", top) ||
+              params_report(c, model_id, r, &t, &bt) != 0 || pool_report(c, model_id, r) != 0 ||
+              benchmarks_report(c, model_id, bt, top, r) != 0 || self_report(c, model_id, t, top, r) != 0;
+    else if (!bad)
+        bad = (cJSON_AddNullToObject(r, "model_id") ? 0 : oom()) || jnum(r, "top", top);
+    if (!bad && retrieve_id > 0)
+        bad = retrieval_report(c, retrieve_id, retrieve_model, top, r) != 0;
+    if (bad) {
         if (!r)
             oom();
         cJSON_Delete(r);

@@ -8,6 +8,11 @@ Every expectation is computed here from the catalog with sqlite3 (bands, orders,
 lvd-audit's own output. The HTML page is loaded in headless Chromium (through chromedriver's WebDriver HTTP
 API, with urllib): pairs are counted in the DOM after its script ran, every thumbnail must have decoded
 (naturalWidth > 0), and the screenshot must not be blank.
+
+The retrieval section is tested on a second work directory (AuditRetrievalTest): real pictures (some seeds
+without a working image) with clustered embeddings, lvd-dedup, then lvd-retrieve with as_is, sample, cluster
+and skipped rows (and once more with --no-dedup, without dedup results). Its expectations come from the
+retrieve_* tables and from NumPy over the stored embeddings and centroids (test_retrieve.py's oracles).
 """
 import base64
 import csv
@@ -30,7 +35,8 @@ import urllib.request
 import numpy as np
 from PIL import Image
 
-from lvdtest import WorkTestCase, db, exe, run
+from lvdtest import WorkTestCase, db, exe, run, sha256_file
+import test_retrieve as tr  # its fixture helpers; as a module attribute, its test cases are not collected here
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "scripts"))
@@ -353,7 +359,7 @@ def free_port():
 class WebDriver:
     """A chromedriver process and one headless Chromium session, driven over the W3C WebDriver HTTP API."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, log_requests=False):
         self.port = free_port()
         self.log = open(os.path.join(tmp, "chromedriver.log"), "w")
         self.proc = subprocess.Popen([CHROMEDRIVER, "--port=%d" % self.port], stdout=self.log,
@@ -374,6 +380,8 @@ class WebDriver:
             "binary": CHROMIUM,
             "args": ["--headless", "--disable-gpu", "--no-sandbox", "--window-size=1200,900",
                      "--user-data-dir=" + os.path.join(tmp, "chrome-profile")]}}}}
+        if log_requests:  # chromedriver's performance log: the DevTools network events, for requests()
+            caps["capabilities"]["alwaysMatch"]["goog:loggingPrefs"] = {"performance": "ALL"}
         try:
             self.session = self.call("POST", "/session", caps, timeout=60)["value"]["sessionId"]
         except Exception:
@@ -395,6 +403,16 @@ class WebDriver:
 
     def js(self, script):
         return self.s("POST", "/execute/sync", {"script": script, "args": []})
+
+    def requests(self):
+        """[(URL, URL of the document that asked for it)] the browser requested since the last call (needs
+        log_requests)."""
+        out = []
+        for e in self.s("POST", "/se/log", {"type": "performance"}):
+            m = json.loads(e["message"])["message"]
+            if m.get("method") == "Network.requestWillBeSent":
+                out.append((m["params"]["request"]["url"], m["params"].get("documentURL", "")))
+        return out
 
     def close(self):
         if getattr(self, "session", None):
@@ -486,6 +504,7 @@ class AuditTest(WorkTestCase):
         cat = Catalog(self.work)
         t, bt = cat.params()
         self.assertEqual(r["model"], "ctl")
+        self.assertNotIn("retrieval", r, "no retrieval results, no retrieval section")
         self.assertAlmostEqual(r["params"]["threshold"], t)
         self.assertAlmostEqual(r["params"]["benchmark_threshold"], bt)
         dec = dict(cat.con.execute("SELECT decision, count(*) FROM dedup_decisions WHERE model_id = ?"
@@ -637,6 +656,7 @@ class AuditTest(WorkTestCase):
         sec = out.split("\nself-dedup", 1)[1]
         self.assertRegex(sec, r"removed\s+%d duplicates" % len(cat.duplicates()))
         self.assertRegex(sec, r"components %d over" % len(cat.components()))
+        self.assertNotIn("\nretrieval", out)
 
     def test_csv_every_removal_once(self):
         path = os.path.join(self.tmp, "removals.csv")
@@ -677,6 +697,7 @@ class AuditTest(WorkTestCase):
         html = open(page, encoding="utf-8").read()
         # Self-contained: no URL with a scheme anywhere, every thumbnail a file beside the page.
         self.assertIsNone(re.search(r"(?i)(https?:|ftp:|//[a-z0-9])", html.replace("</", "<")))
+        self.assertNotIn('class="retrieval', html)
         srcs = re.findall(r'<img src="([^"]+)"', html)
         self.assertTrue(srcs)
         for s in srcs:
@@ -795,6 +816,472 @@ class AuditTest(WorkTestCase):
         p = run("lvd-audit", "--work", fresh, check=False)
         self.assertEqual(p.returncode, 1)
         self.assertIn("no dedup results", p.stderr)
+
+
+# ---- retrieval: lvd-retrieve results in the same work directory ----
+
+RMODEL = tr.MODEL  # the embedding name both lvd-dedup and lvd-retrieve use here
+RTOP = 3
+PLACEHOLDER_SEED = "seeds-one-000.gif"  # a seed without a working image (lvd-decode does not read GIF)
+RROWS = [dict(name="one-as-is", dataset="one", method="as_is", collection="seeds-one", paper_seeds=1281167,
+              paper_final=1281167),
+         dict(name="one-sample", dataset="one", method="sample", k=4, collection="seeds-one", paper_seeds=1281167,
+              paper_final=40000000),
+         dict(name="absent", dataset="nowhere", method="sample", k=2, paper_final=500),
+         dict(name="two-cluster", dataset="two", method="cluster", collection="seeds-two", clusters=6,
+              per_cluster=6, cap=10, min_seeds=1, paper_seeds=2000, paper_final=1000000),
+         dict(name="not-seed", dataset="web", method="as_is", collection="web")]
+
+
+def retrieval_files(base):
+    """Real pictures for a pool and two seed collections, with clustered unit vectors (tr.Data) as their
+    embeddings: {collection: (role, dir, {file name: vector})}. Three pool images get near copies of another's
+    vector (dedup removes them); the first seed of seeds-one is a GIF, a near copy of a pool image's vector, so
+    it leads the seed pairs and is shown without a working image."""
+    data = tr.Data(seed=21)
+    rng = np.random.default_rng(21)
+    pool = data.points(45)
+    pool = np.concatenate([pool, tr.unit(pool[:3] + 0.002 * rng.normal(size=(3, tr.D)))])
+    one = data.points(8, [0, 1])
+    one[0] = tr.unit(pool[10:11] + 0.01 * rng.normal(size=(1, tr.D)))[0]
+    sets = {"web": ("pool", "train", 0, pool, lambda k: ("png", "jpg", "webp")[k % 3]),
+            "seeds-one": ("seed", "t10k", 0, one, lambda k: "gif" if k == 0 else "png"),
+            "seeds-two": ("seed", "t10k", 100, data.points(10, [2, 3]), lambda k: "png")}
+    out = {}
+    for coll, (role, split, first, vecs, ext) in sets.items():
+        d = os.path.join(base, "files-" + coll)
+        os.makedirs(d)
+        plan = {}
+        for k, v in enumerate(vecs):
+            fn = "%s-%03d.%s" % (coll, k, ext(k))
+            fixtures.picture(first + k, split, (96 + 8 * (k % 5), 96 + 12 * (k % 4))).save(os.path.join(d, fn))
+            plan[fn] = v
+        out[coll] = (role, d, plan)
+    return out
+
+
+def retrieve_audit_work(base):
+    """(work with dedup and retrieval, work with retrieval only (--no-dedup), registry path): both from one
+    imported, decoded and embedded work directory."""
+    files = retrieval_files(base)
+    w0 = os.path.join(base, "w0")
+    for coll, (role, d, plan) in files.items():
+        run("lvd-import", "--work", w0, "--collection", coll, "--role", role, "--dir", d, "--quiet")
+    run("lvd-decode", "--work", w0, "--size", "128", "--quiet")
+    for coll, (role, d, plan) in files.items():
+        embed_vectors(w0, base, coll, plan, RMODEL)
+    reg = tr.write_registry(os.path.join(base, "rows.yaml"), RROWS)
+    both, alone = os.path.join(base, "both"), os.path.join(base, "alone")
+    shutil.copytree(w0, both)
+    shutil.copytree(w0, alone)
+    run("lvd-dedup", "--work", both, "--model", RMODEL, "--threshold", "0.99", "--quiet")
+    run("lvd-retrieve", "--work", both, "--model", RMODEL, "--registry", reg, "--scale", "none", "--quiet")
+    run("lvd-retrieve", "--work", alone, "--model", RMODEL, "--registry", reg, "--scale", "none", "--no-dedup",
+        "--quiet")
+    return both, alone, reg
+
+
+def embed_vectors(work, tmp, coll, plan, name):
+    npy = os.path.join(tmp, "%s-%s.npy" % (name, coll))
+    keys = sorted(plan)
+    np.save(npy, np.stack([plan[k] for k in keys]).astype(np.float32))
+    with open(npy + ".txt", "w") as f:
+        f.write("".join(k + "\n" for k in keys))
+    run("lvd-embed", "--work", work, "--collection", coll, "--import", npy, "--keys", npy + ".txt", "--name", name,
+        "--dtype", "float32", "--quiet")
+
+
+class RetrievalCatalog:
+    """What the retrieval section should say, from the catalog's tables and NumPy over the stored embeddings,
+    independently of lvd-audit."""
+
+    def __init__(self, work, dedup):
+        self.work = work
+        self.con = db(work)
+        self.mid = self.con.execute("SELECT id FROM models WHERE name = ?", (RMODEL,)).fetchone()[0]
+        self.pool = tr.pool_ids(self.con, RMODEL if dedup else None)
+        ids = set(self.pool)
+        for coll in ("seeds-one", "seeds-two"):
+            ids |= set(tr.collection_ids(self.con, coll))
+        self.vec = tr.stored_vectors(work, self.con, ids)
+
+    def rows(self):
+        """{name: retrieve_rows row as a dict}."""
+        cur = self.con.execute("SELECT * FROM retrieve_rows WHERE model_id = ? ORDER BY id", (self.mid,))
+        cols = [c[0] for c in cur.description]
+        return {d["name"]: d for d in (dict(zip(cols, r)) for r in cur.fetchall())}
+
+    def selections(self, row_id):
+        """[(image_id, seed_image_id, rank, sim, cluster, collisions)]."""
+        return self.con.execute("SELECT image_id, seed_image_id, rank, sim, cluster, collisions FROM"
+                                " retrieve_selections WHERE row_id = ?", (row_id,)).fetchall()
+
+    def seeds(self, coll):
+        return [i for i in tr.collection_ids(self.con, coll) if i in self.vec]
+
+    def nearest_pairs(self, coll):
+        """[(sim, seed, nearest pool image)] by brute force, most similar first (ties: lower seed id); the
+        nearest image of a seed: highest similarity, ties to the lower image id."""
+        P = np.stack([self.vec[i] for i in self.pool])
+        out = []
+        for s in self.seeds(coll):
+            sims = P @ self.vec[s]
+            j = min(range(len(self.pool)), key=lambda j: (-sims[j], self.pool[j]))
+            out.append((float(sims[j]), s, self.pool[j]))
+        return sorted(out, key=lambda t: (-t[0], t[1]))
+
+    def centroids(self, row):
+        path = self.con.execute("SELECT path FROM retrieve_kmeans WHERE id = ?", (row["kmeans_id"],)).fetchone()[0]
+        return np.load(os.path.join(self.work, path)).astype(np.float64)
+
+    def decoded(self, image_id):
+        r = self.con.execute("SELECT status FROM decodes WHERE image_id = ?", (image_id,)).fetchone()
+        return r is not None and r[0] == "ok"
+
+    def image_of(self, key, coll):
+        return self.con.execute("SELECT m.image_id FROM members m JOIN collections c ON c.id = m.collection_id"
+                                " WHERE m.key = ? AND c.name = ?", (key, coll)).fetchone()[0]
+
+
+class AuditRetrievalTest(WorkTestCase):
+    """lvd-audit's retrieval section, on real pictures with controlled embeddings, retrieved by lvd-retrieve
+    after lvd-dedup (and without dedup, in a second work directory)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.base = tempfile.mkdtemp(prefix="lvd-it-audit-rt-")
+        try:
+            cls.both0, cls.alone0, cls.registry = retrieve_audit_work(cls.base)
+        except BaseException:
+            shutil.rmtree(cls.base, ignore_errors=True)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.base, ignore_errors=True)
+
+    def setUp(self):
+        super().setUp()
+        shutil.copytree(self.both0, self.work)
+
+    def audit(self, *args, work=None, check=True):
+        return run("lvd-audit", "--work", work or self.work, *args, check=check)
+
+    def test_fixture_has_what_the_audit_must_show(self):
+        cat = RetrievalCatalog(self.work, dedup=True)
+        rows = cat.rows()
+        self.assertEqual(list(rows), [r["name"] for r in RROWS])
+        self.assertEqual({n for n, r in rows.items() if r["status"] == "skipped"}, {"absent", "not-seed"})
+        self.assertGreater(rows["one-sample"]["collisions"], 0)
+        self.assertGreater(rows["two-cluster"]["capped"], 0)
+        chosen = cat.con.execute("SELECT count(*) FROM retrieve_clusters WHERE row_id = ? AND chosen = 1",
+                                 (rows["two-cluster"]["id"],)).fetchone()[0]
+        self.assertGreaterEqual(chosen, 2)
+        removed = cat.con.execute("SELECT count(*) FROM dedup_decisions WHERE decision <> 'kept'").fetchone()[0]
+        self.assertGreaterEqual(removed, 3, "the near copies are removed from the pool")
+        gif = cat.image_of(PLACEHOLDER_SEED, "seeds-one")
+        self.assertFalse(cat.decoded(gif), "the GIF seed has no working image")
+        self.assertEqual(cat.nearest_pairs("seeds-one")[0][1], gif, "the GIF seed leads the seed pairs")
+
+    def check_retrieval(self, rt, cat, top):
+        """The report's retrieval object against the catalog and NumPy."""
+        rows = cat.rows()
+        self.assertEqual(rt["model"], RMODEL)
+        self.assertEqual([r["name"] for r in rt["rows"]], list(rows))
+        every = set()
+        final_by = {"as_is": 0, "sample": 0, "cluster": 0}
+        for got in rt["rows"]:
+            want = rows[got["name"]]
+            name = got["name"]
+            for k in ("method", "collection", "status", "reason", "paper_seeds", "paper_final"):
+                self.assertEqual(got[k], want[k], (name, k))
+            if want["status"] == "skipped":
+                for k in ("seeds", "retrieved", "collisions", "unique", "capped", "final"):
+                    self.assertIsNone(got[k], (name, k))
+                self.assertIsNone(got["histogram"], name)
+                self.assertEqual(cat.selections(want["id"]), [], name)
+                continue
+            sel = cat.selections(want["id"])
+            every |= {s[0] for s in sel}
+            final_by[want["method"]] += len(sel)
+            self.assertEqual(got["final"], len(sel), name)
+            seeds = cat.seeds(want["collection"])
+            self.assertEqual(got["seeds"], len(seeds), name)
+            if want["method"] == "as_is":
+                self.assertEqual(sorted(s[0] for s in sel), sorted(seeds))
+                self.assertEqual((got["retrieved"], got["collisions"], got["capped"]), (len(seeds), 0, 0))
+                self.assertIsNone(got["histogram"], name)
+                continue
+            # The similarity histogram: the documented bins from the lowest similarity up to 1, holding every
+            # selection once.
+            sims = [s[3] for s in sel]
+            edges = hist_bins(min(sims), 1.0)
+            self.assertEqual(len(got["histogram"]["edges"]), len(edges), name)
+            for a, b in zip(got["histogram"]["edges"], edges):
+                self.assertAlmostEqual(a, b, places=8)
+            counts = [0] * (len(edges) - 1)
+            for v in sims:
+                counts[band_index(edges, v)] += 1
+            self.assertEqual(got["histogram"]["counts"], counts, name)
+            self.assertEqual(sum(got["histogram"]["counts"]), got["final"], name)
+            self.assertAlmostEqual(got["sim_min"], min(sims), places=12)
+            self.assertAlmostEqual(got["sim_max"], max(sims), places=12)
+            if want["method"] == "sample":
+                self.assertEqual(got["k"], 4)
+                oracle = tr.oracle_sample(cat.vec, cat.pool, seeds, 4)
+                self.assertEqual(sorted(oracle), sorted(s[0] for s in sel), name)
+                self.assertEqual(got["retrieved"], len(seeds) * 4)
+                self.assertEqual(got["collisions"], len(seeds) * 4 - len(oracle))
+                self.assertEqual(got["unique"], len(oracle))
+                pairs = cat.nearest_pairs(want["collection"])
+                self.assertEqual(got["seeds_with_hits"], len(pairs))
+                self.assertEqual(len(got["top_pairs"]), min(top, len(pairs)))
+                self.assertEqual([(p["seed"]["id"], p["image"]["id"]) for p in got["top_pairs"]],
+                                 [(s, i) for _, s, i in pairs[:top]])
+                self.assertEqual([p["rank"] for p in got["top_pairs"]], list(range(1, len(got["top_pairs"]) + 1)))
+                for p, (sim, s, i) in zip(got["top_pairs"], pairs):
+                    self.assertAlmostEqual(p["sim"], sim, places=9)
+                    self.assertEqual(p["seed"]["collection"], want["collection"])
+                    self.assertEqual(p["image"]["collection"], "web")
+                    self.assertEqual(p["collisions"], oracle[i][3])
+                sims_top = [p["sim"] for p in got["top_pairs"]]
+                self.assertEqual(sims_top, sorted(sims_top, reverse=True))
+            else:
+                self.assertEqual((got["clusters"], got["per_cluster"], got["cap"], got["min_seeds"]), (6, 6, 10, 1))
+                cent = cat.centroids(want)
+                sel_want, counts_c, chosen = tr.oracle_cluster(cat.vec, cat.pool, seeds, cent, 6, 10, 1)
+                self.assertEqual(sorted(sel_want), sorted(s[0] for s in sel), name)
+                assign = {i: int(np.argmax(cent @ cat.vec[i])) for i in cat.pool}
+                size = {c: sum(1 for i in cat.pool if assign[i] == c) for c in counts_c}
+                self.assertEqual(got["retrieved"], sum(min(size[c], 6) for c in chosen))
+                self.assertEqual(got["capped"], got["retrieved"] - len(sel_want))
+                self.assertEqual((got["clusters_with_seeds"], got["chosen"]), (len(counts_c), len(chosen)))
+                order = sorted(chosen, key=lambda c: (-counts_c[c], c))[:top]
+                self.assertEqual([c["cluster"] for c in got["chosen_clusters"]], order)
+                for c in got["chosen_clusters"]:
+                    k = c["cluster"]
+                    mine = sorted((i for i, v in sel_want.items() if v[0] == k), key=lambda i: (-sel_want[i][2], i))
+                    self.assertEqual((c["size"], c["seeds"], c["taken"], c["kept"]),
+                                     (size[k], counts_c[k], min(size[k], 6), len(mine)))
+                    self.assertEqual([x["image"]["id"] for x in c["images"]], mine[:4])
+                    for x in c["images"]:
+                        self.assertAlmostEqual(x["sim"], sel_want[x["image"]["id"]][2], places=6)
+        tot = rt["totals"]
+        self.assertEqual(tot["final_by_method"], final_by)
+        self.assertEqual(tot["final"], sum(final_by.values()))
+        self.assertEqual(tot["distinct_images"], len(every))
+        self.assertEqual((tot["rows"], tot["skipped"]), (len(rows), 2))
+        self.assertEqual(tot["paper_final"], 1281167 + 40000000 + 1000000)
+        run_row = cat.con.execute("SELECT pool_size, pool_gen, registry_path, registry_sha256 FROM retrieve_runs"
+                                  " WHERE model_id = ? ORDER BY id DESC LIMIT 1", (cat.mid,)).fetchone()
+        self.assertEqual((rt["run"]["pool_size"], rt["run"]["pool_gen"], rt["run"]["registry_path"],
+                          rt["run"]["registry_sha256"]), run_row)
+        self.assertEqual(rt["run"]["registry_sha256"], sha256_file(self.registry))
+        self.assertEqual(rt["run"]["pool_size"], len(cat.pool))
+
+    def test_json_matches_catalog(self):
+        r = json.loads(self.audit("--json", "--top", RTOP).stdout)
+        self.assertEqual(r["model"], RMODEL)  # the dedup part is there too
+        self.assertGreater(r["pool"]["duplicate"], 0)
+        cat = RetrievalCatalog(self.work, dedup=True)
+        self.check_retrieval(r["retrieval"], cat, RTOP)
+        self.assertEqual(r["retrieval"]["run"]["dedup_model"], RMODEL)
+        # --top bounds the lists: one seed pair, one cluster.
+        r1 = json.loads(self.audit("--json", "--top", 1).stdout)
+        self.check_retrieval(r1["retrieval"], cat, 1)
+
+    def test_text_lists_every_row(self):
+        out = self.audit().stdout
+        self.assertIn("\nself-dedup", out)
+        sec = out.split("\nretrieval (model %s" % RMODEL, 1)[1]
+        self.assertNotIn("\nretrieval (", out.split("\nself-dedup", 1)[0], "the retrieval section comes last")
+        rows = RetrievalCatalog(self.work, dedup=True).rows()
+
+        def n(v):
+            return "-" if v is None else str(v)
+        for name, r in rows.items():
+            skipped = r["status"] == "skipped"
+            cols = [r["method"], r["status"]] + [n(None if skipped else r[k]) for k in (
+                "seeds",)] + [n(r["paper_seeds"])] + [n(None if skipped else r[k]) for k in (
+                    "retrieved", "collisions", "capped", "final")] + [n(r["paper_final"])]
+            self.assertRegex(sec, r"\n  %s\s+%s\n" % (re.escape(name), r"\s+".join(map(re.escape, cols))), name)
+        done = [r for r in rows.values() if r["status"] != "skipped"]
+        self.assertRegex(sec, r"\n  total\s+%d\s+%d\n" % (sum(r["final"] for r in done),
+                                                           sum(r["paper_final"] or 0 for r in done)))
+        skipped = sec.split("\n  skipped rows\n", 1)[1]
+        for name, r in rows.items():
+            if r["status"] == "skipped":
+                self.assertIn("\n    %s: %s\n" % (name, r["reason"]), "\n" + skipped)
+        self.assertIn("collection 'web' has role pool, not seed", skipped)
+        self.assertIn("no collection 'nowhere'", skipped)
+
+    def test_html_in_chromium(self):
+        out = os.path.join(self.tmp, "report")
+        self.audit("--html", out, "--top", RTOP, "--quiet")
+        page = os.path.join(out, "index.html")
+        html = open(page, encoding="utf-8").read()
+        self.assertIsNone(re.search(r"(?i)(https?:|ftp:|//[a-z0-9])", html.replace("</", "<")))
+        cat = RetrievalCatalog(self.work, dedup=True)
+        rows = cat.rows()
+        r = json.loads(self.audit("--json", "--top", RTOP).stdout)
+        want_pairs = sum(min(RTOP, len(cat.nearest_pairs(x["collection"]))) for x in rows.values()
+                         if x["method"] == "sample" and x["status"] == "done")
+        want_clusters = [min(RTOP, c["chosen"]) for c in r["retrieval"]["rows"] if c["method"] == "cluster"
+                         and c["status"] == "done"]
+        want_hists = sum(1 for x in rows.values() if x["method"] != "as_is" and x["status"] == "done")
+        self.assertGreater(want_pairs, 0)
+        self.assertGreater(sum(want_clusters), 1)
+
+        why = chromium_starts(self.tmp)
+        if why:
+            self.skipTest(why)
+        if not CHROMEDRIVER:
+            self.fail("chromium runs but chromedriver is missing (Debian package chromium-driver)")
+        wd = WebDriver(self.tmp, log_requests=True)
+        try:
+            wd.requests()  # what the browser's own start page asked for
+            wd.s("POST", "/url", {"url": "file://" + os.path.abspath(page)})
+            deadline = time.monotonic() + 20
+            while wd.js("return document.readyState + '/' + document.body.getAttribute('data-ready')") != \
+                    "complete/1":
+                self.assertLess(time.monotonic(), deadline, "page did not finish loading")
+                time.sleep(0.1)
+            # One table row per registry row, in order, with its final count and the paper's.
+            trs = wd.js("return Array.from(document.querySelectorAll('section.retrieval table.retrieval-rows"
+                        " tbody tr')).map(function(t){ return [t.getAttribute('data-row'),"
+                        " Array.from(t.cells).map(function(c){ return c.textContent; })]; })")
+            self.assertEqual([t[0] for t in trs], list(rows))
+            for name, cells in trs:
+                x = rows[name]
+                self.assertEqual(cells[-1], "\u2013" if x["paper_final"] is None else str(x["paper_final"]))
+                if x["status"] == "skipped":
+                    self.assertEqual(cells[3], "skipped: " + x["reason"])
+                    self.assertEqual(cells[-2], "\u2013")
+                else:
+                    self.assertEqual(cells[-2], str(x["final"]))
+            # Seed pairs: sorted by similarity, seed first; the dedup sections' pair counts are their own.
+            pairs = wd.js("return Array.from(document.querySelectorAll('section.retrieval .retrieved-pair'))"
+                          ".map(function(p){ return [parseFloat(p.getAttribute('data-sim')),"
+                          " p.querySelectorAll('figure').length, p.querySelector('figure').className,"
+                          " Array.from(p.querySelectorAll('figure .key')).map(function(k){ return k.textContent; })];"
+                          " })")
+            self.assertEqual(len(pairs), want_pairs)
+            keys = lambda i: cat.con.execute("SELECT key FROM members WHERE image_id = ?", (i,)).fetchone()[0]  # noqa
+            self.assertEqual([p[3] for p in pairs],
+                             [[keys(s), keys(i)] for _, s, i in cat.nearest_pairs("seeds-one")[:RTOP]])
+            for p, (sim, _, _) in zip(pairs, cat.nearest_pairs("seeds-one")):
+                self.assertAlmostEqual(p[0], sim, places=5)
+            self.assertEqual([p[0] for p in pairs], sorted((p[0] for p in pairs), reverse=True))
+            self.assertTrue(all(p[1] == 2 and p[2] == "seed" for p in pairs))
+            self.assertEqual(wd.js("return document.querySelectorAll('section.retrieval .pair').length"), want_pairs)
+            self.assertEqual(wd.js("return document.querySelectorAll('section.self .retrieved-pair, "
+                                   "section.benchmark .retrieved-pair').length"), 0)
+            # Chosen clusters, up to AUDIT_CLUSTER_IMAGES thumbnails each.
+            clusters = wd.js("return Array.from(document.querySelectorAll('section.retrieval div.cluster'))"
+                             ".map(function(c){ return [parseInt(c.getAttribute('data-cluster')),"
+                             " parseInt(c.getAttribute('data-kept')), c.querySelectorAll('figure').length]; })")
+            self.assertEqual(len(clusters), sum(want_clusters))
+            want_c = [c for x in r["retrieval"]["rows"] if x["method"] == "cluster" for c in x["chosen_clusters"]]
+            self.assertEqual([c[0] for c in clusters], [c["cluster"] for c in want_c])
+            self.assertEqual([c[2] for c in clusters], [min(4, c[1]) for c in clusters])
+            self.assertEqual(wd.js("return document.querySelectorAll('section.retrieval svg.hist').length"),
+                             want_hists)
+            self.assertEqual(wd.js("return document.querySelectorAll('section.retrieval svg.hist"
+                                   " line.threshold').length"), 0)
+            # Every thumbnail decoded; a figure has one exactly when its image has a working image (the
+            # others, the GIF seed, are placeholders); no request left the page's folder.
+            imgs = wd.js("return Array.from(document.images).map(function(i){"
+                         " return [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight]; })")
+            self.assertEqual([i for i in imgs if not (i[1] and i[2] > 0 and i[3] > 0)], [])
+            figs = wd.js("return Array.from(document.querySelectorAll('section.retrieval figure')).map(function(f){"
+                         " var i=f.querySelector('img'); return [f.querySelector('.key').textContent,"
+                         " f.querySelector('.col').textContent, i ? i.getAttribute('src') : null,"
+                         " f.querySelectorAll('.noimg').length]; })")
+            self.assertEqual(len(figs), 2 * want_pairs + sum(c[2] for c in clusters))
+            for key, coll, src, noimg in figs:
+                iid = cat.image_of(key, coll)
+                self.assertEqual(src is not None, cat.decoded(iid), (key, coll))
+                self.assertEqual(noimg, 0 if src else 1)
+                if src:
+                    self.check_thumb(cat, iid, os.path.join(out, src))
+            self.assertIn((PLACEHOLDER_SEED, "seeds-one", None, 1), [tuple(f) for f in figs])
+            # Every request of the page is a file beside it, and nothing at all went to the network (the
+            # browser's own pages also load chrome:// and data: resources).
+            res = wd.requests()
+            local = "file://" + os.path.abspath(out) + "/"
+            mine = [u for u, d in res if d == local + "index.html"]
+            self.assertIn(local + "index.html", mine)
+            self.assertEqual(set(u for u in mine if u != local + "index.html"), {local + i[0] for i in imgs})
+            self.assertEqual([u for u in res if re.match(r"(?i)(https?|ftp|wss?):", u[0])], [])
+            png = base64.b64decode(wd.s("GET", "/screenshot"))
+        finally:
+            wd.close()
+        a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3)
+        self.assertGreater(float(a.std()), 10.0, "screenshot looks blank")
+
+    def check_thumb(self, cat, image_id, path):
+        """A thumbnail is made from the image's working image: its bytes when they fit the thumbnail size."""
+        shard, off, n, w, h = cat.con.execute(
+            "SELECT s.path, d.offset, d.size, d.out_width, d.out_height FROM decodes d JOIN shards s"
+            " ON s.id = d.shard_id WHERE d.image_id = ?", (image_id,)).fetchone()
+        with open(os.path.join(self.work, shard), "rb") as f:
+            f.seek(off)
+            working = f.read(n)
+        with open(path, "rb") as f:
+            thumb = f.read()
+        if max(w, h) <= 192:
+            self.assertEqual(thumb, working, path)
+        else:
+            self.assertEqual(Image.open(path).size[0] if w >= h else Image.open(path).size[1], 192)
+
+    def test_without_dedup_results(self):
+        """Retrieval from the whole pool (--no-dedup) and no dedup results: the audit shows the retrieval part."""
+        work = self.alone0
+        p = self.audit("--json", "--top", RTOP, work=work)
+        r = json.loads(p.stdout)
+        self.assertEqual(sorted(r), ["catalog", "model", "model_id", "retrieval", "top"])
+        self.assertIsNone(r["model"])
+        cat = RetrievalCatalog(work, dedup=False)
+        self.assertEqual(len(cat.pool), 48)
+        self.check_retrieval(r["retrieval"], cat, RTOP)
+        self.assertIsNone(r["retrieval"]["run"]["dedup_model"])
+        out = self.audit(work=work).stdout
+        self.assertIn("\ndedup    no dedup results\n", out)
+        self.assertIn("\nretrieval (model %s" % RMODEL, out)
+        self.assertIn("not deduplicated (--no-dedup)", out)
+        html_dir = os.path.join(self.tmp, "h")
+        self.audit("--html", html_dir, "--quiet", work=work)
+        html = open(os.path.join(html_dir, "index.html"), encoding="utf-8").read()
+        self.assertIn('<section class="retrieval"', html)
+        self.assertNotIn('<section class="self"', html)
+        self.assertEqual(html.count('<div class="pair retrieved-pair"'), min(50, len(cat.nearest_pairs("seeds-one"))))
+        # --csv lists dedup removals: there are none to list.
+        p = self.audit("--csv", os.path.join(self.tmp, "x.csv"), work=work, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no dedup results", p.stderr)
+        p = self.audit("--model", RMODEL, work=work, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no dedup results for any model", p.stderr)
+
+    def test_retrieve_model_choice(self):
+        p = self.audit("--retrieve-model", "nope", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("model 'nope' has no retrieval results (models with results: %s)" % RMODEL, p.stderr)
+        # A second retrieval model: the audit asks which one.
+        files = retrieval_files(os.path.join(self.tmp, "again"))
+        for coll, (role, d, plan) in files.items():
+            embed_vectors(self.work, self.tmp, coll, plan, "vec2")
+        run("lvd-retrieve", "--work", self.work, "--model", "vec2", "--dedup-model", RMODEL, "--registry",
+            self.registry, "--scale", "none", "--only", "one-as-is", "--quiet")
+        p = self.audit(check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("2 models have retrieval results (%s, vec2); choose one with --retrieve-model" % RMODEL,
+                      p.stderr)
+        r = json.loads(self.audit("--json", "--retrieve-model", "vec2").stdout)
+        self.assertEqual(r["retrieval"]["model"], "vec2")
+        self.assertEqual([x["name"] for x in r["retrieval"]["rows"]], ["one-as-is"])
+        self.assertEqual(r["retrieval"]["totals"]["final"], 8)
+        self.assertEqual(r["model"], RMODEL)
 
 
 if __name__ == "__main__":
