@@ -218,3 +218,18 @@ double vf_dot(const float *a, const float *b, int32_t d)
         s += (double)a[i] * (double)b[i];
     return s;
 }
+
+int vf_index(vec_files *v, const char *work, const char *rel, int32_t *out)
+{
+    char path[8192];
+    if (snprintf(path, sizeof path, "%s/%s", work, rel) >= (int)sizeof path)
+        return lvd_fail("embedding file path too long: %s/%s", work, rel);
+    int32_t i = vf_find(v, path);
+    if (i < 0) {
+        if (vf_add(v, path) != 0)
+            return -1;
+        i = vf_find(v, path);
+    }
+    *out = i;
+    return 0;
+}

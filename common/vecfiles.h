@@ -39,6 +39,10 @@ int vf_add(vec_files *v, const char *path);
 /* Index of a mapped path, or -1. */
 int32_t vf_find(const vec_files *v, const char *path);
 
+/* The index of WORK/rel (an embeddings.file value relative to the work directory) in the set, mapping the file
+ * first if it is not there yet. 0 or -1 (message names the file). */
+int vf_index(vec_files *v, const char *work, const char *rel, int32_t *out);
+
 /* Row `row` of file `file` (an index from vf_find) as dim float32 values in out. -1 (message) if row is out of
  * range. */
 int vf_row(const vec_files *v, int32_t file, int64_t row, float *out);

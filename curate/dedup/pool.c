@@ -11,21 +11,6 @@
 #include "log.h"
 #include "sha256.h"
 
-/* Maps WORK/<file> into the set and returns its index. */
-static int file_index(dedup_ctx *x, const char *rel, int32_t *out)
-{
-    char path[STAGE_PATH_MAX + 512];
-    snprintf(path, sizeof path, "%s/%s", x->work, rel);
-    int32_t i = vf_find(&x->vf, path);
-    if (i < 0) {
-        if (vf_add(&x->vf, path) != 0)
-            return -1;
-        i = vf_find(&x->vf, path);
-    }
-    *out = i;
-    return 0;
-}
-
 static int parse_phash(const char *s, uint64_t *out)
 {
     if (!s || strlen(s) != 16)
@@ -103,7 +88,7 @@ int dedup_pool_load_benchmarks(dedup_ctx *x, catalog *c, char digest[65])
         sqlite3_bind_int64(st, 2, x->model_id);
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             dedup_item it = {.id = sqlite3_column_int64(st, 0), .row = sqlite3_column_int64(st, 2)};
-            if (file_index(x, (const char *)sqlite3_column_text(st, 1), &it.file) != 0 ||
+            if (vf_index(&x->vf, x->work, (const char *)sqlite3_column_text(st, 1), &it.file) != 0 ||
                 dedup_items_push(&b->im, &it) != 0) {
                 sqlite3_reset(st);
                 sha256_final(h, (uint8_t[32]){0});
@@ -240,7 +225,7 @@ int dedup_pool_load(dedup_ctx *x, catalog *src, int use_state)
         it.has_phash = (uint8_t)parse_phash((const char *)sqlite3_column_text(st, 6), &it.phash);
         it.decided = use_state && sqlite3_column_int(st, 7);
         it.searched = use_state && sqlite3_column_int(st, 8);
-        if (file_index(x, (const char *)sqlite3_column_text(st, 1), &it.file) != 0 ||
+        if (vf_index(&x->vf, x->work, (const char *)sqlite3_column_text(st, 1), &it.file) != 0 ||
             dedup_items_push(&x->pool, &it) != 0) {
             sqlite3_reset(st);
             return -1;

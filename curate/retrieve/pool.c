@@ -11,21 +11,6 @@
 #include "log.h"
 #include "sha256.h"
 
-/* Maps WORK/<rel> into the run's set and returns its index. */
-static int file_index(rt_ctx *x, const char *rel, int32_t *out)
-{
-    char path[STAGE_PATH_MAX + 512];
-    snprintf(path, sizeof path, "%s/%s", x->work, rel);
-    int32_t i = vf_find(&x->vf, path);
-    if (i < 0) {
-        if (vf_add(&x->vf, path) != 0)
-            return -1;
-        i = vf_find(&x->vf, path);
-    }
-    *out = i;
-    return 0;
-}
-
 /* The id of model `name` in c, or 0 if none; sha/dim when wanted. */
 static int model_lookup(catalog *c, const char *name, int64_t *id, char sha[65], int32_t *dim)
 {
@@ -121,7 +106,7 @@ int rt_pool_load(rt_ctx *x)
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         rt_item it = {.id = sqlite3_column_int64(st, 0), .row = sqlite3_column_int64(st, 2)};
-        if (file_index(x, (const char *)sqlite3_column_text(st, 1), &it.file) != 0 ||
+        if (vf_index(&x->vf, x->work, (const char *)sqlite3_column_text(st, 1), &it.file) != 0 ||
             rt_items_push(&x->pool, &it) != 0) {
             sqlite3_reset(st);
             return -1;
@@ -162,7 +147,7 @@ static int load_seeds(rt_ctx *x, rt_row *r, int64_t cid, int64_t *undecodable)
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         rt_item it = {.id = sqlite3_column_int64(st, 0), .row = sqlite3_column_int64(st, 2)};
-        if (file_index(x, (const char *)sqlite3_column_text(st, 1), &it.file) != 0 ||
+        if (vf_index(&x->vf, x->work, (const char *)sqlite3_column_text(st, 1), &it.file) != 0 ||
             rt_items_push(&r->seeds, &it) != 0) {
             sqlite3_reset(st);
             return -1;
