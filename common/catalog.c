@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "catalog_migrations.h"
+#define CATALOG_SCHEMA_VERSION CATALOG_MIGRATIONS_COUNT
 #include "err.h"
 #include "lock.h"
 #include "log.h"
