@@ -189,6 +189,15 @@ static void close_shards(manifest *m)
             close(m->shards[i].fd);
 }
 
+/* Fails while a row is current: the message is formatted before finalizing, since it may quote the row's
+ * text, which sqlite3_finalize frees. */
+#define ROW_FAIL(...)                                                                                         \
+    do {                                                                                                      \
+        lvd_fail(__VA_ARGS__);                                                                                \
+        sqlite3_finalize(st);                                                                                 \
+        return -1;                                                                                            \
+    } while (0)
+
 /* Fills the arena of m (sized by the caller) from db. */
 /* folder_len: bytes of path up to and including its last '/' (0 when it has none): the prefix a relative
  * shard path gets. */
@@ -227,13 +236,11 @@ static int load_tables(manifest *m, sqlite3 *db, const char *path, textbuf *tb, 
         sqlite3_int64 bytes = sqlite3_column_int64(st, 2);
         const unsigned char *sha = sqlite3_column_text(st, 3);
         if (id != (sqlite3_int64)k + 1) {
-            sqlite3_finalize(st);
-            return lvd_fail("manifest %s: shard ids are not 1..%zu (id %lld at position %zu)", path, m->nshards,
+            ROW_FAIL("manifest %s: shard ids are not 1..%zu (id %lld at position %zu)", path, m->nshards,
                             (long long)id, k + 1);
         }
         if (!sp || !*sp || bytes < 0 || !is_hex64(sha)) {
-            sqlite3_finalize(st);
-            return lvd_fail("manifest %s: shard %lld has an empty path, negative bytes or a malformed sha256", path,
+            ROW_FAIL("manifest %s: shard %lld has an empty path, negative bytes or a malformed sha256", path,
                             (long long)id);
         }
         mshard *s = &m->shards[k];
@@ -279,32 +286,27 @@ static int load_tables(manifest *m, sqlite3 *db, const char *path, textbuf *tb, 
         sqlite3_int64 ow = sqlite3_column_int64(st, 9), oh = sqlite3_column_int64(st, 10);
         sqlite3_int64 weight = sqlite3_column_int64(st, 11);
         if (x->id != (int64_t)k + 1) {
-            sqlite3_finalize(st);
-            return lvd_fail("manifest %s: sample ids are not 1..%zu (id %lld at position %zu)", path, m->n,
+            ROW_FAIL("manifest %s: sample ids are not 1..%zu (id %lld at position %zu)", path, m->n,
                             (long long)x->id, k + 1);
         }
         if (!is_hex64(key) || !is_hex64(dsha)) {
-            sqlite3_finalize(st);
-            return lvd_fail("manifest %s: sample %lld: key or data_sha256 is not 64 lowercase hex digits", path,
+            ROW_FAIL("manifest %s: sample %lld: key or data_sha256 is not 64 lowercase hex digits", path,
                             (long long)x->id);
         }
         if (shard_id < 1 || (uint64_t)shard_id > m->nshards) {
-            sqlite3_finalize(st);
-            return lvd_fail("manifest %s: sample %s: shard_id %lld is not a shard (1..%zu)", path,
+            ROW_FAIL("manifest %s: sample %s: shard_id %lld is not a shard (1..%zu)", path,
                             (const char *)key, (long long)shard_id, m->nshards);
         }
         const mshard *sh = &m->shards[shard_id - 1];
         if (off < 0 || len < 0 || (uint64_t)off > sh->bytes || (uint64_t)len > sh->bytes - (uint64_t)off) {
-            sqlite3_finalize(st);
-            return lvd_fail("manifest %s: sample %s: bytes [%lld, %lld + %lld) lie outside shard %s's recorded "
+            ROW_FAIL("manifest %s: sample %s: bytes [%lld, %lld + %lld) lie outside shard %s's recorded "
                             "%" PRIu64 " bytes",
                             path, (const char *)key, (long long)off, (long long)off, (long long)len, sh->path,
                             sh->bytes);
         }
         if (weight < 1 || weight > UINT32_MAX || w < 0 || h < 0 || ow < 0 || oh < 0 || w > INT32_MAX ||
             h > INT32_MAX || ow > INT32_MAX || oh > INT32_MAX || !fmt) {
-            sqlite3_finalize(st);
-            return lvd_fail("manifest %s: sample %s: weight, size or format out of range", path, (const char *)key);
+            ROW_FAIL("manifest %s: sample %s: weight, size or format out of range", path, (const char *)key);
         }
         x->key = text_put(tb, (const char *)key, 64, NULL);
         x->data_sha256 = text_put(tb, (const char *)dsha, 64, NULL);
