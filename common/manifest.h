@@ -46,7 +46,9 @@ typedef struct manifest_sample {
 /* Opens `path` read-only (SQLite immutable=1: never written, no journal or lock file created). Fails with a
  * clear message on a missing file, a file that is not an lvd manifest, a schema version newer than
  * MANIFEST_SCHEMA_VERSION, an inconsistent table (ids not 1..n, a sample outside its shard's recorded bytes),
- * or a shard that is missing or shorter than its recorded size (naming the shard's path). */
+ * or a shard that is missing or shorter than its recorded size (naming the shard's path: "shard X: N bytes,
+ * manifest records M (truncated?)"). A shard longer than recorded is fine: shards are append-only.
+ * The path may hold any characters ('?', '#' and '%' are escaped in the SQLite URI). */
 int manifest_open(manifest **out, const char *path);
 
 /* manifest_open_flags: MANIFEST_OPEN_LENIENT opens a manifest whose shards are missing or shorter than
