@@ -2,7 +2,9 @@
  * manifest through manifest_read (or manifest_read_checked) with T threads and prints one JSON line:
  * {"samples", "bytes", "threads", "checked", "order", "seconds", "images_per_s", "mb_per_s", "open_seconds"}.
  *
- *   manifest_read M.db [--threads T] [--checked] [--shuffle SEED]
+ *   manifest_read M.db [--threads T] [--checked] [--shuffle SEED] [--passes P]
+ *
+ * --passes P reads the whole set P times (a longer, steadier measurement; images/s counts every read).
  *
  * Without --shuffle, thread t reads the samples in key order in blocks of 256 taken from a shared counter
  * (neighbouring samples mostly share a shard and a region of it); with --shuffle it reads epoch 0 of
@@ -24,7 +26,8 @@
 typedef struct job {
     const manifest *m;
     const uint32_t *order; /* NULL: key order */
-    size_t n;
+    size_t n;      /* samples per pass */
+    size_t total;  /* n * passes: reads to do */
     int checked;
     atomic_size_t next;
     atomic_uint_fast64_t bytes, sum;
@@ -46,10 +49,11 @@ static void *worker(void *arg)
     uint64_t bytes = 0, sum = 0;
     for (;;) {
         size_t start = atomic_fetch_add(&j->next, BLOCK);
-        if (start >= j->n || !buf)
+        if (start >= j->total || !buf)
             break;
-        size_t end = start + BLOCK < j->n ? start + BLOCK : j->n;
-        for (size_t k = start; k < end; k++) {
+        size_t end = start + BLOCK < j->total ? start + BLOCK : j->total;
+        for (size_t q = start; q < end; q++) {
+            size_t k = q % j->n;
             size_t i = j->order ? j->order[k] : k, len;
             manifest_sample s;
             manifest_sample_meta(j->m, i, &s);
@@ -80,11 +84,13 @@ static void *worker(void *arg)
 int main(int argc, char **argv)
 {
     const char *path = NULL;
-    int threads = 1, checked = 0, shuffle = 0;
+    int threads = 1, checked = 0, shuffle = 0, passes = 1;
     uint64_t seed = 0;
     for (int a = 1; a < argc; a++) {
         if (!strcmp(argv[a], "--threads") && a + 1 < argc)
             threads = atoi(argv[++a]);
+        else if (!strcmp(argv[a], "--passes") && a + 1 < argc)
+            passes = atoi(argv[++a]);
         else if (!strcmp(argv[a], "--checked"))
             checked = 1;
         else if (!strcmp(argv[a], "--shuffle") && a + 1 < argc) {
@@ -93,12 +99,12 @@ int main(int argc, char **argv)
         } else if (argv[a][0] != '-' && !path)
             path = argv[a];
         else {
-            fprintf(stderr, "usage: manifest_read M.db [--threads T] [--checked] [--shuffle SEED]\n");
+            fprintf(stderr, "usage: manifest_read M.db [--threads T] [--checked] [--shuffle SEED] [--passes P]\n");
             return 2;
         }
     }
-    if (!path || threads < 1 || threads > 256) {
-        fprintf(stderr, "usage: manifest_read M.db [--threads T] [--checked] [--shuffle SEED]\n");
+    if (!path || threads < 1 || threads > 256 || passes < 1) {
+        fprintf(stderr, "usage: manifest_read M.db [--threads T] [--checked] [--shuffle SEED] [--passes P]\n");
         return 2;
     }
     double t0 = now();
@@ -117,6 +123,7 @@ int main(int argc, char **argv)
         }
         j.order = order;
     }
+    j.total = j.n * (size_t)passes;
     atomic_init(&j.next, 0);
     atomic_init(&j.bytes, 0);
     atomic_init(&j.sum, 0);
@@ -134,10 +141,11 @@ int main(int argc, char **argv)
     if (atomic_load(&j.failed))
         return 1;
     uint64_t bytes = atomic_load(&j.bytes);
-    printf("{\"samples\": %zu, \"bytes\": %" PRIu64 ", \"threads\": %d, \"checked\": %s, \"order\": \"%s\", "
+    printf("{\"samples\": %zu, \"passes\": %d, \"bytes\": %" PRIu64 ", \"threads\": %d, \"checked\": %s, \"order\": \"%s\", "
            "\"seconds\": %.4f, \"images_per_s\": %.0f, \"mb_per_s\": %.1f, \"open_seconds\": %.4f, \"sum\": %" PRIu64
            "}\n",
-           j.n, bytes, threads, checked ? "true" : "false", shuffle ? "shuffled" : "key", secs, (double)j.n / secs,
+           j.n, passes, bytes, threads, checked ? "true" : "false", shuffle ? "shuffled" : "key", secs,
+           (double)j.total / secs,
            (double)bytes / 1e6 / secs, t_open, (uint64_t)atomic_load(&j.sum));
     free(order);
     manifest_close(m);
