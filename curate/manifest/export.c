@@ -15,7 +15,9 @@
  * manifest and options keeps the completed shards and rewrites the next one from its start; a different
  * manifest or options in a non-empty DIR is an error unless --force (which starts over). At the end
  * DIR/index.json lists the shards: {"manifest", "manifest_sha256", "name", "samples", "shards": [{"path",
- * "samples", "bytes", "sha256"}], "shuffle"}.
+ * "samples", "bytes", "sha256"}], "shuffle": the seed as text (64 bits do not fit a JSON double) or null}.
+ * Every sample's bytes are checked against data_sha256 as they are copied: a mismatch stops the export with a
+ * message naming the key (lvd-manifest verify --deep lists every such sample).
  */
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -46,13 +48,15 @@ static const char export_usage[] =
     "\n"
     "Writes DIR/shard-NNNNNN.tar (webdataset): KEY.jpg or KEY.webp (the working image) and KEY.json (key, id,\n"
     "sizes, url, caption, label, weight, sources) per sample, in key order; every sample once, whatever its\n"
-    "weight (the JSON carries it). Then DIR/index.json. A killed export resumes where it stopped.\n"
+    "weight (the JSON carries it). Then DIR/index.json. A killed export resumes where it stopped. Bytes are\n"
+    "checked against the manifest's SHA-256 as they are copied; a mismatch stops the export, naming the key.\n"
     "\n"
     "  --shard-size N   close a shard before it would pass N bytes (suffixes K/KB, M/MB, G/GB, T/TB: powers of\n"
     "                   1000; default 1GB)\n"
     "  --shuffle SEED   sample order of manifest_order(SEED, epoch 0, rank 0 of 1), first occurrences\n"
     "  --copy-original  also KEY.orig.<ext>: the original bytes, from the work directory (needs --work W)\n"
     "  --force          start over in a DIR holding another export\n"
+    "  --quiet          errors only on stderr\n"
     "  --json           print a summary on stdout: {\"dir\", \"samples\", \"shards\", \"written\", \"kept\"}\n";
 
 typedef struct exp_opts {
@@ -402,7 +406,7 @@ static void test_stall(size_t committed)
 
 int manifest_cmd_export(int argc, char **argv)
 {
-    enum { O_DIR = 1, O_SIZE, O_SHUFFLE, O_COPY, O_WORK, O_FORCE, O_JSON };
+    enum { O_DIR = 1, O_SIZE, O_SHUFFLE, O_COPY, O_WORK, O_FORCE, O_JSON, O_QUIET };
     static const struct option longopts[] = {{"webdataset", required_argument, NULL, O_DIR},
                                              {"shard-size", required_argument, NULL, O_SIZE},
                                              {"shuffle", required_argument, NULL, O_SHUFFLE},
@@ -410,6 +414,7 @@ int manifest_cmd_export(int argc, char **argv)
                                              {"work", required_argument, NULL, O_WORK},
                                              {"force", no_argument, NULL, O_FORCE},
                                              {"json", no_argument, NULL, O_JSON},
+                                             {"quiet", no_argument, NULL, O_QUIET},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *prog = "lvd-manifest export";
@@ -436,6 +441,7 @@ int manifest_cmd_export(int argc, char **argv)
         case O_WORK: o.work = optarg; break;
         case O_FORCE: o.force = 1; break;
         case O_JSON: o.json = 1; break;
+        case O_QUIET: log_set_level(LOG_ERROR); break;
         case 'h': fputs(export_usage, stdout); return EXIT_OK;
         case ':': cli_usage_errorf(prog, "option %s needs a value", argv[optind - 1]); break;
         default: cli_usage_errorf(prog, "unknown option %s", argv[optind - 1]); break;
@@ -589,7 +595,8 @@ int manifest_cmd_export(int argc, char **argv)
         cJSON_AddItemToArray(done_shards, rec);
         if (write_json_file(state_path, state) != 0)
             goto fail;
-        log_debug("%s: %zu samples, %lld bytes", sp, members, (long long)st.st_size);
+        log_info("%s: %zu samples, %lld bytes (%zu of %zu samples written)", sp, members, (long long)st.st_size,
+                 pos, norder);
         shard_no++;
         written++;
     }

@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cmds.h"
@@ -32,7 +33,7 @@ static const char verify_usage[] =
     "\n"
     "  --deep           also read every sample: data SHA-256, decodes as its format at its width x height;\n"
     "                   and each shard's SHA-256 over its recorded bytes\n"
-    "  --threads N      threads for --deep (default: 2)\n"
+    "  --threads N      threads for --deep (default: the online CPUs)\n"
     "  --json           print {\"manifest\", \"deep\", \"shards\", \"samples\", \"checked\", \"failures\": [{\"shard\"|\"key\",\n"
     "                   \"error\"}], \"grown\": [paths], \"ok\"} on stdout instead of text\n";
 
@@ -153,7 +154,8 @@ int manifest_cmd_verify(int argc, char **argv)
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *prog = "lvd-manifest verify";
-    int deep = 0, json = 0, threads = 2, ch;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int deep = 0, json = 0, threads = ncpu > 0 && ncpu <= 64 ? (int)ncpu : 2, ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (ch) {
