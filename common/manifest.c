@@ -367,6 +367,14 @@ static int open_shards(manifest *m, int flags)
         struct stat st;
         if (fstat(s->fd, &st) != 0)
             return lvd_fail_errno("manifest %s: shard %s", m->path, s->path);
+        if (!S_ISREG(st.st_mode)) { /* a directory opens O_RDONLY too, and fails only at the first read */
+            close(s->fd);
+            s->fd = -1;
+            s->err = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+            if (!(flags & MANIFEST_OPEN_LENIENT))
+                return lvd_fail("manifest %s: shard %s: not a regular file", m->path, s->path);
+            continue;
+        }
         s->size = (uint64_t)st.st_size;
         if (s->size < s->bytes && !(flags & MANIFEST_OPEN_LENIENT))
             return lvd_fail("manifest %s: shard %s: %" PRIu64 " bytes, manifest records %" PRIu64 " (truncated?)",

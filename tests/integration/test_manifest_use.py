@@ -198,6 +198,9 @@ class VerifyTest(WorkTestCase):
         self.assertIn("FAIL shard %s: missing (No such file or directory); its %d samples cannot be read"
                       % (sh["path"], n2), p.stdout)
         self.assertEqual(len([l for l in p.stdout.splitlines() if l.startswith("FAIL")]), 1, p.stdout)
+        j = json.loads(self.verify("--json").stdout)
+        self.assertFalse(j["ok"])
+        self.assertEqual([f["shard"] for f in j["failures"]], [sh["path"]])
         os.rename(moved, sh["path"])
         # The whole folder moved: shard paths are relative to the manifest, so it still verifies.
         dest = os.path.join(self.tmp, "moved", "corpus")
@@ -280,6 +283,16 @@ class ExportTest(WorkTestCase):
             self.assertTrue(sh["samples"] == 1 or data <= shard_size, (data, shard_size))
             members += m
         self.assertEqual(len(members), 2 * len(order))
+        # Each shard was closed only because the next sample would have taken it past the limit.
+        first = 0
+        for sh, nxt in zip(index["shards"], index["shards"][1:]):
+            first += sh["samples"]
+            m = read_tar(os.path.join(out, sh["path"]))
+            data = sum(512 + (len(d) + 511) // 512 * 512 for _, d in m)
+            key = order[first]
+            nm = [d for n, d in members[2 * first:2 * first + 2]]
+            self.assertTrue(members[2 * first][0].startswith(key))
+            self.assertGreater(data + sum(512 + (len(d) + 511) // 512 * 512 for d in nm), shard_size)
         by_key = {s["key"]: s for s in self.samples}
         for i, key in enumerate(order):
             s = by_key[key]

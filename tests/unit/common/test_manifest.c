@@ -225,6 +225,13 @@ static void test_open_errors(void **state)
     assert_contains(lvd_errmsg(), f.key[1]);
     assert_contains(lvd_errmsg(), f.shard_path[1]);
     manifest_close(m);
+    /* A directory where the shard should be opens (O_RDONLY) but is not a shard. */
+    assert_int_equal(mkdir(f.shard_path[1], 0755), 0);
+    assert_int_equal(manifest_open(&m, f.db), -1);
+    assert_contains(lvd_errmsg(), "not a regular file");
+    assert_int_equal(manifest_open_flags(&m, f.db, MANIFEST_OPEN_LENIENT), 0);
+    assert_int_equal(manifest_shard_status(m, 1, NULL, NULL), MANIFEST_SHARD_MISSING);
+    manifest_close(m);
     free_fixture(&f);
 
     make_fixture(&f, "short", 6, 2, 1);
