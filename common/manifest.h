@@ -3,7 +3,8 @@
  * A manifest is a read-only SQLite file listing samples whose working-image bytes live in tar shards that it
  * names (paths relative to the manifest's folder, or absolute). manifest_open() loads the whole sample table
  * into one arena (about 210 bytes per sample on 64-bit: the 80-byte record and its key and data_sha256 as
- * 65-byte hex strings; plus the shard paths), opens every shard file once, and then closes SQLite: reading a sample is one pread(2) on a shared descriptor, safe from any number of threads.
+ * 65-byte hex strings; plus the shard paths), opens every shard file once, and then closes SQLite: reading a
+ * sample is one pread(2) on a shared descriptor, safe from any number of threads.
  *
  * Errors follow err.h: functions return 0 or -1 with a message that names the manifest, the shard or the
  * sample key.
