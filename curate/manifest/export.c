@@ -15,7 +15,7 @@
  * manifest and options keeps the completed shards and rewrites the next one from its start; a different
  * manifest or options in a non-empty DIR is an error unless --force (which starts over). At the end
  * DIR/index.json lists the shards: {"manifest", "manifest_sha256", "name", "samples", "shards": [{"path",
- * "samples", "bytes", "sha256"}], "shuffle": the seed as text (64 bits do not fit a JSON double) or null}.
+ * "samples", "members" (tar members), "bytes", "sha256"}], "shuffle": the seed as text (64 bits do not fit a JSON double) or null}.
  * Every sample's bytes are checked against data_sha256 as they are copied: a mismatch stops the export with a
  * message naming the key (lvd-manifest verify --deep lists every such sample).
  */
@@ -590,6 +590,7 @@ int manifest_cmd_export(int argc, char **argv)
         cJSON *rec = cJSON_CreateObject();
         cJSON_AddStringToObject(rec, "path", name);
         cJSON_AddNumberToObject(rec, "samples", (double)members);
+        cJSON_AddNumberToObject(rec, "members", (double)(members * (o.copy_original ? 3 : 2)));
         cJSON_AddNumberToObject(rec, "bytes", (double)st.st_size);
         cJSON_AddStringToObject(rec, "sha256", sha);
         cJSON_AddItemToArray(done_shards, rec);

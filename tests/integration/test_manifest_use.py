@@ -278,6 +278,7 @@ class ExportTest(WorkTestCase):
                 self.assertEqual(hashlib.sha256(f.read()).hexdigest(), sh["sha256"])
             m = read_tar(path)
             self.assertEqual(len(m), 2 * sh["samples"])
+            self.assertEqual(len(m), sh["members"])
             # Data and headers of a shard stay within the limit unless it holds one sample.
             data = sum(512 + (len(d) + 511) // 512 * 512 for _, d in m)
             self.assertTrue(sh["samples"] == 1 or data <= shard_size, (data, shard_size))
