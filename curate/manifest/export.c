@@ -15,7 +15,8 @@
  * manifest and options keeps the completed shards and rewrites the next one from its start; a different
  * manifest or options in a non-empty DIR is an error unless --force (which starts over). At the end
  * DIR/index.json lists the shards: {"manifest", "manifest_sha256", "name", "samples", "shards": [{"path",
- * "samples", "members" (tar members), "bytes", "sha256"}], "shuffle": the seed as text (64 bits do not fit a JSON double) or null}.
+ * "samples", "members" (tar members), "bytes", "sha256"}], "shuffle": the seed as text (64 bits do not fit a
+ * JSON double) or null}.
  * Every sample's bytes are checked against data_sha256 as they are copied: a mismatch stops the export with a
  * message naming the key (lvd-manifest verify --deep lists every such sample).
  */
