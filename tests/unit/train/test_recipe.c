@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
@@ -289,6 +290,32 @@ static void test_dump_reads_back(void **state)
     assert_int_equal(recipe_dump(&a, text, 64), -1); /* too small a buffer */
 }
 
+/* Every preset of schemas/train/ loads over the defaults and passes recipe_finish. */
+static void test_presets(void **state)
+{
+    (void)state;
+    const char *root = getenv("LVD_SOURCE_ROOT");
+    assert_non_null(root);
+    static const struct {
+        const char *file, *arch;
+        int32_t patch, local;
+    } presets[] = {{"vits14.yaml", "vit_small", 14, 98},  {"vitb14.yaml", "vit_base", 14, 98},
+                   {"vitl14.yaml", "vit_large", 14, 98},  {"vitg14.yaml", "vit_giant2", 14, 98},
+                   {"fmnist-pico.yaml", "vit_pico", 14, 28}};
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/schemas/train/%s", root, presets[i].file);
+        recipe r;
+        recipe_defaults(&r);
+        if (recipe_load_file(&r, path) != 0 || recipe_finish(&r, 1) != 0)
+            fail_msg("%s: %s", presets[i].file, lvd_errmsg());
+        assert_string_equal(r.student.arch, presets[i].arch);
+        assert_int_equal(r.student.patch_size, presets[i].patch);
+        assert_int_equal(r.crops.local_crops_size, presets[i].local);
+        assert_string_equal(recipe_ignored(&r), "");
+    }
+}
+
 int main(void)
 {
     if (scratch_make(scratch, sizeof scratch, "recipe") != 0)
@@ -299,6 +326,7 @@ int main(void)
         cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_dump_reads_back),
+        cmocka_unit_test(test_presets),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     scratch_remove(scratch);
