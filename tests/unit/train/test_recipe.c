@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "err.h"
-#include "recipe.h"
+#include "train/recipe.h"
 
 static char scratch[64];
 
