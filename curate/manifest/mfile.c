@@ -147,8 +147,12 @@ int mfile_attach(sqlite3 *db, const char *path, const char *name)
     }
     free(uri);
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_OK)
+    if (rc != SQLITE_DONE && rc != SQLITE_OK) {
+        int code = sqlite3_errcode(db);
+        if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT)
+            return lvd_fail("%s: not an lvd manifest (not an SQLite database: %s)", path, sqlite3_errmsg(db));
         return lvd_fail("%s: cannot open manifest: %s", path, sqlite3_errmsg(db));
+    }
     return check_schema(db, name, path, NULL);
 }
 
