@@ -610,7 +610,8 @@ static int write_samples(build *b)
         for (int i = 0; i < nskipped; i++)
             used += (size_t)snprintf(keys + used, sizeof keys - used, "%s%s", i ? ", " : "", skipped[i]);
         log_warn("%" PRId64 " of %" PRId64 " selected images have no working image and are not samples (%" PRId64
-                 " not decoded, %" PRId64 " failed to decode, %" PRId64 " decoded without one; run lvd-decode): %s%s",
+                 " not decoded yet: run lvd-decode; %" PRId64 " failed to decode; %" PRId64
+                 " decoded without one): %s%s",
                  skip, b->selected, b->not_decoded, b->decode_failed, b->no_working_image, keys,
                  skip > nskipped ? ", ..." : "");
     }
