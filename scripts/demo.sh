@@ -117,6 +117,7 @@ rows:
   - {name: bag-cluster, dataset: bags, method: cluster, collection: seeds-bag, clusters: 40, per_cluster: 60,
      cap: 150, min_seeds: 3}
 YAML
+mkdir -p "$work/reports"  # for --csv
 build/lvd-retrieve --work "$work" --model pixel-hog --registry "$dir/registry.yaml" --scale none \
     --csv "$work/reports/retrieval.csv"
 $py - "$dir/files/manifest.json" "$work/reports/retrieval.csv" <<'PY'

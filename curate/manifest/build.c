@@ -30,6 +30,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,6 +51,8 @@
 #define PROG "lvd-manifest build"
 #define HASH_BLOCK (1u << 20)  /* bytes per read when hashing a shard */
 #define FD_CACHE 128           /* shard descriptors kept open while reading samples (key order is random) */
+#define HASH_THREADS 2         /* threads reading and hashing working images */
+#define BATCH 64               /* samples read, hashed and inserted per round (a few MB of images) */
 #define WARN_KEYS 5            /* keys named in the warning about selected images without a working image */
 #define SCHEMA_VERSION_TEXT "1"
 
@@ -100,14 +103,10 @@ typedef struct build {
     bshard *shards;     /* sorted by manifest path; ids are index + 1 */
     size_t nshards;
     size_t *by_cat;     /* shard indices sorted by cat_id */
-    int open_fds;
-    size_t clock;       /* next victim when the descriptor cache is full */
     int64_t *sample_image; /* sample id - 1 -> images.id */
     int64_t selected, samples, sources, bytes;
     int64_t not_decoded, decode_failed, no_working_image;
     cJSON *row_counts;  /* {row: images} */
-    uint8_t *buf;
-    size_t cap;
 } build;
 
 /* The temporary file's name for the signal handler (a fixed buffer: async-signal-safe to read). */
@@ -403,27 +402,6 @@ static bshard *shard_by_cat(build *b, int64_t id)
     return NULL;
 }
 
-/* An open descriptor of s, closing another when FD_CACHE are open. */
-static int shard_fd(build *b, bshard *s)
-{
-    if (s->fd >= 0)
-        return s->fd;
-    while (b->open_fds >= FD_CACHE) {
-        bshard *v = &b->shards[b->clock];
-        b->clock = (b->clock + 1) % b->nshards;
-        if (v->fd >= 0) {
-            close(v->fd);
-            v->fd = -1;
-            b->open_fds--;
-        }
-    }
-    s->fd = open(s->file, O_RDONLY | O_CLOEXEC);
-    if (s->fd < 0)
-        return lvd_fail_errno("%s: cannot open shard", s->file);
-    b->open_fds++;
-    return s->fd;
-}
-
 /* ---- writing ---- */
 
 static int db_fail(build *b, const char *what)
@@ -455,14 +433,6 @@ static int db_done(build *b, sqlite3_stmt *st, const char *what)
     return rc == SQLITE_DONE ? 0 : db_fail(b, what);
 }
 
-static void bind_text_or_null(sqlite3_stmt *st, int i, sqlite3_stmt *src, int j)
-{
-    if (sqlite3_column_type(src, j) == SQLITE_NULL)
-        sqlite3_bind_null(st, i);
-    else
-        sqlite3_bind_text(st, i, (const char *)sqlite3_column_text(src, j), -1, SQLITE_TRANSIENT);
-}
-
 static int write_shards(build *b)
 {
     sqlite3_stmt *ins = NULL;
@@ -482,40 +452,199 @@ static int write_shards(build *b)
     return 0;
 }
 
-/* Reads the working image of one sample and hashes it. */
-static int sample_bytes(build *b, bshard *s, const char *key, int64_t off, int64_t size, char hex[SHA256_HEX])
+/* ---- reading and hashing the working images: HASH_THREADS threads per batch ---- */
+
+/* One selected image that is a sample: where its bytes are, and what its row gets. */
+typedef struct job {
+    int64_t image_id, off, size, w, h, ow, oh, obytes;
+    bshard *shard;
+    char key[SHA256_HEX], hex[SHA256_HEX];
+    char *text[7]; /* format, orig_format, collection, member_key, url, caption, label; NULL = SQL NULL */
+} job;
+
+/* One hashing thread's state: its own descriptor cache and buffer, so threads share nothing but the jobs. */
+typedef struct reader {
+    build *b;
+    job *jobs;
+    size_t njobs, first; /* it takes jobs first, first + HASH_THREADS, ... */
+    int *fd;             /* per shard, -1 when closed */
+    int open;
+    size_t clock;        /* next victim when FD_CACHE / HASH_THREADS descriptors are open */
+    uint8_t *buf;
+    size_t cap;
+    int failed;
+    char err[LVD_ERR_MAX];
+} reader;
+
+static int reader_fd(reader *r, bshard *s)
 {
-    if (off < 0 || size < 0 || off + size > s->committed)
+    size_t i = (size_t)(s - r->b->shards);
+    if (r->fd[i] >= 0)
+        return r->fd[i];
+    while (r->open >= FD_CACHE / HASH_THREADS) {
+        size_t v = r->clock;
+        r->clock = (r->clock + 1) % r->b->nshards;
+        if (r->fd[v] >= 0) {
+            close(r->fd[v]);
+            r->fd[v] = -1;
+            r->open--;
+        }
+    }
+    if ((r->fd[i] = open(s->file, O_RDONLY | O_CLOEXEC)) < 0)
+        return lvd_fail_errno("%s: cannot open shard", s->file);
+    r->open++;
+    return r->fd[i];
+}
+
+/* Reads one sample's working image and hashes it into j->hex. */
+static int hash_job(reader *r, job *j)
+{
+    bshard *s = j->shard;
+    if (j->off < 0 || j->size < 0 || j->off + j->size > s->committed)
         return lvd_fail("%s: working image of %s at [%" PRId64 ", %" PRId64 ") lies outside the %" PRId64
-                        " committed bytes of %s", b->cat_path, key, off, off + size, s->committed, s->file);
-    if ((size_t)size > b->cap) {
-        size_t cap = (size_t)size;
-        uint8_t *n = realloc(b->buf, cap ? cap : 1);
+                        " committed bytes of %s", r->b->cat_path, j->key, j->off, j->off + j->size, s->committed,
+                        s->file);
+    if ((size_t)j->size > r->cap) {
+        uint8_t *n = realloc(r->buf, (size_t)j->size);
         if (!n)
             return oom();
-        b->buf = n;
-        b->cap = cap;
+        r->buf = n;
+        r->cap = (size_t)j->size;
     }
-    int fd = shard_fd(b, s);
+    int fd = reader_fd(r, s);
     if (fd < 0)
         return -1;
-    size_t got = 0;
-    while (got < (size_t)size) {
-        ssize_t r = pread(fd, b->buf + got, (size_t)size - got, off + (int64_t)got);
-        if (r < 0 && errno == EINTR)
+    size_t got = 0, size = (size_t)j->size;
+    while (got < size) {
+        ssize_t n = pread(fd, r->buf + got, size - got, j->off + (int64_t)got);
+        if (n < 0 && errno == EINTR)
             continue;
-        if (r <= 0) {
-            if (r == 0)
+        if (n <= 0) {
+            if (n == 0)
                 errno = EIO;
-            return lvd_fail_errno("%s: cannot read the working image of %s at offset %" PRId64, s->file, key, off);
+            return lvd_fail_errno("%s: cannot read the working image of %s at offset %" PRId64, s->file, j->key,
+                                  j->off);
         }
-        got += (size_t)r;
+        got += (size_t)n;
     }
-    sha256_hex(b->buf, (size_t)size, hex);
+    sha256_hex(r->buf, size, j->hex);
     return 0;
 }
 
-/* The samples in key order; selected images without a working image are counted. */
+static void *reader_run(void *arg)
+{
+    reader *r = arg;
+    for (size_t i = r->first; i < r->njobs && !r->failed; i += HASH_THREADS)
+        if (hash_job(r, &r->jobs[i]) != 0) {
+            r->failed = 1;
+            snprintf(r->err, sizeof r->err, "%s", lvd_errmsg()); /* messages are per thread (err.h) */
+        }
+    return NULL;
+}
+
+/* Hashes jobs[0..n) on HASH_THREADS threads (the calling one included). */
+static int hash_batch(reader *rd, job *jobs, size_t n)
+{
+    pthread_t th[HASH_THREADS];
+    int started[HASH_THREADS] = {0};
+    for (int t = 0; t < HASH_THREADS; t++) {
+        rd[t].jobs = jobs;
+        rd[t].njobs = n;
+        rd[t].first = (size_t)t;
+        rd[t].failed = 0;
+    }
+    for (int t = 1; t < HASH_THREADS && n > (size_t)t; t++)
+        started[t] = pthread_create(&th[t], NULL, reader_run, &rd[t]) == 0;
+    reader_run(&rd[0]);
+    for (int t = 1; t < HASH_THREADS; t++) {
+        if (started[t])
+            pthread_join(th[t], NULL);
+        else if (n > (size_t)t)
+            reader_run(&rd[t]); /* no thread: this one does its share */
+    }
+    for (int t = 0; t < HASH_THREADS; t++)
+        if (rd[t].failed)
+            return lvd_fail("%s", rd[t].err);
+    return 0;
+}
+
+static void job_clear(job *j)
+{
+    for (int i = 0; i < 7; i++) {
+        free(j->text[i]);
+        j->text[i] = NULL;
+    }
+}
+
+/* Fills j from the row of q (see write_samples' query); 0 or -1 (out of memory). */
+static int job_fill(job *j, sqlite3_stmt *q, bshard *s)
+{
+    static const int cols[7] = {8, 2, 13, 14, 16, 17, 15};
+    j->image_id = sqlite3_column_int64(q, 0);
+    snprintf(j->key, sizeof j->key, "%s", mfile_col_text(q, 1));
+    j->obytes = sqlite3_column_int64(q, 3);
+    j->shard = s;
+    j->off = sqlite3_column_int64(q, 6);
+    j->size = sqlite3_column_int64(q, 7);
+    j->w = sqlite3_column_int64(q, 9);
+    j->h = sqlite3_column_int64(q, 10);
+    j->ow = sqlite3_column_int64(q, 11);
+    j->oh = sqlite3_column_int64(q, 12);
+    for (int i = 0; i < 7; i++) {
+        j->text[i] = NULL;
+        if (sqlite3_column_type(q, cols[i]) != SQLITE_NULL && !(j->text[i] = strdup(mfile_col_text(q, cols[i])))) {
+            job_clear(j);
+            return oom();
+        }
+    }
+    return 0;
+}
+
+static void bind_opt(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+/* Inserts the hashed jobs of a batch, in order, as the next samples. */
+static int insert_batch(build *b, sqlite3_stmt *ins, job *jobs, size_t n, size_t *cap)
+{
+    for (size_t k = 0; k < n; k++) {
+        job *j = &jobs[k];
+        if ((size_t)b->samples == *cap) {
+            *cap = *cap ? 2 * *cap : 1024;
+            int64_t *p = realloc(b->sample_image, *cap * sizeof *p);
+            if (!p)
+                return oom();
+            b->sample_image = p;
+        }
+        b->sample_image[b->samples++] = j->image_id;
+        b->bytes += j->size;
+        sqlite3_bind_int64(ins, 1, b->samples);
+        sqlite3_bind_text(ins, 2, j->key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 3, j->hex, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(ins, 4, (int64_t)(j->shard - b->shards) + 1);
+        sqlite3_bind_int64(ins, 5, j->off);
+        sqlite3_bind_int64(ins, 6, j->size);
+        bind_opt(ins, 7, j->text[0]);
+        sqlite3_bind_int64(ins, 8, j->w);
+        sqlite3_bind_int64(ins, 9, j->h);
+        sqlite3_bind_int64(ins, 10, j->ow);
+        sqlite3_bind_int64(ins, 11, j->oh);
+        bind_opt(ins, 12, j->text[1]);
+        sqlite3_bind_int64(ins, 13, j->obytes);
+        for (int t = 2; t < 7; t++)
+            bind_opt(ins, 12 + t, j->text[t]);
+        if (db_done(b, ins, "cannot insert a sample") != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The samples in key order; selected images without a working image are counted. Rows are read in batches
+ * of BATCH, whose images are read and hashed on HASH_THREADS threads, then inserted in order. */
 static int write_samples(build *b)
 {
     sqlite3_stmt *q = catalog_stmt(
@@ -535,70 +664,70 @@ static int write_samples(build *b)
                    " ?16, ?17, ?18, 1)",
                    &ins) != 0)
         return -1;
-    size_t cap = 0;
+    job *jobs = calloc(BATCH, sizeof *jobs);
+    reader rd[HASH_THREADS];
+    memset(rd, 0, sizeof rd);
+    int err = !jobs ? oom() : 0;
+    for (int t = 0; !err && t < HASH_THREADS; t++) {
+        rd[t].b = b;
+        if (!(rd[t].fd = malloc((b->nshards ? b->nshards : 1) * sizeof *rd[t].fd)))
+            err = oom();
+        for (size_t i = 0; !err && i < b->nshards; i++)
+            rd[t].fd[i] = -1;
+    }
+    size_t cap = 0, n = 0;
     char skipped[WARN_KEYS][SHA256_HEX];
-    int nskipped = 0, rc, err = 0;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        const char *key = mfile_col_text(q, 1);
-        int nodec = sqlite3_column_type(q, 4) == SQLITE_NULL;
-        int failed = !nodec && strcmp(mfile_col_text(q, 4), "ok") != 0;
-        int noimg = !nodec && !failed && sqlite3_column_type(q, 5) == SQLITE_NULL;
-        if (nodec || failed || noimg) {
-            b->not_decoded += nodec;
-            b->decode_failed += failed;
-            b->no_working_image += noimg;
-            if (nskipped < WARN_KEYS)
-                snprintf(skipped[nskipped++], SHA256_HEX, "%s", key);
-            continue;
-        }
-        bshard *s = shard_by_cat(b, sqlite3_column_int64(q, 5));
-        if (!s) { /* load_shards read the same snapshot: cannot happen, but never write a dangling shard id */
-            err = lvd_fail("%s: shard id %" PRId64 " of %s vanished during the build", b->cat_path,
-                           (int64_t)sqlite3_column_int64(q, 5), key);
-            break;
-        }
-        int64_t off = sqlite3_column_int64(q, 6), size = sqlite3_column_int64(q, 7);
-        char hex[SHA256_HEX];
-        if (sample_bytes(b, s, key, off, size, hex) != 0) {
-            err = -1;
-            break;
-        }
-        if ((size_t)b->samples == cap) {
-            cap = cap ? 2 * cap : 1024;
-            int64_t *n = realloc(b->sample_image, cap * sizeof *n);
-            if (!n) {
-                err = oom();
+    int nskipped = 0, rc = SQLITE_DONE, done = 0;
+    while (!err && !done) {
+        rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW) {
+            const char *key = mfile_col_text(q, 1);
+            int nodec = sqlite3_column_type(q, 4) == SQLITE_NULL;
+            int failed = !nodec && strcmp(mfile_col_text(q, 4), "ok") != 0;
+            int noimg = !nodec && !failed && sqlite3_column_type(q, 5) == SQLITE_NULL;
+            if (nodec || failed || noimg) {
+                b->not_decoded += nodec;
+                b->decode_failed += failed;
+                b->no_working_image += noimg;
+                if (nskipped < WARN_KEYS)
+                    snprintf(skipped[nskipped++], SHA256_HEX, "%s", key);
+                continue;
+            }
+            bshard *s = shard_by_cat(b, sqlite3_column_int64(q, 5));
+            if (!s) { /* load_shards read the same snapshot: cannot happen, but never write a dangling shard id */
+                err = lvd_fail("%s: shard id %" PRId64 " of %s vanished during the build", b->cat_path,
+                               (int64_t)sqlite3_column_int64(q, 5), key);
                 break;
             }
-            b->sample_image = n;
+            if (job_fill(&jobs[n], q, s) != 0) {
+                err = -1;
+                break;
+            }
+            if (++n < BATCH)
+                continue;
+        } else {
+            done = 1;
+            if (rc != SQLITE_DONE) {
+                err = step_fail(b, q);
+                break;
+            }
         }
-        b->sample_image[b->samples++] = sqlite3_column_int64(q, 0);
-        b->bytes += size;
-        sqlite3_bind_int64(ins, 1, b->samples);
-        sqlite3_bind_text(ins, 2, key, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(ins, 3, hex, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(ins, 4, (int64_t)(s - b->shards) + 1);
-        sqlite3_bind_int64(ins, 5, off);
-        sqlite3_bind_int64(ins, 6, size);
-        bind_text_or_null(ins, 7, q, 8);
-        sqlite3_bind_int64(ins, 8, sqlite3_column_int64(q, 9));
-        sqlite3_bind_int64(ins, 9, sqlite3_column_int64(q, 10));
-        sqlite3_bind_int64(ins, 10, sqlite3_column_int64(q, 11));
-        sqlite3_bind_int64(ins, 11, sqlite3_column_int64(q, 12));
-        bind_text_or_null(ins, 12, q, 2);
-        sqlite3_bind_int64(ins, 13, sqlite3_column_int64(q, 3));
-        bind_text_or_null(ins, 14, q, 13);
-        bind_text_or_null(ins, 15, q, 14);
-        bind_text_or_null(ins, 16, q, 16);
-        bind_text_or_null(ins, 17, q, 17);
-        bind_text_or_null(ins, 18, q, 15);
-        if (db_done(b, ins, "cannot insert a sample") != 0) {
+        if (n && (hash_batch(rd, jobs, n) != 0 || insert_batch(b, ins, jobs, n, &cap) != 0))
             err = -1;
-            break;
-        }
+        for (size_t k = 0; k < n; k++)
+            job_clear(&jobs[k]);
+        n = 0;
     }
-    if (!err && rc != SQLITE_DONE)
-        err = step_fail(b, q);
+    for (size_t k = 0; k < n; k++)
+        job_clear(&jobs[k]);
+    for (int t = 0; t < HASH_THREADS; t++) {
+        for (size_t i = 0; rd[t].fd && i < b->nshards; i++)
+            if (rd[t].fd[i] >= 0)
+                close(rd[t].fd[i]);
+        free(rd[t].fd);
+        free(rd[t].buf);
+    }
+    free(jobs);
     sqlite3_reset(q);
     sqlite3_finalize(ins);
     if (err)
@@ -1092,7 +1221,6 @@ static void build_free(build *b)
     free(b->shards);
     free(b->by_cat);
     free(b->sample_image);
-    free(b->buf);
     free(b->cat_path);
     free(b->work_real);
     free(b->out_dir);
