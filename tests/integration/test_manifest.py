@@ -510,6 +510,38 @@ class ManifestTest(WorkTestCase):
         self.assertEqual(tmp_files(mdir), [])  # ... until the next build of the same file
         self.assertEqual(dict(manifest_rows(out, "info", "key"))["name"], "third")
 
+    def test_model_choice(self):
+        """Two retrieval models: no default, the error lists both; --model picks one, whose rows alone count."""
+        with db(self.work) as con:
+            colls = [r[0] for r in con.execute("SELECT name FROM collections ORDER BY name")]
+        rng = np.random.default_rng(11)
+        for c in colls:
+            with db(self.work) as con:
+                keys = [r[0] for r in con.execute(
+                    "SELECT m.key FROM members m JOIN collections c ON c.id = m.collection_id"
+                    " JOIN embeddings e ON e.image_id = m.image_id JOIN models mo ON mo.id = e.model_id"
+                    " WHERE c.name = ? AND mo.name = ? ORDER BY m.key", (c, MODEL))]
+            npy = os.path.join(self.tmp, "v2-%s.npy" % c)
+            np.save(npy, unit(rng.normal(size=(len(keys), D))))
+            with open(npy + ".txt", "w") as f:
+                f.write("".join(k + "\n" for k in keys))
+            run("lvd-embed", "--work", self.work, "--collection", c, "--import", npy, "--keys", npy + ".txt",
+                "--name", "vec2", "--dtype", "float32", "--quiet")
+        reg = write_registry(os.path.join(self.tmp, "reg-one.yaml"), REGISTRY_ROWS[1:2])
+        run("lvd-retrieve", "--work", self.work, "--model", "vec2", "--dedup-model", MODEL, "--registry", reg,
+            "--scale", "none", "--quiet")
+        out = os.path.join(self.tmp, "m", "m.db")
+        p = self.build(out, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("vec, vec2", p.stderr)
+        self.assertIn("--model", p.stderr)
+        self.build(out, "--model", "vec2")
+        self.assertEqual(sources_of(out), {k: v for k, v in retrieval_union(self.work, "vec2").items()})
+        info = dict(manifest_rows(out, "info", "key"))
+        self.assertEqual(json.loads(info["retrieval"])["model"]["name"], "vec2")
+        self.assertEqual(json.loads(info["dedup"])["model"]["name"], MODEL)
+        self.assertEqual(json.loads(info["counts"])["rows"], {"one-sample": len(sources_of(out))})
+
     # ---- stats ----
 
     def test_stats_against_the_rows(self):
