@@ -1308,9 +1308,9 @@ int manifest_cmd_build(int argc, char **argv)
         log_error("%s", b.row_counts ? lvd_errmsg() : "out of memory");
     double secs = now_s() - t0;
     if (ok) {
-        log_info("wrote %s: %" PRId64 " samples (%" PRId64 " source rows) from %zu shards, %.1f MB of working "
+        log_info("wrote %s: %" PRId64 " samples (%" PRId64 " source rows) from %zu shard%s, %.1f MB of working "
                  "images read and hashed in %.2f s",
-                 b.out, b.samples, b.sources, b.nshards, (double)b.bytes / 1e6, secs);
+                 b.out, b.samples, b.sources, b.nshards, b.nshards == 1 ? "" : "s", (double)b.bytes / 1e6, secs);
         if (b.json) {
             cJSON *o = cJSON_CreateObject();
             if (o) {

@@ -313,9 +313,10 @@ static void print_text(const cJSON *r)
            jtext(info, "name"), jtext(info, "source"), jtext(info, "created_at"), jtext(info, "lvd_version"),
            jtext(info, "schema_version"));
     int64_t bytes = jint(r, "bytes");
-    printf("%" PRId64 " samples, %" PRId64 " source rows, %" PRId64 " shards, %" PRId64
+    printf("%" PRId64 " samples, %" PRId64 " source rows, %" PRId64 " shard%s, %" PRId64
            " bytes of working images (%.1f MB; originals %.1f MB), weight sum %" PRId64 "\n",
-           jint(r, "samples"), jint(r, "sources"), jint(r, "shards"), bytes, (double)bytes / 1e6,
+           jint(r, "samples"), jint(r, "sources"), jint(r, "shards"), jint(r, "shards") == 1 ? "" : "s", bytes,
+           (double)bytes / 1e6,
            (double)jint(r, "orig_bytes") / 1e6, jint(r, "weight_sum"));
     print_counts("working formats", cJSON_GetObjectItemCaseSensitive(r, "formats"));
     print_counts("original formats", cJSON_GetObjectItemCaseSensitive(r, "orig_formats"));
