@@ -103,7 +103,6 @@ typedef struct build {
     bshard *shards;     /* sorted by manifest path; ids are index + 1 */
     size_t nshards;
     size_t *by_cat;     /* shard indices sorted by cat_id */
-    int64_t *sample_image; /* sample id - 1 -> images.id */
     int64_t selected, samples, sources, bytes;
     int64_t not_decoded, decode_failed, no_working_image;
     cJSON *row_counts;  /* {row: images} */
@@ -230,7 +229,10 @@ static cJSON *model_json(build *b, int64_t id)
 /* Fills TEMP table sel(image_id) with the selected images of the source. */
 static int select_images(build *b)
 {
-    if (catalog_exec(b->cat, "CREATE TEMP TABLE sel (image_id INTEGER PRIMARY KEY, sample_id INTEGER)") != 0)
+    /* smap: images.id -> samples.id, filled as samples are written (a TEMP table, not memory: it scales with
+     * the corpus), so that sources are read in sample order by a join. */
+    if (catalog_exec(b->cat, "CREATE TEMP TABLE sel (image_id INTEGER PRIMARY KEY);"
+                             "CREATE TEMP TABLE smap (image_id INTEGER PRIMARY KEY, sample_id INTEGER NOT NULL)") != 0)
         return -1;
     const char *sql;
     if (b->source == SRC_RETRIEVE)
@@ -609,19 +611,19 @@ static void bind_opt(sqlite3_stmt *st, int i, const char *v)
 }
 
 /* Inserts the hashed jobs of a batch, in order, as the next samples. */
-static int insert_batch(build *b, sqlite3_stmt *ins, job *jobs, size_t n, size_t *cap)
+static int insert_batch(build *b, sqlite3_stmt *ins, job *jobs, size_t n)
 {
+    sqlite3_stmt *map = catalog_stmt(b->cat, "INSERT INTO temp.smap(image_id, sample_id) VALUES (?1, ?2)");
+    if (!map)
+        return -1;
     for (size_t k = 0; k < n; k++) {
         job *j = &jobs[k];
-        if ((size_t)b->samples == *cap) {
-            *cap = *cap ? 2 * *cap : 1024;
-            int64_t *p = realloc(b->sample_image, *cap * sizeof *p);
-            if (!p)
-                return oom();
-            b->sample_image = p;
-        }
-        b->sample_image[b->samples++] = j->image_id;
+        b->samples++;
         b->bytes += j->size;
+        sqlite3_bind_int64(map, 1, j->image_id);
+        sqlite3_bind_int64(map, 2, b->samples);
+        if (catalog_step_done(b->cat, map) != 0)
+            return -1;
         sqlite3_bind_int64(ins, 1, b->samples);
         sqlite3_bind_text(ins, 2, j->key, -1, SQLITE_STATIC);
         sqlite3_bind_text(ins, 3, j->hex, -1, SQLITE_STATIC);
@@ -675,7 +677,7 @@ static int write_samples(build *b)
         for (size_t i = 0; !err && i < b->nshards; i++)
             rd[t].fd[i] = -1;
     }
-    size_t cap = 0, n = 0;
+    size_t n = 0;
     char skipped[WARN_KEYS][SHA256_HEX];
     int nskipped = 0, rc = SQLITE_DONE, done = 0;
     while (!err && !done) {
@@ -712,7 +714,7 @@ static int write_samples(build *b)
                 break;
             }
         }
-        if (n && (hash_batch(rd, jobs, n) != 0 || insert_batch(b, ins, jobs, n, &cap) != 0))
+        if (n && (hash_batch(rd, jobs, n) != 0 || insert_batch(b, ins, jobs, n) != 0))
             err = -1;
         for (size_t k = 0; k < n; k++)
             job_clear(&jobs[k]);
@@ -744,16 +746,6 @@ static int write_samples(build *b)
                  skip, b->selected, b->not_decoded, b->decode_failed, b->no_working_image, keys,
                  skip > nskipped ? ", ..." : "");
     }
-    /* sel.sample_id, so that sources are read in sample order by a join. */
-    sqlite3_stmt *up = catalog_stmt(b->cat, "UPDATE temp.sel SET sample_id = ?1 WHERE image_id = ?2");
-    if (!up)
-        return -1;
-    for (int64_t i = 0; i < b->samples; i++) {
-        sqlite3_bind_int64(up, 1, i + 1);
-        sqlite3_bind_int64(up, 2, b->sample_image[i]);
-        if (catalog_step_done(b->cat, up) != 0)
-            return -1;
-    }
     return 0;
 }
 
@@ -769,11 +761,10 @@ static int write_sources(build *b)
     const char *sql = b->source == SRC_RETRIEVE
                           ? "SELECT s.sample_id, r.name, r.method, si.sha256, x.rank, x.sim, x.cluster, x.collisions"
                             " FROM retrieve_selections x JOIN retrieve_rows r ON r.id = x.row_id"
-                            " JOIN temp.sel s ON s.image_id = x.image_id LEFT JOIN images si ON si.id = x.seed_image_id"
-                            " WHERE r.model_id = ?1 AND r.status = 'done' AND s.sample_id IS NOT NULL"
-                            " ORDER BY s.sample_id, r.name"
-                          : "SELECT sample_id, 'dedup', 'kept', NULL, NULL, NULL, NULL, 0 FROM temp.sel"
-                            " WHERE sample_id IS NOT NULL AND ?1 = ?1 ORDER BY sample_id";
+                            " JOIN temp.smap s ON s.image_id = x.image_id LEFT JOIN images si ON si.id = x.seed_image_id"
+                            " WHERE r.model_id = ?1 AND r.status = 'done' ORDER BY s.sample_id, r.name"
+                          : "SELECT sample_id, 'dedup', 'kept', NULL, NULL, NULL, NULL, 0 FROM temp.smap"
+                            " WHERE ?1 = ?1 ORDER BY sample_id";
     sqlite3_stmt *q = catalog_stmt(b->cat, sql);
     if (!q) {
         sqlite3_finalize(ins);
@@ -1220,7 +1211,6 @@ static void build_free(build *b)
     }
     free(b->shards);
     free(b->by_cat);
-    free(b->sample_image);
     free(b->cat_path);
     free(b->work_real);
     free(b->out_dir);
