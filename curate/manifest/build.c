@@ -275,6 +275,11 @@ static int cmp_by_cat(const void *x, const void *y, void *ctx)
     return a < c ? -1 : a > c;
 }
 
+static int cmp_by_path(const void *x, const void *y)
+{
+    return strcmp(((const bshard *)x)->path, ((const bshard *)y)->path);
+}
+
 /* Streams the first `committed` bytes of the open shard into its SHA-256. */
 static int hash_shard(build *b, bshard *s)
 {
@@ -366,7 +371,6 @@ static int load_shards(build *b)
         return oom();
     for (size_t i = 0; i < b->nshards; i++) {
         bshard *s = &b->shards[i];
-        b->by_cat[i] = i;
         char real[PATH_MAX];
         if (!realpath(s->file, real))
             return lvd_fail_errno("%s: cannot open shard (catalog %s)", s->file, b->cat_path);
@@ -383,6 +387,10 @@ static int load_shards(build *b)
             return -1;
         log_debug("shard %s: %" PRId64 " bytes, sha256 %s", s->path, s->committed, s->sha);
     }
+    /* Ids in the order of the paths as written (the catalog's order, unless a shard is a symlink elsewhere). */
+    qsort(b->shards, b->nshards, sizeof *b->shards, cmp_by_path);
+    for (size_t i = 0; i < b->nshards; i++)
+        b->by_cat[i] = i;
     qsort_r(b->by_cat, b->nshards, sizeof *b->by_cat, cmp_by_cat, b->shards);
     return 0;
 }
