@@ -85,7 +85,6 @@ typedef struct bshard {
     char *path;      /* as written to the manifest (relative or absolute) */
     int64_t committed;
     char sha[SHA256_HEX];
-    int fd;          /* -1 when not open */
 } bshard;
 
 typedef struct build {
@@ -281,10 +280,10 @@ static int cmp_by_path(const void *x, const void *y)
 }
 
 /* Streams the first `committed` bytes of the open shard into its SHA-256. */
-static int hash_shard(build *b, bshard *s)
+static int hash_shard(build *b, bshard *s, int fd)
 {
     struct stat sb;
-    if (fstat(s->fd, &sb) != 0)
+    if (fstat(fd, &sb) != 0)
         return lvd_fail_errno("%s: cannot stat shard", s->file);
     if (sb.st_size < s->committed)
         return lvd_fail("%s: shard is %" PRId64 " bytes, shorter than its %" PRId64 " committed bytes in %s",
@@ -302,7 +301,7 @@ static int hash_shard(build *b, bshard *s)
     int64_t off = 0;
     while (off < s->committed) {
         size_t want = (size_t)(s->committed - off < HASH_BLOCK ? s->committed - off : HASH_BLOCK);
-        ssize_t r = pread(s->fd, blk, want, off);
+        ssize_t r = pread(fd, blk, want, off);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) {
@@ -322,6 +321,33 @@ static int hash_shard(build *b, bshard *s)
     sha256_to_hex(d, s->sha);
     free(blk);
     return 0;
+}
+
+/* One shard-hashing thread: shards first, first + HASH_THREADS, ... */
+typedef struct shasher {
+    build *b;
+    size_t first;
+    int failed;
+    char err[LVD_ERR_MAX]; /* its message (messages are per thread, err.h) */
+} shasher;
+
+static void *shasher_run(void *arg)
+{
+    shasher *h = arg;
+    for (size_t i = h->first; i < h->b->nshards && !h->failed; i += HASH_THREADS) {
+        bshard *s = &h->b->shards[i];
+        int fd = open(s->file, O_RDONLY | O_CLOEXEC);
+        int r = fd < 0 ? lvd_fail_errno("%s: cannot open shard", s->file) : hash_shard(h->b, s, fd);
+        if (fd >= 0)
+            close(fd);
+        if (r != 0) {
+            h->failed = 1;
+            snprintf(h->err, sizeof h->err, "%s", lvd_errmsg());
+        } else {
+            log_debug("shard %s: %" PRId64 " bytes, sha256 %s", s->path, s->committed, s->sha);
+        }
+    }
+    return NULL;
 }
 
 /* The img shards the samples use, hashed, in path order. */
@@ -353,7 +379,6 @@ static int load_shards(build *b)
         }
         bshard *s = &b->shards[b->nshards];
         memset(s, 0, sizeof *s);
-        s->fd = -1;
         s->cat_id = sqlite3_column_int64(st, 0);
         s->committed = sqlite3_column_int64(st, 3);
         b->nshards++;
@@ -377,16 +402,25 @@ static int load_shards(build *b)
         s->path = b->absolute ? strdup(real) : mfile_relpath(b->out_dir, real);
         if (!s->path)
             return oom();
-        s->fd = open(s->file, O_RDONLY | O_CLOEXEC);
-        if (s->fd < 0)
-            return lvd_fail_errno("%s: cannot open shard", s->file);
-        int r = hash_shard(b, s);
-        close(s->fd);
-        s->fd = -1;
-        if (r != 0)
-            return -1;
-        log_debug("shard %s: %" PRId64 " bytes, sha256 %s", s->path, s->committed, s->sha);
     }
+    /* The hashes: HASH_THREADS threads take every HASH_THREADS-th shard. */
+    shasher hs[HASH_THREADS];
+    pthread_t th[HASH_THREADS];
+    int started[HASH_THREADS] = {0};
+    for (int t = 0; t < HASH_THREADS; t++)
+        hs[t] = (shasher){.b = b, .first = (size_t)t};
+    for (int t = 1; t < HASH_THREADS && b->nshards > (size_t)t; t++)
+        started[t] = pthread_create(&th[t], NULL, shasher_run, &hs[t]) == 0;
+    shasher_run(&hs[0]);
+    for (int t = 1; t < HASH_THREADS; t++) {
+        if (started[t])
+            pthread_join(th[t], NULL);
+        else if (b->nshards > (size_t)t)
+            shasher_run(&hs[t]);
+    }
+    for (int t = 0; t < HASH_THREADS; t++)
+        if (hs[t].failed)
+            return lvd_fail("%s", hs[t].err);
     /* Ids in the order of the paths as written (the catalog's order, unless a shard is a symlink elsewhere). */
     qsort(b->shards, b->nshards, sizeof *b->shards, cmp_by_path);
     for (size_t i = 0; i < b->nshards; i++)
@@ -1211,8 +1245,6 @@ static void build_free(build *b)
     }
     catalog_close(b->cat);
     for (size_t i = 0; i < b->nshards; i++) {
-        if (b->shards[i].fd >= 0)
-            close(b->shards[i].fd);
         free(b->shards[i].cat_path);
         free(b->shards[i].file);
         free(b->shards[i].path);
