@@ -15,8 +15,9 @@
  *
  * The cost of a build is reading bytes: every used img shard is hashed over its committed bytes (1 MiB
  * reads), and every sample's working image is read back (pread on a cached descriptor) and hashed into
- * data_sha256. Samples are written in key order (images.sha256), so two builds of one catalog write the same
- * rows; only info.created_at differs.
+ * data_sha256, both on HASH_THREADS threads (SQLite stays on the calling thread: batches of BATCH samples
+ * are read from the catalog, hashed in parallel, then inserted in order). Samples are written in key order
+ * (images.sha256), so two builds of one catalog write the same rows; only info.created_at differs.
  *
  * The file is written as "<out>.tmp-<pid>" beside --out inside one transaction, closed, fsynced, and then
  * linked to --out (no --force: link(2) fails if --out appeared meanwhile, so an existing manifest is never
