@@ -406,6 +406,16 @@ class ManifestTest(WorkTestCase):
         os.rename(moved, self.work)
         self.assertTrue(all(os.path.exists(os.path.join(os.path.dirname(rel), p)) for _, p, _, _ in rshards))
 
+    def test_builds_while_a_stage_holds_the_catalog(self):
+        """A reader: the writer lock another process holds does not stop it, and it does not take it."""
+        import fcntl
+        lock = os.path.join(self.work, "catalog.db.lock")
+        with open(lock, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            out = os.path.join(self.tmp, "m", "m.db")
+            p = self.build(out, "--json", "--quiet")
+            self.assertGreater(json.loads(p.stdout)["samples"], 0)
+
     def test_deterministic(self):
         a = os.path.join(self.tmp, "a", "m.db")
         b = os.path.join(self.tmp, "b", "m.db")
@@ -645,6 +655,21 @@ class ManifestTest(WorkTestCase):
         self.assertEqual((same["added"]["count"], same["removed"]["count"], same["changed_rows"]), (0, 0, []))
         rev = json.loads(run("lvd-manifest", "diff", b, a, "--json").stdout)
         self.assertEqual(rev["removed"]["keys"], added)
+        # removals: a stricter dedup takes images out of the pool, so out of every selection
+        run("lvd-dedup", "--work", self.work, "--model", MODEL, "--threshold", "0.97", "--force", "--quiet")
+        run("lvd-retrieve", "--work", self.work, "--model", MODEL, "--registry",
+            os.path.join(self.tmp, "registry2.yaml"), "--scale", "none", "--quiet")
+        c = os.path.join(self.tmp, "m", "c.db")
+        self.build(c)
+        wk = working(self.work)
+        final = {k: v for k, v in retrieval_union(self.work).items() if k in wk}
+        d = json.loads(run("lvd-manifest", "diff", b, c, "--json").stdout)
+        self.assertEqual(d["removed"]["keys"], sorted(set(after) - set(final)))
+        self.assertEqual(d["added"]["keys"], sorted(set(final) - set(after)))
+        self.assertGreater(d["removed"]["count"], 0)
+        for row in set(r for v in list(after.values()) + list(final.values()) for r in v):
+            self.assertEqual(d["rows"][row]["removed"],
+                             sum(1 for k in d["removed"]["keys"] if row in after[k]), row)
 
     # ---- bad input ----
 
