@@ -47,6 +47,7 @@
 #include "manifest_schema.h"
 #include "mfile.h"
 #include "opts.h"
+#include "progress.h"
 #include "sha256.h"
 
 #define PROG "lvd-manifest build"
@@ -723,6 +724,8 @@ static int write_samples(build *b)
     size_t n = 0;
     char skipped[WARN_KEYS][SHA256_HEX];
     int nskipped = 0, rc = SQLITE_DONE, done = 0;
+    progress pr;
+    progress_init(&pr, "manifest", (uint64_t)b->selected);
     while (!err && !done) {
         rc = sqlite3_step(q);
         if (rc == SQLITE_ROW) {
@@ -762,7 +765,11 @@ static int write_samples(build *b)
         for (size_t k = 0; k < n; k++)
             job_clear(&jobs[k]);
         n = 0;
+        progress_update(&pr, (uint64_t)(b->samples + b->not_decoded + b->decode_failed + b->no_working_image),
+                        (uint64_t)(b->not_decoded + b->decode_failed + b->no_working_image));
     }
+    if (!err)
+        progress_finish(&pr);
     for (size_t k = 0; k < n; k++)
         job_clear(&jobs[k]);
     for (int t = 0; t < HASH_THREADS; t++) {
