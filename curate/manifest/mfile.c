@@ -39,6 +39,17 @@ const char *mfile_col_text(sqlite3_stmt *st, int i)
     return t ? (const char *)t : "";
 }
 
+/* The message of a failed open or first read: a file that is not SQLite, a damaged one, or another error. */
+static int open_fail(sqlite3 *db, const char *path)
+{
+    int code = sqlite3_errcode(db);
+    if (code == SQLITE_NOTADB)
+        return lvd_fail("%s: not an lvd manifest (not an SQLite database: %s)", path, sqlite3_errmsg(db));
+    if (code == SQLITE_CORRUPT)
+        return lvd_fail("%s: corrupt manifest (%s); build it again", path, sqlite3_errmsg(db));
+    return lvd_fail("%s: cannot read manifest: %s", path, sqlite3_errmsg(db));
+}
+
 /* Checks the manifest attached as `schema` of db: the tables exist and the schema version is readable. */
 static int check_schema(sqlite3 *db, const char *schema, const char *path, int *version)
 {
@@ -46,10 +57,7 @@ static int check_schema(sqlite3 *db, const char *schema, const char *path, int *
     snprintf(sql, sizeof sql, "SELECT name FROM \"%s\".sqlite_master WHERE type = 'table'", schema);
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        int code = sqlite3_errcode(db);
-        if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT)
-            return lvd_fail("%s: not an lvd manifest (not an SQLite database: %s)", path, sqlite3_errmsg(db));
-        return lvd_fail("%s: cannot read: %s", path, sqlite3_errmsg(db));
+        return open_fail(db, path);
     }
     unsigned found = 0;
     int rc;
@@ -60,11 +68,8 @@ static int check_schema(sqlite3 *db, const char *schema, const char *path, int *
                 found |= 1u << i;
     }
     if (rc != SQLITE_DONE) {
-        int code = sqlite3_errcode(db);
         sqlite3_finalize(st);
-        if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT)
-            return lvd_fail("%s: not an lvd manifest (not an SQLite database: %s)", path, sqlite3_errmsg(db));
-        return lvd_fail("%s: cannot read: %s", path, sqlite3_errmsg(db));
+        return open_fail(db, path);
     }
     sqlite3_finalize(st);
     if (!(found & 1u))
@@ -147,12 +152,8 @@ int mfile_attach(sqlite3 *db, const char *path, const char *name)
     }
     free(uri);
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_OK) {
-        int code = sqlite3_errcode(db);
-        if (code == SQLITE_NOTADB || code == SQLITE_CORRUPT)
-            return lvd_fail("%s: not an lvd manifest (not an SQLite database: %s)", path, sqlite3_errmsg(db));
-        return lvd_fail("%s: cannot open manifest: %s", path, sqlite3_errmsg(db));
-    }
+    if (rc != SQLITE_DONE && rc != SQLITE_OK)
+        return open_fail(db, path);
     return check_schema(db, name, path, NULL);
 }
 

@@ -714,9 +714,13 @@ class ManifestTest(WorkTestCase):
         c.close()
         empty = os.path.join(self.tmp, "empty.db")
         open(empty, "wb").close()
+        truncated = os.path.join(self.tmp, "truncated.db")
+        with open(out, "rb") as f, open(truncated, "wb") as g:
+            g.write(f.read(8192))
         for path, needle in ((os.path.join(self.tmp, "absent.db"), "No such file"), (junk, "not an lvd manifest"),
                              (other, "not an lvd manifest"), (newer, "schema version 2 is newer"),
-                             (empty, "not an lvd manifest"), (self.tmp, "directory")):
+                             (empty, "not an lvd manifest"), (self.tmp, "directory"),
+                             (truncated, "corrupt manifest")):
             for cmd in (["stats", path], ["stats", path, "--json"], ["diff", path, out], ["diff", out, path]):
                 p = run("lvd-manifest", *cmd, check=False)
                 self.assertEqual(p.returncode, 1, cmd)
