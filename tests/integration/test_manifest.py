@@ -145,7 +145,7 @@ class Corpus:
         two = {"bag_%02d.png" % i: picture(4000 + i) for i in range(16)}
         twokeys = import_dir(tmp, w, "seeds-two", "seed", two)
         embed(tmp, w, "seeds-two", twokeys, self.points(len(twokeys), [2]), "a")
-        run("lvd-decode", "--work", w, "--size", "40", "--min-side", "8", "--shard-size", "24K", "--batch", "32", "--quiet")
+        run("lvd-decode", "--work", w, "--size", "40", "--min-side", "8", "--shard-size", "4K", "--batch", "2", "--quiet")
         run("lvd-dedup", "--work", w, "--model", MODEL, "--threshold", "0.9999", "--quiet")
         self.registry = write_registry(os.path.join(tmp, "registry.yaml"), REGISTRY_ROWS)
         run("lvd-retrieve", "--work", w, "--model", MODEL, "--registry", self.registry, "--scale", "none", "--quiet")
@@ -159,7 +159,7 @@ class Corpus:
         three = {"hat_%02d.png" % i: picture(5000 + i) for i in range(6)}
         keys = import_dir(tmp, work, "seeds-three", "seed", three)
         embed(tmp, work, "seeds-three", keys, self.points(len(keys), [4]), "b")
-        run("lvd-decode", "--work", work, "--size", "40", "--min-side", "8", "--shard-size", "24K", "--batch", "32", "--quiet")
+        run("lvd-decode", "--work", work, "--size", "40", "--min-side", "8", "--shard-size", "4K", "--batch", "2", "--quiet")
         reg = write_registry(os.path.join(tmp, "registry2.yaml"), REGISTRY_ROWS + NEW_ROWS)
         run("lvd-retrieve", "--work", work, "--model", MODEL, "--registry", reg, "--scale", "none", "--quiet")
 
@@ -336,14 +336,19 @@ class ManifestTest(WorkTestCase):
             self.assertEqual(cat["images"], con.execute("SELECT count(*) FROM images").fetchone()[0])
             self.assertEqual(cat["runs"], con.execute("SELECT count(*) FROM runs").fetchone()[0])
     def test_bytes_shards_and_pixels(self):
-        out = os.path.join(self.tmp, "m", "corpus.db")
-        self.build(out)
+        for args in ([], ["--from", "dedup"]):  # dedup: ~100 shards, more than the descriptors kept open
+            with self.subTest(args=args):
+                self.check_bytes(args)
+
+    def check_bytes(self, args):
+        out = os.path.join(self.tmp, "m%d" % len(args), "corpus.db")
+        self.build(out, *args)
         mdir = os.path.dirname(out)
         with mcon(out) as con:
             shards = con.execute("SELECT id, path, bytes, sha256 FROM shards ORDER BY id").fetchall()
             samples = con.execute("SELECT key, data_sha256, shard_id, offset, length, width, height, format"
                                   " FROM samples").fetchall()
-        self.assertGreater(len(shards), 2)  # --shard-size 24K spread the working images
+        self.assertGreater(len(shards), 20)  # --shard-size 4K spread the working images
         self.assertEqual([s[1] for s in shards], sorted(s[1] for s in shards))
         with db(self.work) as con:
             committed = dict(con.execute("SELECT path, committed FROM shards WHERE kind = 'img'"))
