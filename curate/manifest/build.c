@@ -15,7 +15,7 @@
  *
  * The cost of a build is reading bytes: every used img shard is hashed over its committed bytes (1 MiB
  * reads), and every sample's working image is read back (pread on a cached descriptor) and hashed into
- * data_sha256, both on HASH_THREADS threads (SQLite stays on the calling thread: batches of BATCH samples
+ * data_sha256, both on --threads threads (SQLite stays on the calling thread: batches of BATCH samples
  * are read from the catalog, hashed in parallel, then inserted in order). Samples are written in key order
  * (images.sha256), so two builds of one catalog write the same rows; only info.created_at differs.
  *
@@ -53,7 +53,8 @@
 #define PROG "lvd-manifest build"
 #define HASH_BLOCK (1u << 20)  /* bytes per read when hashing a shard */
 #define FD_CACHE 128           /* shard descriptors kept open while reading samples (key order is random) */
-#define HASH_THREADS 2         /* threads reading and hashing working images */
+#define THREADS_DEFAULT 2      /* threads reading and hashing (--threads) */
+#define THREADS_MAX 64
 #define BATCH 64               /* samples read, hashed and inserted per round (a few MB of images) */
 #define WARN_KEYS 5            /* keys named in the warning about selected images without a working image */
 #define SCHEMA_VERSION_TEXT "1"
@@ -72,13 +73,14 @@ static const char usage[] =
     "  --name NAME             info.name (default: the file name of --out without .db)\n"
     "  --absolute              shard paths absolute (default: relative to the folder of --out)\n"
     "  --force                 replace an existing --out (atomically: a rename)\n"
+    "  --threads N             threads reading and hashing shards and working images (2)\n"
     "  --json                  print a summary as JSON on stdout\n"
     "  --quiet | --verbose  --version  --help\n";
 
 enum { SRC_RETRIEVE, SRC_DEDUP, SRC_BALANCE };
 static const char *const source_names[] = {"retrieve", "dedup", "balance", NULL};
 
-enum { OPT_OUT = OPT_FIRST_STAGE_OPTION, OPT_FROM, OPT_MODEL, OPT_NAME, OPT_ABSOLUTE };
+enum { OPT_OUT = OPT_FIRST_STAGE_OPTION, OPT_FROM, OPT_MODEL, OPT_NAME, OPT_ABSOLUTE, OPT_THREADS };
 
 typedef struct bshard {
     int64_t cat_id;  /* catalog shards.id */
@@ -92,6 +94,7 @@ typedef struct bshard {
 typedef struct build {
     const char *work, *out, *name, *model;
     int source, absolute, force, json;
+    int threads;        /* --threads: reading and hashing threads (SQLite stays on the calling one) */
     char *cat_path;     /* WORK/catalog.db */
     char *work_real;    /* realpath of WORK */
     char *out_dir;      /* realpath of the folder of --out */
@@ -325,7 +328,7 @@ static int hash_shard(build *b, bshard *s, int fd)
     return 0;
 }
 
-/* One shard-hashing thread: shards first, first + HASH_THREADS, ... */
+/* One shard-hashing thread: shards first, first + threads, ... */
 typedef struct shasher {
     build *b;
     size_t first;
@@ -336,7 +339,7 @@ typedef struct shasher {
 static void *shasher_run(void *arg)
 {
     shasher *h = arg;
-    for (size_t i = h->first; i < h->b->nshards && !h->failed; i += HASH_THREADS) {
+    for (size_t i = h->first; i < h->b->nshards && !h->failed; i += (size_t)h->b->threads) {
         bshard *s = &h->b->shards[i];
         int fd = open(s->file, O_RDONLY | O_CLOEXEC);
         int r = fd < 0 ? lvd_fail_errno("%s: cannot open shard", s->file) : hash_shard(h->b, s, fd);
@@ -405,22 +408,22 @@ static int load_shards(build *b)
         if (!s->path)
             return oom();
     }
-    /* The hashes: HASH_THREADS threads take every HASH_THREADS-th shard. */
-    shasher hs[HASH_THREADS];
-    pthread_t th[HASH_THREADS];
-    int started[HASH_THREADS] = {0};
-    for (int t = 0; t < HASH_THREADS; t++)
+    /* The hashes: --threads threads take every --threads-th shard. */
+    shasher hs[THREADS_MAX];
+    pthread_t th[THREADS_MAX];
+    int started[THREADS_MAX] = {0};
+    for (int t = 0; t < b->threads; t++)
         hs[t] = (shasher){.b = b, .first = (size_t)t};
-    for (int t = 1; t < HASH_THREADS && b->nshards > (size_t)t; t++)
+    for (int t = 1; t < b->threads && b->nshards > (size_t)t; t++)
         started[t] = pthread_create(&th[t], NULL, shasher_run, &hs[t]) == 0;
     shasher_run(&hs[0]);
-    for (int t = 1; t < HASH_THREADS; t++) {
+    for (int t = 1; t < b->threads; t++) {
         if (started[t])
             pthread_join(th[t], NULL);
         else if (b->nshards > (size_t)t)
             shasher_run(&hs[t]);
     }
-    for (int t = 0; t < HASH_THREADS; t++)
+    for (int t = 0; t < b->threads; t++)
         if (hs[t].failed)
             return lvd_fail("%s", hs[t].err);
     /* Ids in the order of the paths as written (the catalog's order, unless a shard is a symlink elsewhere). */
@@ -498,7 +501,7 @@ static int write_shards(build *b)
     return 0;
 }
 
-/* ---- reading and hashing the working images: HASH_THREADS threads per batch ---- */
+/* ---- reading and hashing the working images: --threads threads per batch ---- */
 
 /* One selected image that is a sample: where its bytes are, and what its row gets. */
 typedef struct job {
@@ -512,10 +515,10 @@ typedef struct job {
 typedef struct reader {
     build *b;
     job *jobs;
-    size_t njobs, first; /* it takes jobs first, first + HASH_THREADS, ... */
+    size_t njobs, first; /* it takes jobs first, first + threads, ... */
     int *fd;             /* per shard, -1 when closed */
     int open;
-    size_t clock;        /* next victim when FD_CACHE / HASH_THREADS descriptors are open */
+    size_t clock;        /* next victim when its share of FD_CACHE descriptors is open */
     uint8_t *buf;
     size_t cap;
     int failed;
@@ -527,7 +530,7 @@ static int reader_fd(reader *r, bshard *s)
     size_t i = (size_t)(s - r->b->shards);
     if (r->fd[i] >= 0)
         return r->fd[i];
-    while (r->open >= FD_CACHE / HASH_THREADS) {
+    while (r->open >= (FD_CACHE / r->b->threads > 0 ? FD_CACHE / r->b->threads : 1)) {
         size_t v = r->clock;
         r->clock = (r->clock + 1) % r->b->nshards;
         if (r->fd[v] >= 0) {
@@ -580,7 +583,7 @@ static int hash_job(reader *r, job *j)
 static void *reader_run(void *arg)
 {
     reader *r = arg;
-    for (size_t i = r->first; i < r->njobs && !r->failed; i += HASH_THREADS)
+    for (size_t i = r->first; i < r->njobs && !r->failed; i += (size_t)r->b->threads)
         if (hash_job(r, &r->jobs[i]) != 0) {
             r->failed = 1;
             snprintf(r->err, sizeof r->err, "%s", lvd_errmsg()); /* messages are per thread (err.h) */
@@ -588,27 +591,28 @@ static void *reader_run(void *arg)
     return NULL;
 }
 
-/* Hashes jobs[0..n) on HASH_THREADS threads (the calling one included). */
+/* Hashes jobs[0..n) on --threads threads (the calling one included). */
 static int hash_batch(reader *rd, job *jobs, size_t n)
 {
-    pthread_t th[HASH_THREADS];
-    int started[HASH_THREADS] = {0};
-    for (int t = 0; t < HASH_THREADS; t++) {
+    int nt = rd[0].b->threads;
+    pthread_t th[THREADS_MAX];
+    int started[THREADS_MAX] = {0};
+    for (int t = 0; t < nt; t++) {
         rd[t].jobs = jobs;
         rd[t].njobs = n;
         rd[t].first = (size_t)t;
         rd[t].failed = 0;
     }
-    for (int t = 1; t < HASH_THREADS && n > (size_t)t; t++)
+    for (int t = 1; t < nt && n > (size_t)t; t++)
         started[t] = pthread_create(&th[t], NULL, reader_run, &rd[t]) == 0;
     reader_run(&rd[0]);
-    for (int t = 1; t < HASH_THREADS; t++) {
+    for (int t = 1; t < nt; t++) {
         if (started[t])
             pthread_join(th[t], NULL);
         else if (n > (size_t)t)
             reader_run(&rd[t]); /* no thread: this one does its share */
     }
-    for (int t = 0; t < HASH_THREADS; t++)
+    for (int t = 0; t < nt; t++)
         if (rd[t].failed)
             return lvd_fail("%s", rd[t].err);
     return 0;
@@ -690,7 +694,7 @@ static int insert_batch(build *b, sqlite3_stmt *ins, job *jobs, size_t n)
 }
 
 /* The samples in key order; selected images without a working image are counted. Rows are read in batches
- * of BATCH, whose images are read and hashed on HASH_THREADS threads, then inserted in order. */
+ * of BATCH, whose images are read and hashed on --threads threads, then inserted in order. */
 static int write_samples(build *b)
 {
     sqlite3_stmt *q = catalog_stmt(
@@ -711,10 +715,10 @@ static int write_samples(build *b)
                    &ins) != 0)
         return -1;
     job *jobs = calloc(BATCH, sizeof *jobs);
-    reader rd[HASH_THREADS];
+    reader rd[THREADS_MAX];
     memset(rd, 0, sizeof rd);
     int err = !jobs ? oom() : 0;
-    for (int t = 0; !err && t < HASH_THREADS; t++) {
+    for (int t = 0; !err && t < b->threads; t++) {
         rd[t].b = b;
         if (!(rd[t].fd = malloc((b->nshards ? b->nshards : 1) * sizeof *rd[t].fd)))
             err = oom();
@@ -772,7 +776,7 @@ static int write_samples(build *b)
         progress_finish(&pr);
     for (size_t k = 0; k < n; k++)
         job_clear(&jobs[k]);
-    for (int t = 0; t < HASH_THREADS; t++) {
+    for (int t = 0; t < b->threads; t++) {
         for (size_t i = 0; rd[t].fd && i < b->nshards; i++)
             if (rd[t].fd[i] >= 0)
                 close(rd[t].fd[i]);
@@ -1284,9 +1288,11 @@ int manifest_cmd_build(int argc, char **argv)
         {"name", required_argument, NULL, OPT_NAME},
         {"absolute", no_argument, NULL, OPT_ABSOLUTE},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"threads", required_argument, NULL, OPT_THREADS},
         {NULL, 0, NULL, 0},
     };
-    build b = {.source = SRC_RETRIEVE};
+    build b = {.source = SRC_RETRIEVE, .threads = THREADS_DEFAULT};
+    int64_t iv;
     int opt;
     optind = 1;
     opterr = 0;
@@ -1303,6 +1309,11 @@ int manifest_cmd_build(int argc, char **argv)
         case OPT_NAME: b.name = optarg; break;
         case OPT_ABSOLUTE: b.absolute = 1; break;
         case OPT_FORCE: b.force = 1; break;
+        case OPT_THREADS:
+            if (opt_int("--threads", optarg, 1, THREADS_MAX, &iv) != 0)
+                cli_usage_error(PROG, lvd_errmsg());
+            b.threads = (int)iv;
+            break;
         case ':': cli_usage_errorf(PROG, "option %.100s needs a value", argv[optind - 1]); break;
         default: cli_usage_errorf(PROG, "unknown option %.100s", argv[optind - 1]);
         }

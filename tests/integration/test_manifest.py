@@ -422,19 +422,21 @@ class ManifestTest(WorkTestCase):
             self.assertGreater(json.loads(p.stdout)["samples"], 0)
 
     def test_deterministic(self):
+        """Two builds, and builds on other thread counts: the same rows; only info.created_at differs."""
         a = os.path.join(self.tmp, "a", "m.db")
-        b = os.path.join(self.tmp, "b", "m.db")
         self.build(a)
-        time.sleep(0.01)
-        self.build(b)
-        for t, o in (("shards", "id"), ("samples", "id"), ("sample_sources", "sample_id, row")):
-            ra, rb = manifest_rows(a, t, o), manifest_rows(b, t, o)
-            self.assertEqual(ra, rb, t)
-            self.assertTrue(ra)
         ia = [r for r in manifest_rows(a, "info", "key") if r[0] != "created_at"]
-        ib = [r for r in manifest_rows(b, "info", "key") if r[0] != "created_at"]
-        self.assertEqual(ia, ib)
         self.assertEqual(len(ia), 9)
+        for n, args in enumerate(([], ["--threads", "1"], ["--threads", "3"])):
+            b = os.path.join(self.tmp, "b%d" % n, "m.db")
+            time.sleep(0.01)
+            self.build(b, *args)
+            for t, o in (("shards", "id"), ("samples", "id"), ("sample_sources", "sample_id, row")):
+                ra, rb = manifest_rows(a, t, o), manifest_rows(b, t, o)
+                self.assertEqual(ra, rb, (t, args))
+                self.assertTrue(ra)
+            ib = [r for r in manifest_rows(b, "info", "key") if r[0] != "created_at"]
+            self.assertEqual(ia, ib, args)
 
     def test_from_dedup_is_every_kept_pool_image(self):
         out = os.path.join(self.tmp, "m", "baseline.db")
