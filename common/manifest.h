@@ -2,8 +2,9 @@
  *
  * A manifest is a read-only SQLite file listing samples whose working-image bytes live in tar shards that it
  * names (paths relative to the manifest's folder, or absolute). manifest_open() loads the whole sample table
- * into one arena (about 100 bytes per sample plus the shard paths), opens every shard file once, and then
- * closes SQLite: reading a sample is one pread(2) on a shared descriptor, safe from any number of threads.
+ * into one arena (about 210 bytes per sample on 64-bit: the 80-byte record and its key and data_sha256 as
+ * 65-byte hex strings; plus the shard paths), opens every shard file once, and then closes SQLite: reading a
+ * sample is one pread(2) on a shared descriptor, safe from any number of threads.
  *
  * Errors follow err.h: functions return 0 or -1 with a message that names the manifest, the shard or the
  * sample key.
@@ -46,8 +47,23 @@ typedef struct manifest_sample {
 /* Opens `path` read-only (SQLite immutable=1: never written, no journal or lock file created). Fails with a
  * clear message on a missing file, a file that is not an lvd manifest, a schema version newer than
  * MANIFEST_SCHEMA_VERSION, an inconsistent table (ids not 1..n, a sample outside its shard's recorded bytes),
- * or a shard that is missing or shorter than its recorded size (naming the shard's path). */
+ * or a shard that is missing or shorter than its recorded size (naming the shard's path: "shard X: N bytes,
+ * manifest records M (truncated?)"). A shard longer than recorded is fine: shards are append-only.
+ * The path may hold any characters ('?', '#' and '%' are escaped in the SQLite URI). */
 int manifest_open(manifest **out, const char *path);
+
+/* manifest_open_flags: MANIFEST_OPEN_LENIENT opens a manifest whose shards are missing or shorter than
+ * recorded instead of failing (lvd-manifest verify reports every such shard): manifest_shard_status says what
+ * is wrong with each, and reading a sample of a bad shard fails naming it. Everything else (the file, the
+ * schema version, the tables' consistency) is checked as by manifest_open. flags 0 = manifest_open. */
+#define MANIFEST_OPEN_LENIENT 1
+int manifest_open_flags(manifest **out, const char *path, int flags);
+
+/* Opens the SQLite file itself read-only (the same URI and checks as manifest_open: a readable lvd manifest
+ * of schema version <= MANIFEST_SCHEMA_VERSION), for the tools that need columns the reader does not load
+ * (url, caption, sample_sources). *out is closed with sqlite3_close. */
+struct sqlite3;
+int manifest_db_open(struct sqlite3 **out, const char *path);
 
 /* Releases everything (NULL is a no-op). */
 void manifest_close(manifest *m);
@@ -59,6 +75,27 @@ size_t manifest_shard_count(const manifest *m);
 /* The shard's path as opened (resolved against the manifest's folder) and its recorded bytes. */
 const char *manifest_shard_path(const manifest *m, size_t shard);
 uint64_t manifest_shard_bytes(const manifest *m, size_t shard);
+
+/* The shard's recorded sha256 (64 hex digits, of its first `bytes` bytes). */
+const char *manifest_shard_sha256(const manifest *m, size_t shard);
+
+/* What opening found for a shard (always MANIFEST_SHARD_OK or _GROWN after a strict manifest_open). *size
+ * (may be NULL) gets the file's size in bytes (0 when missing); *why (may be NULL) the open(2) error text of a
+ * missing shard, else "". */
+typedef enum manifest_shard_state {
+    MANIFEST_SHARD_OK = 0,  /* exactly the recorded bytes */
+    MANIFEST_SHARD_GROWN,   /* longer than recorded: appended to since the build, every sample still holds */
+    MANIFEST_SHARD_SHORT,   /* shorter than recorded (truncated): samples past its end cannot be read */
+    MANIFEST_SHARD_MISSING  /* could not be opened */
+} manifest_shard_state;
+manifest_shard_state manifest_shard_status(const manifest *m, size_t shard, uint64_t *size, const char **why);
+
+/* Reads len bytes at offset of an opened shard through its shared descriptor (pread, thread-safe); an end of
+ * file before offset + len is an error naming the shard. */
+int manifest_shard_pread(const manifest *m, size_t shard, uint64_t offset, void *buf, size_t len);
+
+/* The manifest's path as given to manifest_open. */
+const char *manifest_path(const manifest *m);
 
 /* A value of the info table, or NULL (pointing into the arena). */
 const char *manifest_info(const manifest *m, const char *key);

@@ -151,6 +151,7 @@ struct shard_writer {
     uint8_t *buf;     /* WRITE_BUF_BYTES of pending bytes */
     size_t buf_len;
     int broken; /* a write failed: the file tail is unknown, only abandon/close remain */
+    int64_t mtime; /* member mtime, seconds since the epoch; -1: the time of each add */
 };
 
 static int writer_drain(shard_writer *w)
@@ -261,6 +262,7 @@ int shard_writer_open(shard_writer **out, const char *path, uint64_t committed)
         goto fail;
     }
     w->fd = fd;
+    w->mtime = -1;
     w->size = committed;
     w->buf_off = committed;
     *out = w;
@@ -270,6 +272,8 @@ fail:
     close(fd);
     return -1;
 }
+
+void shard_writer_set_mtime(shard_writer *w, int64_t mtime) { w->mtime = mtime < 0 ? -1 : mtime; }
 
 int shard_writer_add(shard_writer *w, const char *name, const void *data, size_t len, uint64_t *data_offset)
 {
@@ -285,7 +289,7 @@ int shard_writer_add(shard_writer *w, const char *name, const void *data, size_t
     if (len > 0 && !data)
         return lvd_fail("%s: member %s has no data", w->path, name);
 
-    time_t now = time(NULL);
+    time_t now = w->mtime >= 0 ? (time_t)w->mtime : time(NULL);
     uint64_t mtime = now < 0 ? 0 : (uint64_t)now > TAR_MTIME_MAX ? TAR_MTIME_MAX : (uint64_t)now;
 
     /* Layout: [pax header block + one block of "NNN path=<name>\n"] ustar header, data, zero padding. */

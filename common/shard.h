@@ -32,6 +32,11 @@ int shard_writer_open(shard_writer **out, const char *path, uint64_t committed);
  * out of range is an error before any byte is written; the writer stays usable. */
 int shard_writer_add(shard_writer *w, const char *name, const void *data, size_t len, uint64_t *data_offset);
 
+/* Members added from now on carry this mtime (seconds since the epoch) instead of the time of the add, so that
+ * a file written twice from the same input is the same bytes (lvd-manifest export). mtime < 0 restores the
+ * default. */
+void shard_writer_set_mtime(shard_writer *w, int64_t mtime);
+
 /* Writes the end-of-archive marker, fsyncs the file, and stores in *end (may be NULL) the end offset of the
  * last member: the value to commit. */
 int shard_writer_flush(shard_writer *w, uint64_t *end);

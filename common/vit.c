@@ -335,7 +335,6 @@ typedef struct layer_acts {
     float *xin;          /* (B, T, D) block input (train: its own; inference: the running x) */
     float *ln1, *mean1, *rstd1;
     float *qkv;          /* (B, T, 3D) */
-    float *att;          /* (B, heads, T, T), train only */
     float *ao;           /* (B, T, D) attention output before proj */
     float *po;           /* (B, T, D) proj output */
     float *x1;           /* (B, T, D) after the attention residual */
@@ -398,7 +397,6 @@ static void run_layout(vit_run *r, bump *bp)
             a->mean1 = take(bp, bt);
             a->rstd1 = take(bp, bt);
             a->qkv = take(bp, 3 * btd);
-            a->att = take(bp, r->b * r->heads * r->t * r->t);
             a->ao = take(bp, btd);
             a->po = take(bp, btd);
             a->x1 = take(bp, btd);
@@ -586,7 +584,7 @@ int vit_forward(vit_model *m, vit_run *r, const float *x, const uint8_t *masks, 
          * independent of the rest of the batch (batch invariance, vit.h). */
         layernorm_forward(a->ln1, a->mean1, a->rstd1, xin, bp->norm1_w, bp->norm1_b, bt, d);
         linear_forward(a->qkv, a->ln1, bp->qkv_w, bp->qkv_b, b, t, d, 3 * d);
-        if (attention_forward(a->ao, a->att, a->qkv, b, t, d, r->heads) != 0)
+        if (attention_forward(a->ao, NULL, a->qkv, b, t, d, r->heads) != 0)
             return -1;
         linear_forward(a->po, a->ao, bp->proj_w, bp->proj_b, b, t, d, d);
         residual_forward(xmid, xin, a->po, bp->ls1, ds1, b, t, d);
@@ -700,7 +698,7 @@ int vit_backward(vit_model *m, vit_run *r, const float *d_cls, const float *d_re
         zero(r->g_ao, btd);
         linear_backward(r->g_ao, gb->proj_w, gb->proj_b, r->g_po, a->ao, bp->proj_w, bt, d, d);
         zero(r->g_qkv, 3 * btd);
-        if (attention_backward(r->g_qkv, r->g_ao, a->qkv, a->att, b, t, d, r->heads) != 0)
+        if (attention_backward(r->g_qkv, r->g_ao, a->qkv, NULL, b, t, d, r->heads) != 0)
             return -1;
         zero(r->g_ln, btd);
         linear_backward(r->g_ln, gb->qkv_w, gb->qkv_b, r->g_qkv, a->ln1, bp->qkv_w, bt, d, 3 * d);

@@ -11,8 +11,9 @@
  *
  * Parameters, gradients and activations each live in one allocation with named views. Matrix products go
  * through OpenBLAS cblas_sgemm; the rest are OpenMP loops. Inference never holds a (B, heads, T, T) matrix:
- * attention is computed per (image, head) with a T x T scratch per thread. Training keeps the attention
- * probabilities for the backward pass.
+ * attention is computed per (image, head) with a T x T scratch per thread. Training does not keep the attention
+ * probabilities either: the backward pass recomputes them per (image, head) from the saved q, k (one more
+ * SGEMM and softmax per head), so a step's memory grows with B * T * D, not with B * heads * T^2.
  *
  * Batch invariance: the forward pass computes each image's outputs (and every block's output) bit for bit the same
  * whatever the other images of the batch, the image's position in it, the batch size and the thread count, in

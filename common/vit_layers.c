@@ -385,6 +385,8 @@ SIMD_CLONES static void softmax_rows(float *s, int64_t t)
     }
 }
 
+static void attention_probs(float *s, const float *q, const float *k, int64_t t, int64_t c, int64_t dh, float scale);
+
 int attention_forward(float *out, float *att, const float *qkv, int64_t b, int64_t t, int64_t c, int64_t heads)
 {
     int64_t dh = c / heads, pairs = b * heads;
@@ -404,9 +406,7 @@ int attention_forward(float *out, float *att, const float *qkv, int64_t b, int64
                 const float *q = qkv + bi * t * 3 * c + h * dh;
                 const float *k = q + c, *v = q + 2 * c;
                 float *s = att ? att + ph * t * t : scratch;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t, (int)t, (int)dh, scale, q,
-                            (int)(3 * c), k, (int)(3 * c), 0.0f, s, (int)t);
-                softmax_rows(s, t);
+                attention_probs(s, q, k, t, c, dh, scale);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)t, (int)dh, (int)t, 1.0f, s, (int)t,
                             v, (int)(3 * c), 0.0f, out + bi * t * c + h * dh, (int)c);
             }
@@ -414,6 +414,15 @@ int attention_forward(float *out, float *att, const float *qkv, int64_t b, int64
         free(scratch);
     }
     return failed ? lvd_fail("attention: out of memory for a %lld x %lld scratch", (long long)t, (long long)t) : 0;
+}
+
+/* The probabilities of one (sample, head): P = softmax(scale q k^T), the same calls in the same order as
+ * attention_forward, so that a recomputed P has the forward's bits. */
+static void attention_probs(float *s, const float *q, const float *k, int64_t t, int64_t c, int64_t dh, float scale)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t, (int)t, (int)dh, scale, q, (int)(3 * c), k,
+                (int)(3 * c), 0.0f, s, (int)t);
+    softmax_rows(s, t);
 }
 
 int attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int64_t b, int64_t t,
@@ -424,8 +433,10 @@ int attention_backward(float *dqkv, const float *dout, const float *qkv, const f
     int failed = 0;
 #pragma omp parallel reduction(| : failed)
     {
+        /* dp: dP then dS; pp: the recomputed P when att is NULL. Both T x T, per thread. */
         float *dp = malloc((size_t)(t * t) * sizeof(float));
-        if (!dp)
+        float *pp = att ? NULL : malloc((size_t)(t * t) * sizeof(float));
+        if (!dp || (!att && !pp))
             failed = 1;
         else {
 #pragma omp for schedule(static)
@@ -434,7 +445,9 @@ int attention_backward(float *dqkv, const float *dout, const float *qkv, const f
                 int64_t off = bi * t * 3 * c + h * dh;
                 const float *q = qkv + off, *k = q + c, *v = q + 2 * c;
                 float *dq = dqkv + off, *dk = dq + c, *dv = dq + 2 * c;
-                const float *p = att + ph * t * t;
+                const float *p = att ? att + ph * t * t : pp;
+                if (!att)
+                    attention_probs(pp, q, k, t, c, dh, scale);
                 const float *dO = dout + bi * t * c + h * dh;
                 /* dP = dO V^T; dV += P^T dO */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t, (int)t, (int)dh, 1.0f, dO, (int)c, v,
@@ -457,6 +470,7 @@ int attention_backward(float *dqkv, const float *dout, const float *qkv, const f
             }
         }
         free(dp);
+        free(pp);
     }
     return failed ? lvd_fail("attention backward: out of memory for a %lld x %lld scratch", (long long)t,
                              (long long)t)

@@ -52,7 +52,9 @@ void residual_backward(float *dx, float *dy, float *dgamma, const float *dout, c
  * out (B, T, C) = softmax(q k^T / sqrt(dh)) v per (sample, head). att: NULL at inference (a T x T scratch per
  * thread is used and dropped), or (B, heads, T, T) to keep the probabilities for backward. */
 int attention_forward(float *out, float *att, const float *qkv, int64_t b, int64_t t, int64_t c, int64_t heads);
-/* dqkv (B, T, 3C) += gradient, given the saved att (B, heads, T, T). */
+/* dqkv (B, T, 3C) += gradient, given the saved att (B, heads, T, T), or att NULL: the probabilities are then
+ * recomputed per (sample, head) from qkv into a T x T scratch per thread, bit for bit those of the forward pass
+ * (same calls in the same order), so training never holds a (B, heads, T, T) tensor. */
 int attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int64_t b, int64_t t,
                        int64_t c, int64_t heads);
 

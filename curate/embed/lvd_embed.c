@@ -3,7 +3,7 @@
  * (model, image) to (file, row). Or imports embeddings computed elsewhere (--import).
  *
  * Pipeline: the main thread selects the next batch of images from the catalog and hands it to the loader
- * thread (loader.h), which reads, decodes and preprocesses it (with a few helper threads) while the main
+ * thread (common/embed_loader.h), which reads, decodes and preprocesses it (with a few helper threads) while the main
  * thread runs the previous batch through the ViT: two input buffers, double buffering. Rows go to the
  * embedding store (vectors.h), which writes each file whole before committing its catalog rows and keeps
  * the identity of every model name.
@@ -12,10 +12,9 @@
  * collects the rows of any number of such runs (pool and benchmark collections under one model name, as
  * lvd-dedup needs) and keeps the identity of its first file (embed_import_register).
  *
- * curate/embed/ (the ViT itself is common/vit.h, shared with lvd-vit and the trainer):
+ * curate/embed/ (the ViT itself is common/vit.h, shared with lvd-vit and the trainer; the loader thread
+ * common/embed_loader.h and DINOv2's evaluation transform common/preprocess.h are shared with lvd-eval):
  *   lvd_embed.c    options, batching, --import, --part/--merge
- *   loader.[ch]    the double-buffered loader thread: read, decode, preprocess the next batch
- *   preprocess.[ch] DINOv2's evaluation transform (resize, center crop, normalise) as torchvision does it
  *   pooling.[ch]   the features kept of one image (cls, mean of the patch tokens, cls+mean)
  *   vectors.[ch]   the embedding store: .npy files, their catalog rows, model names and identities
  *   import.[ch]    rows computed elsewhere (--import E.npy --keys K.txt) into the store
@@ -30,7 +29,7 @@
 #include "catalog.h"
 #include "cli.h"
 #include "import.h"
-#include "loader.h"
+#include "embed_loader.h"
 #include "vectors.h"
 #include "opts.h"
 #include "pooling.h"

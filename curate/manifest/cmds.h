@@ -9,5 +9,6 @@ int manifest_cmd_stats(int argc, char **argv);  /* stats.c:  stats M.db [--json]
 int manifest_cmd_diff(int argc, char **argv);   /* diff.c:   diff A.db B.db [--json] */
 int manifest_cmd_verify(int argc, char **argv); /* verify.c: verify M.db [--deep] */
 int manifest_cmd_export(int argc, char **argv); /* export.c: export M.db --webdataset DIR [...] */
+int manifest_cmd_order(int argc, char **argv);  /* order.c:  order M.db --seed S --epoch E [--rank r --ranks R] */
 
 #endif

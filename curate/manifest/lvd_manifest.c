@@ -12,9 +12,10 @@ static const char usage[] =
     "\n"
     "  build   --work W --out M.db [--from retrieve|balance|dedup]   write a manifest of the curated corpus\n"
     "  stats   M.db [--json]                                          counts per row and method, bytes, sizes\n"
-    "  verify  M.db [--deep]                                          shards present; --deep: every sample\n"
+    "  verify  M.db [--deep] [--json] [--threads N]                   shards present; --deep: every sample\n"
     "  export  M.db --webdataset DIR [--shard-size 1GB] [--shuffle SEED]   webdataset tars\n"
     "  diff    A.db B.db [--json]                                     samples added and removed, per row\n"
+    "  order   M.db --seed S --epoch E [--rank r --ranks R] [--limit N]  the keys a rank reads, in order\n"
     "\n"
     "`lvd-manifest COMMAND --help` describes a command's options.\n";
 
@@ -38,7 +39,8 @@ int main(int argc, char **argv)
         const char *name;
         int (*run)(int, char **);
     } cmds[] = {{"build", manifest_cmd_build},   {"stats", manifest_cmd_stats},   {"diff", manifest_cmd_diff},
-                {"verify", manifest_cmd_verify}, {"export", manifest_cmd_export}};
+                {"verify", manifest_cmd_verify}, {"export", manifest_cmd_export},
+                {"order", manifest_cmd_order}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name))
             return cmds[i].run(argc - 1, argv + 1);

@@ -284,9 +284,12 @@ static int assign_items(rt_ctx *x, const rt_kmeans *km, rt_item **it, int64_t n,
         int64_t nb = n - at < bs ? n - at : bs;
         for (int64_t i = 0; i < nb && rc == 0; i++)
             rc = rt_item_vec(x, it[at + i], v + (size_t)i * (size_t)x->dim);
-        if (rc != 0 ||
-            (rc = kmeans_assign(v, nb, x->dim, km->centroids, (int32_t)km->clusters, 1, 0, lab, NULL)) != 0 ||
-            (rc = catalog_begin(x->st.cat)) != 0)
+        if (rc != 0)
+            break;
+        double t0 = progress_now();
+        rc = kmeans_assign(v, nb, x->dim, km->centroids, (int32_t)km->clusters, 1, 0, lab, NULL);
+        x->assign_s += progress_now() - t0;
+        if (rc != 0 || (rc = catalog_begin(x->st.cat)) != 0)
             break;
         for (int64_t i = 0; i < nb && rc == 0; i++) {
             sqlite3_stmt *st = catalog_stmt(x->st.cat, "INSERT OR REPLACE INTO retrieve_assign(kmeans_id, image_id,"
@@ -360,14 +363,17 @@ int rt_cluster_assign(rt_ctx *x)
         if (n > 0) {
             progress prog;
             progress_init(&prog, "assign", (uint64_t)n);
+            double t0 = progress_now();
+            x->assign_s = 0;
             int rc = assign_items(x, km, todo, n, &prog);
+            double t_all = progress_now() - t0;
             progress_finish(&prog);
             if (rc != 0) {
                 free(todo);
                 return -1;
             }
-            log_info("k-means %" PRId64 ": %" PRId64 " pool images and %" PRId64 " seed images assigned", km->id, npool,
-                     n - npool);
+            log_info("k-means %" PRId64 ": %" PRId64 " pool images and %" PRId64 " seed images assigned in %.1f s"
+                     " (%.1f s of nearest-centroid search)", km->id, npool, n - npool, t_all, x->assign_s);
         }
         free(todo);
     }

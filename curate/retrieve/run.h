@@ -110,6 +110,7 @@ typedef struct rt_ctx {
     int nkm;
     char ptext[2048];        /* the run's parameters as JSON */
     char fp[65];
+    double assign_s;         /* wall seconds in kmeans_assign so far (logged; the benchmark reads it) */
 } rt_ctx;
 
 int rt_items_push(rt_items *s, const rt_item *it);

@@ -378,6 +378,10 @@ class ManifestTest(WorkTestCase):
                 self.assertEqual(im.format.lower(), fmt)
             used.add(sid)
         self.assertEqual(used, {s[0] for s in shards})  # only shards that samples use
+        # the reader (common/manifest.h, through lvd-manifest verify --deep) accepts what build wrote
+        p = run("lvd-manifest", "verify", out, "--deep")
+        self.assertIn("%d samples, %d read and checked" % (len(samples), len(samples)), p.stdout + p.stderr)
+        self.assertIn(" 0 failures", p.stdout + p.stderr)
 
     def test_self_contained_paths_and_absolute(self):
         rel = os.path.join(self.tmp, "manifests", "deep", "rel.db")

@@ -310,7 +310,11 @@ static void test_attention(void **st)
     float *dq = zeros(nq);
     assert_int_equal(attention_backward(dq, k.r, k.qkv, k.att, k.b, k.t, k.c, k.h), 0);
     check_grad("attention", k.qkv, dq, nq, att_loss, &k);
-    free(k.qkv), free(k.r), free(k.out), free(k.att), free(out2), free(dq);
+    /* Without saved probabilities (att NULL, as training runs): recomputed, the same bits. */
+    float *dq2 = zeros(nq);
+    assert_int_equal(attention_backward(dq2, k.r, k.qkv, NULL, k.b, k.t, k.c, k.h), 0);
+    assert_memory_equal(dq, dq2, nq * sizeof *dq);
+    free(k.qkv), free(k.r), free(k.out), free(k.att), free(out2), free(dq), free(dq2);
 }
 
 /* ---- patch embedding ---- */

@@ -14,7 +14,7 @@
 
 #include "err.h"
 #include "image.h"
-#include "embed/preprocess.h"
+#include "preprocess.h"
 #include "resize.h"
 
 static void geom(uint32_t w, uint32_t h, uint32_t rs, uint32_t cr, uint32_t rw, uint32_t rh, uint32_t left,

@@ -1,5 +1,5 @@
-/* loader.c — the double-buffered batch loader of lvd-embed (see loader.h). */
-#include "loader.h"
+/* embed_loader.c — the double-buffered batch loader of lvd-embed and lvd-eval (see embed_loader.h). */
+#include "embed_loader.h"
 
 #include <inttypes.h>
 #include <stdio.h>

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "embed/loader.h"
+#include "embed_loader.h"
 #include "err.h"
 #include "image.h"
 

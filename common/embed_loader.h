@@ -1,4 +1,4 @@
-/* loader.h — a loader thread that reads, decodes and preprocesses the next batch of working images while
+/* embed_loader.h — a loader thread that reads, decodes and preprocesses the next batch of working images while
  * the caller runs the previous one through the model: two batch slots, used in turn (double buffering).
  *
  * Each item names a working image by the file that holds it and a byte range (a member of an img-NNNNNN.tar
