@@ -13,12 +13,18 @@
 --   source          'retrieve', 'balance' or 'dedup' (--from)
 --   catalog         the work directory's catalog identity: JSON {"path", "schema_version", "runs",
 --                   "last_run_at", "images"}; with `source`, the parameters below it makes the build repeatable
---   registry        retrieve: the seed registry's whole text as the retrieval run read it
+--   registry        retrieve: the seed registry's whole text as the model's latest retrieval run read it
 --   retrieval       retrieve: JSON {"model": {name, sha256, preprocess, dim}, "run": the retrieve_runs row's
---                   params, "pool_size", "pool_gen"}
---   dedup           JSON {"model": {name, sha256, preprocess, dim}, "params": the last dedup run's params}
---                   (absent with a --no-dedup retrieval)
---   counts          JSON per-source counts: {"samples", "sources", "rows": {row name: images}, "bytes"}
+--                   params, "retrieve_run" (its id), "registry_path", "registry_sha256", "scale", "pool_size",
+--                   "pool_gen", "run_at", "rows": [{name, method, collection, status, reason (skipped rows),
+--                   final}] every registry row of the model; the samples come from those with status 'done'}
+--   dedup           JSON {"model": {name, sha256, preprocess, dim}, "params": the last dedup_runs row of that
+--                   model: {dedup_run, run, fingerprint, k, threshold, benchmark_threshold, benchmark_rule,
+--                   keep_rule, phash_distance, index, created_at}} (absent with a --no-dedup retrieval)
+--   counts          JSON per-source counts: {"samples", "sources" (sample_sources rows), "rows": {row name:
+--                   images}, "bytes" (sum of samples.length), "shards", "selected" (images the source chose),
+--                   "without_working_image": {"total", "not_decoded", "decode_failed", "no_working_image"}:
+--                   selected images that are not samples because they have no working image}
 CREATE TABLE info (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL

@@ -3,7 +3,8 @@
 # and coloured, as JPEG/PNG/WebP, with exact and near duplicates and a handful of hostile files), serves it
 # from a loopback HTTP server, crawls it, decodes it, embeds it with a random model, shows lvd-status, and
 # shows that a rerun does nothing; then decontaminates it against a benchmark, deduplicates it, retrieves
-# pool images near two seed datasets and writes the audit page.
+# pool images near two seed datasets, writes the audit page, and ends with the curated corpus as a manifest
+# (lvd-manifest build) and its stats.
 # Usage: scripts/demo.sh [DIR]   (default build/demo; it is recreated)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -116,6 +117,7 @@ rows:
   - {name: bag-cluster, dataset: bags, method: cluster, collection: seeds-bag, clusters: 40, per_cluster: 60,
      cap: 150, min_seeds: 3}
 YAML
+mkdir -p "$work/reports"  # for --csv
 build/lvd-retrieve --work "$work" --model pixel-hog --registry "$dir/registry.yaml" --scale none \
     --csv "$work/reports/retrieval.csv"
 $py - "$dir/files/manifest.json" "$work/reports/retrieval.csv" <<'PY'
@@ -136,3 +138,8 @@ if [ -x build/lvd-audit ]; then
     build/lvd-audit --work "$work" --html "$work/reports/audit"
     echo "== audit report: $work/reports/audit/index.html"
 fi
+echo "== the curated corpus as a manifest (lvd-manifest build): the union of the registry rows' selections,"
+echo "   one self-contained SQLite file beside the work directory; the image bytes stay in its img shards"
+build/lvd-manifest build --work "$work" --out "$dir/lvd-demo.db"
+echo "== lvd-manifest stats $dir/lvd-demo.db"
+build/lvd-manifest stats "$dir/lvd-demo.db"
