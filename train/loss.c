@@ -14,38 +14,50 @@
 void dino_softmax_center_teacher(float *probs, const float *t, const float *center, float temp, int64_t n,
                                  int64_t k)
 {
-    const double inv = 1.0 / (double)temp;
+    const float inv = 1.0f / temp;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         const float *ti = t + i * k;
         float *pi = probs + i * k;
-        double mx = -INFINITY;
-        for (int64_t j = 0; j < k; j++) {
-            double a = ((double)ti[j] - (double)center[j]) * inv;
-            mx = a > mx ? a : mx;
-        }
+        float mx = ti[0] - center[0];
+        for (int64_t j = 1; j < k; j++)
+            mx = ti[j] - center[j] > mx ? ti[j] - center[j] : mx;
         double sum = 0.0;
         for (int64_t j = 0; j < k; j++) {
-            double e = exp(((double)ti[j] - (double)center[j]) * inv - mx);
-            pi[j] = (float)e;
-            sum += e;
+            pi[j] = expf((ti[j] - center[j] - mx) * inv);
+            sum += (double)pi[j];
         }
-        float is = (float)(1.0 / sum);
+        const float is = (float)(1.0 / sum);
         for (int64_t j = 0; j < k; j++)
             pi[j] *= is;
     }
 }
 
-void dino_center_update(float *center, const float *t, float momentum, int64_t n, int64_t k)
+/* sums[j] = sum over the n rows of x (n, k) of x[i, j], in double. Threads own disjoint column ranges and walk
+ * the rows in order, so memory is read row by row and each sum's order is fixed. */
+static void column_sums(double *sums, const float *x, int64_t n, int64_t k)
 {
-#pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < k; j++) {
-        double s = 0.0;
-        for (int64_t i = 0; i < n; i++)
-            s += (double)t[i * k + j];
-        double mean = n > 0 ? s / (double)n : 0.0;
-        center[j] = (float)((double)center[j] * (double)momentum + mean * (1.0 - (double)momentum));
+#pragma omp parallel
+    {
+        int nt = omp_get_num_threads(), id = omp_get_thread_num();
+        int64_t j0 = k * id / nt, j1 = k * (id + 1) / nt;
+        for (int64_t j = j0; j < j1; j++)
+            sums[j] = 0.0;
+        for (int64_t i = 0; i < n; i++) {
+            const float *row = x + i * k;
+            for (int64_t j = j0; j < j1; j++)
+                sums[j] += (double)row[j];
+        }
     }
+}
+
+void dino_center_update(float *center, const float *t, float momentum, int64_t n, int64_t k, double *ws)
+{
+    if (n < 1)
+        return;
+    column_sums(ws, t, n, k);
+    for (int64_t j = 0; j < k; j++)
+        center[j] = (float)((double)center[j] * (double)momentum + ws[j] / (double)n * (1.0 - (double)momentum));
 }
 
 void dino_sinkhorn_knopp_teacher(float *q, const float *t, float temp, int64_t n, int64_t k, int32_t n_iter,
@@ -53,18 +65,18 @@ void dino_sinkhorn_knopp_teacher(float *q, const float *t, float temp, int64_t n
 {
     if (n < 1 || k < 1)
         return;
-    const double inv = 1.0 / (double)temp;
-    double mx = -INFINITY;
-    for (int64_t i = 0; i < n * k; i++)
+    const float inv = 1.0f / temp;
+    float mx = t[0];
+    for (int64_t i = 1; i < n * k; i++)
         mx = t[i] > mx ? t[i] : mx;
     /* per-row sums in ws, added in row order: deterministic whatever the threads */
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         double part = 0.0;
         for (int64_t j = 0; j < k; j++) {
-            double e = exp((double)t[i * k + j] * inv - mx * inv);
-            q[i * k + j] = (float)e;
-            part += e;
+            float e = expf((t[i * k + j] - mx) * inv);
+            q[i * k + j] = e;
+            part += (double)e;
         }
         ws[i] = part;
     }
@@ -76,13 +88,9 @@ void dino_sinkhorn_knopp_teacher(float *q, const float *t, float temp, int64_t n
         q[i] *= inv_total;
     double *rows = ws; /* per prototype: the sum over samples (a row of the code's K-by-B Q) */
     for (int32_t it = 0; it < n_iter; it++) {
-#pragma omp parallel for schedule(static)
-        for (int64_t j = 0; j < k; j++) {
-            double s = 0.0;
-            for (int64_t i = 0; i < n; i++)
-                s += (double)q[i * k + j];
-            rows[j] = 1.0 / (s * (double)k);
-        }
+        column_sums(rows, q, n, k);
+        for (int64_t j = 0; j < k; j++)
+            rows[j] = 1.0 / (rows[j] * (double)k);
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < n; i++) {
             float *qi = q + i * k;
@@ -112,37 +120,42 @@ void dino_sinkhorn_knopp_teacher(float *q, const float *t, float temp, int64_t n
 static void xent_rows(double *losses, float *ds, double gscale, const float *s, const float *t, int64_t n_t,
                       int64_t b, const float *w, int64_t n, int64_t k, float temp)
 {
-    const double inv = 1.0 / (double)temp;
+    /* exponentials in float (expf, relative error ~1e-7), sums in double */
+    const float inv = 1.0f / temp;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         const float *si = s + i * k;
-        double mx = -INFINITY;
-        for (int64_t j = 0; j < k; j++)
-            mx = (double)si[j] > mx ? (double)si[j] : mx;
-        mx *= inv;
+        float mx = si[0];
+        for (int64_t j = 1; j < k; j++)
+            mx = si[j] > mx ? si[j] : mx;
         double z = 0.0;
         for (int64_t j = 0; j < k; j++)
-            z += exp((double)si[j] * inv - mx);
-        double lse = mx + log(z);
+            z += (double)expf((si[j] - mx) * inv);
+        /* log_softmax(s / temp)_j = (s_j - mx) / temp - lz */
+        const double lz = log(z);
         double dot = 0.0, tsum = 0.0;
         for (int64_t c = 0; c < n_t; c++) {
             const float *ti = t + (c * b + i % b) * k;
+            double dc = 0.0, sc = 0.0;
             for (int64_t j = 0; j < k; j++) {
-                dot += (double)ti[j] * ((double)si[j] * inv - lse);
-                tsum += (double)ti[j];
+                dc += (double)ti[j] * (double)((si[j] - mx) * inv);
+                sc += (double)ti[j];
             }
+            dot += dc - sc * lz;
+            tsum += sc;
         }
-        double wi = w ? (double)w[i] : 1.0;
+        const double wi = w ? (double)w[i] : 1.0;
         losses[i] = -wi * dot;
         if (ds) {
             float *dsi = ds + i * k;
-            double f = gscale * wi * inv;
+            const float f = (float)(gscale * wi * (double)inv), ft = (float)tsum, flz = (float)lz;
+            const float *t0 = t + (i % b) * k, *t1 = n_t > 1 ? t + (b + i % b) * k : NULL;
             for (int64_t j = 0; j < k; j++) {
-                double tj = 0.0;
-                for (int64_t c = 0; c < n_t; c++)
-                    tj += (double)t[(c * b + i % b) * k + j];
-                double p = exp((double)si[j] * inv - lse);
-                dsi[j] += (float)(f * (tsum * p - tj));
+                float tj = t0[j];
+                for (int64_t c = 1; c < n_t; c++)
+                    tj += c == 1 ? t1[j] : t[(c * b + i % b) * k + j];
+                float p = expf((si[j] - mx) * inv - flz);
+                dsi[j] += f * (ft * p - tj);
             }
         }
     }
@@ -373,11 +386,11 @@ int ssl_loss_step(ssl_loss *l, const ssl_loss_inputs *in, float teacher_temp, ss
     if (c->centering == SSL_CENTERING_SOFTMAX) {
         dino_softmax_center_teacher(l->dino_targets, in->teacher_global, l->dino_center, teacher_temp, n_global * B,
                                     K);
-        dino_center_update(l->dino_center, in->teacher_global, c->center_momentum, n_global * B, K);
+        dino_center_update(l->dino_center, in->teacher_global, c->center_momentum, n_global * B, K, l->ws);
         if (do_ibot) {
             dino_softmax_center_teacher(l->ibot_targets, in->teacher_patch, l->ibot_center, teacher_temp,
                                         in->n_masked, Kp);
-            dino_center_update(l->ibot_center, in->teacher_patch, c->center_momentum, in->n_masked, Kp);
+            dino_center_update(l->ibot_center, in->teacher_patch, c->center_momentum, in->n_masked, Kp, l->ws);
         }
     } else {
         dino_sinkhorn_knopp_teacher(l->dino_targets, in->teacher_global, teacher_temp, n_global * B, K, 3, l->ws);

@@ -24,8 +24,8 @@ void dino_softmax_center_teacher(float *probs, const float *t, const float *cent
 
 /* center (k) = momentum * center + (1 - momentum) * mean over the n rows of t (n, k). DINOLoss.update_center +
  * apply_center_update (applied there lazily before the next centering, which gives the same state). For iBOT's
- * center pass the masked teacher tokens: its update is the mean over them. */
-void dino_center_update(float *center, const float *t, float momentum, int64_t n, int64_t k);
+ * center pass the masked teacher tokens: its update is the mean over them. ws: k doubles. n 0 leaves it. */
+void dino_center_update(float *center, const float *t, float momentum, int64_t n, int64_t k, double *ws);
 
 /* Sinkhorn-Knopp with n_iter iterations (the code's 3) over t (n, k) (n samples, k prototypes):
  * Q = exp(t / temp), normalised to sum 1, then n_iter times rows-per-prototype to 1/k and columns-per-sample
