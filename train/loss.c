@@ -51,24 +51,48 @@ static void column_sums(double *sums, const float *x, int64_t n, int64_t k)
     }
 }
 
-void dino_center_update(float *center, const float *t, float momentum, int64_t n, int64_t k, double *ws)
+/* buf (n) = the reduction over the processes, or unchanged on one process. */
+static int reduce(const ssl_reduce *r, double *buf, int64_t n, ssl_reduce_op op)
 {
-    if (n < 1)
-        return;
-    column_sums(ws, t, n, k);
-    for (int64_t j = 0; j < k; j++)
-        center[j] = (float)((double)center[j] * (double)momentum + ws[j] / (double)n * (1.0 - (double)momentum));
+    if (!r || !r->fn)
+        return 0;
+    if (r->fn(buf, n, op, r->ctx) != 0)
+        return lvd_fail_ctx("all-reduce of %lld values", (long long)n);
+    return 0;
 }
 
-void dino_sinkhorn_knopp_teacher(float *q, const float *t, float temp, int64_t n, int64_t k, int32_t n_iter,
-                                 double *ws)
+int dino_center_update(float *center, const float *t, float momentum, int64_t n, int64_t k, double *ws,
+                       const ssl_reduce *red)
 {
-    if (n < 1 || k < 1)
-        return;
+    /* ws[0 .. k) the column sums, ws[k] the row count: one all-reduce for both */
+    if (n > 0)
+        column_sums(ws, t, n, k);
+    else
+        memset(ws, 0, (size_t)k * sizeof(double));
+    ws[k] = (double)n;
+    if (reduce(red, ws, k + 1, SSL_REDUCE_SUM) != 0)
+        return -1;
+    if (!(ws[k] > 0.0))
+        return 0;
+    for (int64_t j = 0; j < k; j++)
+        center[j] = (float)((double)center[j] * (double)momentum + ws[j] / ws[k] * (1.0 - (double)momentum));
+    return 0;
+}
+
+int dino_sinkhorn_knopp_teacher(float *q, const float *t, float temp, int64_t n, int64_t k, int32_t n_iter,
+                                double *ws, const ssl_reduce *red)
+{
+    if (k < 1 || n < 0)
+        return lvd_fail("sinkhorn-knopp: %lld samples of %lld prototypes", (long long)n, (long long)k);
     const float inv = 1.0f / temp;
-    float mx = t[0];
-    for (int64_t i = 1; i < n * k; i++)
-        mx = t[i] > mx ? t[i] : mx;
+    /* the shift must be the same on every process, or their Q would be on different scales */
+    double g[2] = {-INFINITY, (double)n};
+    for (int64_t i = 0; i < n * k; i++)
+        g[0] = t[i] > g[0] ? t[i] : g[0];
+    if (reduce(red, g, 1, SSL_REDUCE_MAX) != 0 || reduce(red, g + 1, 1, SSL_REDUCE_SUM) != 0)
+        return -1;
+    const float mx = (float)g[0];
+    const double nb = g[1]; /* B: samples over every process */
     /* per-row sums in ws, added in row order: deterministic whatever the threads */
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
@@ -83,12 +107,19 @@ void dino_sinkhorn_knopp_teacher(float *q, const float *t, float temp, int64_t n
     double total = 0.0;
     for (int64_t i = 0; i < n; i++)
         total += ws[i];
+    if (reduce(red, &total, 1, SSL_REDUCE_SUM) != 0)
+        return -1;
     const float inv_total = (float)(1.0 / total);
     for (int64_t i = 0; i < n * k; i++)
         q[i] *= inv_total;
     double *rows = ws; /* per prototype: the sum over samples (a row of the code's K-by-B Q) */
     for (int32_t it = 0; it < n_iter; it++) {
-        column_sums(rows, q, n, k);
+        if (n > 0)
+            column_sums(rows, q, n, k);
+        else
+            memset(rows, 0, (size_t)k * sizeof(double));
+        if (reduce(red, rows, k, SSL_REDUCE_SUM) != 0)
+            return -1;
         for (int64_t j = 0; j < k; j++)
             rows[j] = 1.0 / (rows[j] * (double)k);
 #pragma omp parallel for schedule(static)
@@ -99,15 +130,16 @@ void dino_sinkhorn_knopp_teacher(float *q, const float *t, float temp, int64_t n
                 qi[j] = (float)((double)qi[j] * rows[j]);
                 s += (double)qi[j];
             }
-            /* columns to 1/n, and on the last iteration the final "Q *= B" folded in */
-            double f = (it == n_iter - 1 ? 1.0 : 1.0 / (double)n) / s;
+            /* columns to 1/B, and on the last iteration the final "Q *= B" folded in */
+            double f = (it == n_iter - 1 ? 1.0 : 1.0 / nb) / s;
             for (int64_t j = 0; j < k; j++)
                 qi[j] = (float)((double)qi[j] * f);
         }
     }
     if (n_iter <= 0)
         for (int64_t i = 0; i < n * k; i++)
-            q[i] *= (float)n;
+            q[i] *= (float)nb;
+    return 0;
 }
 
 /* ---- cross-entropies ---------------------------------------------------------------------------------- */
@@ -340,7 +372,7 @@ int ssl_loss_init(ssl_loss *l, const ssl_loss_config *cfg)
         return lvd_fail("ssl loss: student_temp must be > 0 and centering softmax or sinkhorn");
     l->cfg = *c;
     int64_t b2 = 2 * c->batch;
-    size_t nws = (size_t)max64(max64(c->n_local * c->batch, b2), max64(c->max_masked, max64(c->dino_k, c->ibot_k)));
+    size_t nws = (size_t)max64(max64(c->n_local * c->batch, b2), max64(c->max_masked, max64(c->dino_k, c->ibot_k) + 1));
     size_t nf = (size_t)c->dino_k + (size_t)c->ibot_k + (size_t)(b2 * c->dino_k) +
                 (size_t)(c->max_masked * c->ibot_k) + koleo_workspace_floats(c->batch, c->cls_dim);
     /* doubles first, so they are aligned */
@@ -383,21 +415,28 @@ int ssl_loss_step(ssl_loss *l, const ssl_loss_inputs *in, float teacher_temp, ss
     const float st = c->student_temp;
 
     /* teacher targets: the teacher rows are computed every step (the code does so whatever the weights) */
+    const ssl_reduce *red = &l->reduce;
+    int rc = 0;
     if (c->centering == SSL_CENTERING_SOFTMAX) {
         dino_softmax_center_teacher(l->dino_targets, in->teacher_global, l->dino_center, teacher_temp, n_global * B,
                                     K);
-        dino_center_update(l->dino_center, in->teacher_global, c->center_momentum, n_global * B, K, l->ws);
+        rc |= dino_center_update(l->dino_center, in->teacher_global, c->center_momentum, n_global * B, K, l->ws,
+                                 red);
         if (do_ibot) {
             dino_softmax_center_teacher(l->ibot_targets, in->teacher_patch, l->ibot_center, teacher_temp,
                                         in->n_masked, Kp);
-            dino_center_update(l->ibot_center, in->teacher_patch, c->center_momentum, in->n_masked, Kp, l->ws);
+            rc |= dino_center_update(l->ibot_center, in->teacher_patch, c->center_momentum, in->n_masked, Kp, l->ws,
+                                     red);
         }
     } else {
-        dino_sinkhorn_knopp_teacher(l->dino_targets, in->teacher_global, teacher_temp, n_global * B, K, 3, l->ws);
+        rc |= dino_sinkhorn_knopp_teacher(l->dino_targets, in->teacher_global, teacher_temp, n_global * B, K, 3,
+                                          l->ws, red);
         if (do_ibot)
-            dino_sinkhorn_knopp_teacher(l->ibot_targets, in->teacher_patch, teacher_temp, in->n_masked, Kp, 3,
-                                        l->ws);
+            rc |= dino_sinkhorn_knopp_teacher(l->ibot_targets, in->teacher_patch, teacher_temp, in->n_masked, Kp, 3,
+                                              l->ws, red);
     }
+    if (rc != 0)
+        return -1;
 
     const int64_t n_local_terms = max64(c->n_local * n_global, 1);
     const int64_t n_global_terms = (n_global - 1) * n_global;

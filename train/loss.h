@@ -16,24 +16,40 @@
 
 #define KOLEO_EPS 1e-8 /* F.normalize eps, PairwiseDistance eps (added to the difference) and the log's eps */
 
+/* ---- data parallelism ---------------------------------------------------------------------------------- */
+
+typedef enum ssl_reduce_op { SSL_REDUCE_SUM = 0, SSL_REDUCE_MAX = 1 } ssl_reduce_op;
+
+/* An all-reduce over the processes of a data-parallel run (MPI_Allreduce in place): fn replaces buf (n doubles)
+ * by the element-wise sum or max over every process's buf, and returns 0 or -1. Every process must make the
+ * same calls in the same order. fn NULL (or the whole struct NULL): one process, buf unchanged. */
+typedef struct ssl_reduce {
+    int (*fn)(double *buf, int64_t n, ssl_reduce_op op, void *ctx);
+    void *ctx;
+} ssl_reduce;
+
 /* ---- teacher targets (no gradient) ----------------------------------------------------------------------- */
 
 /* probs (n, k) = softmax((t - center) / temp) per row; t (n, k), center (k). */
 void dino_softmax_center_teacher(float *probs, const float *t, const float *center, float temp, int64_t n,
                                  int64_t k);
 
-/* center (k) = momentum * center + (1 - momentum) * mean over the n rows of t (n, k). DINOLoss.update_center +
- * apply_center_update (applied there lazily before the next centering, which gives the same state). For iBOT's
- * center pass the masked teacher tokens: its update is the mean over them. ws: k doubles. n 0 leaves it. */
-void dino_center_update(float *center, const float *t, float momentum, int64_t n, int64_t k, double *ws);
+/* center (k) = momentum * center + (1 - momentum) * mean over the rows of t (n, k) of every process (the sums
+ * and the row count are all-reduced, as update_center all-reduces its sum). DINOLoss.update_center +
+ * apply_center_update (applied there lazily before the next centering, which gives the same state). For
+ * iBOT's center pass the masked teacher tokens: its update is the mean over them. ws: k + 1 doubles. No rows
+ * anywhere leaves the center (the code would average an empty set). Returns 0 or -1 (the reduction failed). */
+int dino_center_update(float *center, const float *t, float momentum, int64_t n, int64_t k, double *ws,
+                       const ssl_reduce *red);
 
 /* Sinkhorn-Knopp with n_iter iterations (the code's 3) over t (n, k) (n samples, k prototypes):
  * Q = exp(t / temp), normalised to sum 1, then n_iter times rows-per-prototype to 1/k and columns-per-sample
- * to 1/n, finally times n; q (n, k) gets Q transposed back (each row sums to 1). The exponent is shifted by
- * max(t) / temp, which the first normalisation cancels exactly, so large logits cannot overflow.
- * ws: max(n, k) doubles of scratch. q may alias t. For iBOT, n = the number of masked tokens (n_masked_patches). */
-void dino_sinkhorn_knopp_teacher(float *q, const float *t, float temp, int64_t n, int64_t k, int32_t n_iter,
-                                 double *ws);
+ * to 1/B, finally times B, with B = n summed over the processes; q (n, k) gets Q transposed back (each row
+ * sums to 1). The sums over samples are all-reduced as the code's. The exponent is shifted by the (all-reduced)
+ * max(t) / temp, which the first normalisation cancels exactly, so large logits cannot overflow. ws: max(n, k)
+ * doubles of scratch. q may alias t. For iBOT, n = the masked tokens (n_masked_patches). Returns 0 or -1. */
+int dino_sinkhorn_knopp_teacher(float *q, const float *t, float temp, int64_t n, int64_t k, int32_t n_iter,
+                                double *ws, const ssl_reduce *red);
 
 /* ---- student-side cross-entropies ----------------------------------------------------------------------- */
 
@@ -100,8 +116,9 @@ typedef struct ssl_loss {
     float *dino_targets;  /* (2B, dino_k) the teacher targets of the last step, crop order */
     float *ibot_targets;  /* (max_masked, ibot_k) the masked tokens' teacher targets of the last step */
     float *koleo_ws;      /* koleo_workspace_floats(B, cls_dim) */
-    double *ws;           /* max(n_local * B, 2B, max_masked, dino_k, ibot_k) doubles */
+    double *ws;           /* max(n_local * B, 2B, max_masked, max(dino_k, ibot_k) + 1) doubles */
     void *arena;          /* the one allocation behind all of the above */
+    ssl_reduce reduce;    /* all-reduce of the teacher statistics; zero (one process) after init */
 } ssl_loss;
 
 /* One step's inputs. Global-crop rows are crop-major in crop order (the swap that matches each student global
@@ -141,7 +158,9 @@ void ssl_loss_free(ssl_loss *l);
 /* One training step's losses: computes the teacher targets with teacher_temp (softmax centering with the
  * current centers, which are then updated with this batch's teacher logits, or Sinkhorn-Knopp), every term
  * and the gradients. n_global_crops is 2 as in the code; terms with weight 0 (or n_local 0, or n_masked 0)
- * are skipped and read 0. Returns 0 or -1 (sizes outside the configuration). */
+ * are skipped and read 0. With l->reduce set, the centers' and Sinkhorn-Knopp's statistics are all-reduced
+ * (the trainer all-reduces the gradients); the loss values stay this process's, as each GPU's are in the
+ * code. Returns 0 or -1 (sizes outside the configuration, or a failed reduction). */
 int ssl_loss_step(ssl_loss *l, const ssl_loss_inputs *in, float teacher_temp, ssl_loss_terms *out,
                   const ssl_loss_grads *g);
 

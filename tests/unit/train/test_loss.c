@@ -2,7 +2,8 @@
  * and ssl_meta_arch.forward_backward rewritten in tests/unit/train/loss_ref.py (one process, float64 from the
  * same float32 inputs). Single functions: softmax centering and the center update, Sinkhorn-Knopp, the DINO
  * cross-entropy over crop lists, iBOT's forward_masked, KoLeo (also with two equal rows) and the collate's mask
- * bookkeeping. Whole steps from the backbone outputs on, through train/head.c's student and teacher heads:
+ * bookkeeping; the all-reduce hook, with two threads standing in for two processes (their split batch must
+ * give the one-process Sinkhorn-Knopp and center). Whole steps from the backbone outputs on, through train/head.c's student and teacher heads:
  * shared head with softmax centering, separate iBOT head with Sinkhorn-Knopp, and nlayers 1 / 3 both ways;
  * every loss_dict term and the total, the centers after the update, every student head parameter gradient and
  * the gradients of the backbone's CLS and patch outputs. Tolerances: values 1e-5 relative, centers 1e-6,
@@ -16,6 +17,7 @@
 #include "scratch.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,8 +110,8 @@ static void test_softmax_center(void **state)
     float probs[8 * 128];
     dino_softmax_center_teacher(probs, t, c, 0.04f, 8, 128);
     check("softmax centering", rel_err(probs, want, 8 * 128), TOL_VAL, &g_worst_val);
-    double ws[128];
-    dino_center_update(c, t, 0.9f, 8, 128, ws);
+    double ws[129];
+    assert_int_equal(dino_center_update(c, t, 0.9f, 8, 128, ws, NULL), 0);
     check("center update", rel_err(c, cwant, 128), TOL_CENTER, &g_worst_center);
     free(t), free(c), free(want), free(cwant);
 }
@@ -127,7 +129,7 @@ static void test_sinkhorn(void **state)
         float *q = malloc((size_t)(n * k) * sizeof(float));
         double ws[128];
         assert_non_null(q);
-        dino_sinkhorn_knopp_teacher(q, t, cs[c].temp, n, k, 3, ws);
+        assert_int_equal(dino_sinkhorn_knopp_teacher(q, t, cs[c].temp, n, k, 3, ws, NULL), 0);
         check(cs[c].name, rel_err(q, want, (size_t)(n * k)), TOL_VAL, &g_worst_val);
         /* an assignment: each sample's row sums to 1 after the last column step */
         for (int64_t i = 0; i < n; i++) {
@@ -139,10 +141,102 @@ static void test_sinkhorn(void **state)
         /* in place, and with logits shifted by a constant (the max shift must cancel) */
         for (int64_t i = 0; i < n * k; i++)
             t[i] += 3.0f;
-        dino_sinkhorn_knopp_teacher(t, t, cs[c].temp, n, k, 3, ws);
+        assert_int_equal(dino_sinkhorn_knopp_teacher(t, t, cs[c].temp, n, k, 3, ws, NULL), 0);
         assert_true(rel_err(t, want, (size_t)(n * k)) < 1e-4);
         free(t), free(want), free(q);
     }
+}
+
+/* Two processes simulated by two threads: the reduction meets at a barrier, each thread copies its buffer into
+ * its slot, and both then read the element-wise sum or max of the two slots (in slot order, so both get the
+ * same bits). */
+typedef struct twin_world {
+    pthread_barrier_t bar;
+    double slot[2][512];
+    int calls[2];
+} twin_world;
+
+typedef struct twin_rank {
+    twin_world *w;
+    int rank;
+    ssl_reduce red;
+    const float *t;  /* this rank's rows */
+    int64_t n, k;
+    float *q;
+    float *center;
+    int rc;
+} twin_rank;
+
+static int reduce_twin(double *buf, int64_t n, ssl_reduce_op op, void *ctx)
+{
+    twin_rank *r = ctx;
+    twin_world *w = r->w;
+    if (n > 512)
+        return lvd_fail("twin reduce: %lld values", (long long)n);
+    w->calls[r->rank]++;
+    memcpy(w->slot[r->rank], buf, (size_t)n * sizeof(double));
+    pthread_barrier_wait(&w->bar);
+    for (int64_t i = 0; i < n; i++)
+        buf[i] = op == SSL_REDUCE_SUM ? w->slot[0][i] + w->slot[1][i]
+                                      : (w->slot[0][i] > w->slot[1][i] ? w->slot[0][i] : w->slot[1][i]);
+    pthread_barrier_wait(&w->bar);
+    return 0;
+}
+
+static void *twin_main(void *arg)
+{
+    twin_rank *r = arg;
+    double ws[512];
+    r->rc = dino_sinkhorn_knopp_teacher(r->q, r->t, 0.07f, r->n, r->k, 3, ws, &r->red);
+    r->rc |= dino_center_update(r->center, r->t, 0.9f, r->n, r->k, ws, &r->red);
+    return NULL;
+}
+
+static int reduce_fail(double *buf, int64_t n, ssl_reduce_op op, void *ctx)
+{
+    (void)buf, (void)n, (void)op, (void)ctx;
+    return lvd_fail("rank 1 is gone");
+}
+
+static void test_reduce(void **state)
+{
+    (void)state;
+    /* sk2's 37 rows split 20 / 17 over two processes must give the one-process Sinkhorn-Knopp and center */
+    const int64_t n = 37, k = 50, n0 = 20;
+    float *t = load("units", "sk2_t", n * k), *want = load("units", "sk2_q", n * k);
+    float *q = malloc((size_t)(n * k) * sizeof(float));
+    float c_one[50] = {0}, c0[50] = {0}, c1[50] = {0};
+    assert_non_null(q);
+    for (int j = 0; j < 50; j++)
+        c_one[j] = c0[j] = c1[j] = 0.01f * (float)j;
+    double ws[64];
+    assert_int_equal(dino_center_update(c_one, t, 0.9f, n, k, ws, NULL), 0);
+    twin_world w;
+    memset(&w, 0, sizeof w);
+    assert_int_equal(pthread_barrier_init(&w.bar, NULL, 2), 0);
+    twin_rank r[2] = {{&w, 0, {reduce_twin, &r[0]}, t, n0, k, q, c0, 0},
+                      {&w, 1, {reduce_twin, &r[1]}, t + n0 * k, n - n0, k, q + n0 * k, c1, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, twin_main, &r[i]), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    pthread_barrier_destroy(&w.bar);
+    assert_int_equal(r[0].rc, 0);
+    assert_int_equal(r[1].rc, 0);
+    assert_int_equal(w.calls[0], 3 + 3 + 1); /* max, count, total, each iteration's prototype sums; center */
+    assert_int_equal(w.calls[1], w.calls[0]);
+    check("sinkhorn over two processes", rel_err(q, want, (size_t)(n * k)), TOL_VAL, &g_worst_val);
+    assert_true(rel_err(c0, c_one, 50) < TOL_CENTER);
+    assert_memory_equal(c0, c1, sizeof c0);
+    /* a process alone on its rows gets another answer: the reduction matters */
+    assert_int_equal(dino_sinkhorn_knopp_teacher(q, t, 0.07f, n0, k, 3, ws, NULL), 0);
+    assert_true(rel_err(q, want, (size_t)(n0 * k)) > 1e-3);
+    ssl_reduce bad = {reduce_fail, NULL};
+    assert_int_equal(dino_sinkhorn_knopp_teacher(q, t, 0.05f, n, k, 3, ws, &bad), -1);
+    assert_non_null(strstr(lvd_errmsg(), "rank 1 is gone"));
+    assert_int_equal(dino_center_update(c0, t, 0.9f, n, k, ws, &bad), -1);
+    free(t), free(want), free(q);
 }
 
 static void test_dino_xent(void **state)
@@ -470,7 +564,7 @@ int main(int argc, char **argv)
     }
     snprintf(g_script, sizeof g_script, "%s/unit/train/loss_ref.py", argv[1]);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_softmax_center), cmocka_unit_test(test_sinkhorn), cmocka_unit_test(test_dino_xent),
+        cmocka_unit_test(test_softmax_center), cmocka_unit_test(test_sinkhorn), cmocka_unit_test(test_reduce), cmocka_unit_test(test_dino_xent),
         cmocka_unit_test(test_ibot),           cmocka_unit_test(test_koleo),    cmocka_unit_test(test_mask_select),
         cmocka_unit_test(test_steps),          cmocka_unit_test(test_bad_args),
     };
