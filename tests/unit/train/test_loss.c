@@ -3,8 +3,9 @@
  * same float32 inputs). Single functions: softmax centering and the center update, Sinkhorn-Knopp, the DINO
  * cross-entropy over crop lists, iBOT's forward_masked, KoLeo (also with two equal rows) and the collate's mask
  * bookkeeping; the all-reduce hook, with two threads standing in for two processes (their split batch must
- * give the one-process Sinkhorn-Knopp and center). Whole steps from the backbone outputs on, through train/head.c's student and teacher heads:
- * shared head with softmax centering, separate iBOT head with Sinkhorn-Knopp, and nlayers 1 / 3 both ways;
+ * give the one-process Sinkhorn-Knopp and center). Whole steps from the backbone outputs on, through
+ * train/head.c's student and teacher heads: shared head with softmax centering, separate iBOT head with
+ * Sinkhorn-Knopp, and nlayers 1 / 3 both ways;
  * every loss_dict term and the total, the centers after the update, every student head parameter gradient and
  * the gradients of the backbone's CLS and patch outputs. Tolerances: values 1e-5 relative, centers 1e-6,
  * targets 1e-5, gradients 1e-3 (max-norm: ||a - b||_max / ||b||_max). */
@@ -119,7 +120,11 @@ static void test_softmax_center(void **state)
 static void test_sinkhorn(void **state)
 {
     (void)state;
-    const struct { const char *name; int64_t n, k; float temp; } cs[] = {{"sk1", 8, 128, 0.05f}, {"sk2", 37, 50, 0.07f}};
+    const struct {
+        const char *name;
+        int64_t n, k;
+        float temp;
+    } cs[] = {{"sk1", 8, 128, 0.05f}, {"sk2", 37, 50, 0.07f}};
     for (size_t c = 0; c < 2; c++) {
         char nt[16], nq[16];
         snprintf(nt, sizeof nt, "%s_t", cs[c].name);
@@ -564,9 +569,9 @@ int main(int argc, char **argv)
     }
     snprintf(g_script, sizeof g_script, "%s/unit/train/loss_ref.py", argv[1]);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_softmax_center), cmocka_unit_test(test_sinkhorn), cmocka_unit_test(test_reduce), cmocka_unit_test(test_dino_xent),
-        cmocka_unit_test(test_ibot),           cmocka_unit_test(test_koleo),    cmocka_unit_test(test_mask_select),
-        cmocka_unit_test(test_steps),          cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_softmax_center), cmocka_unit_test(test_sinkhorn), cmocka_unit_test(test_reduce),
+        cmocka_unit_test(test_dino_xent),      cmocka_unit_test(test_ibot),     cmocka_unit_test(test_koleo),
+        cmocka_unit_test(test_mask_select),    cmocka_unit_test(test_steps),    cmocka_unit_test(test_bad_args),
     };
     return cmocka_run_group_tests(tests, setup, scratch_teardown);
 }
