@@ -181,11 +181,10 @@ static void xent_rows(double *losses, float *ds, double gscale, const float *s, 
         if (ds) {
             float *dsi = ds + i * k;
             const float f = (float)(gscale * wi * (double)inv), ft = (float)tsum, flz = (float)lz;
-            const float *t0 = t + (i % b) * k, *t1 = n_t > 1 ? t + (b + i % b) * k : NULL;
             for (int64_t j = 0; j < k; j++) {
-                float tj = t0[j];
-                for (int64_t c = 1; c < n_t; c++)
-                    tj += c == 1 ? t1[j] : t[(c * b + i % b) * k + j];
+                float tj = 0.0f;
+                for (int64_t c = 0; c < n_t; c++)
+                    tj += t[(c * b + i % b) * k + j];
                 float p = expf((si[j] - mx) * inv - flz);
                 dsi[j] += f * (ft * p - tj);
             }
