@@ -27,7 +27,12 @@ typedef struct mshard {
     uint64_t size;      /* the file's size at open (0 when missing) */
     int fd;             /* -1 when missing */
     int err;            /* errno of a failed open, else 0 */
+    int as_built;       /* what follows `bytes` is only zeros, at most TAIL_MAX bytes: the archive's end marker */
 } mshard;
+
+/* A tar writer ends the archive with two zero blocks after the last member, and Python's tarfile pads that to
+ * its 10240-byte record: a shard holding only such zeros past its recorded bytes is the shard as built. */
+#define TAIL_MAX 10240
 
 typedef struct minfo {
     const char *key, *value;
@@ -379,6 +384,15 @@ static int open_shards(manifest *m, int flags)
         if (s->size < s->bytes && !(flags & MANIFEST_OPEN_LENIENT))
             return lvd_fail("manifest %s: shard %s: %" PRIu64 " bytes, manifest records %" PRIu64 " (truncated?)",
                             m->path, s->path, s->size, s->bytes);
+        s->as_built = s->size == s->bytes;
+        if (s->size > s->bytes && s->size - s->bytes <= TAIL_MAX) {
+            uint8_t tail[TAIL_MAX];
+            size_t n = (size_t)(s->size - s->bytes);
+            ssize_t got = pread(s->fd, tail, n, (off_t)s->bytes);
+            s->as_built = got == (ssize_t)n;
+            for (size_t i = 0; s->as_built && i < n; i++)
+                s->as_built = tail[i] == 0;
+        }
     }
     return 0;
 }
@@ -493,7 +507,7 @@ manifest_shard_state manifest_shard_status(const manifest *m, size_t shard, uint
     }
     if (size)
         *size = s->size;
-    return s->size < s->bytes ? MANIFEST_SHARD_SHORT : s->size > s->bytes ? MANIFEST_SHARD_GROWN : MANIFEST_SHARD_OK;
+    return s->size < s->bytes ? MANIFEST_SHARD_SHORT : s->as_built ? MANIFEST_SHARD_OK : MANIFEST_SHARD_GROWN;
 }
 
 const char *manifest_info(const manifest *m, const char *key)

@@ -83,7 +83,7 @@ const char *manifest_shard_sha256(const manifest *m, size_t shard);
  * (may be NULL) gets the file's size in bytes (0 when missing); *why (may be NULL) the open(2) error text of a
  * missing shard, else "". */
 typedef enum manifest_shard_state {
-    MANIFEST_SHARD_OK = 0,  /* exactly the recorded bytes */
+    MANIFEST_SHARD_OK = 0,  /* the recorded bytes, followed by nothing but the tar end marker (zeros, <= 10240 bytes) */
     MANIFEST_SHARD_GROWN,   /* longer than recorded: appended to since the build, every sample still holds */
     MANIFEST_SHARD_SHORT,   /* shorter than recorded (truncated): samples past its end cannot be read */
     MANIFEST_SHARD_MISSING  /* could not be opened */

@@ -141,5 +141,7 @@ fi
 echo "== the curated corpus as a manifest (lvd-manifest build): the union of the registry rows' selections,"
 echo "   one self-contained SQLite file beside the work directory; the image bytes stay in its img shards"
 build/lvd-manifest build --work "$work" --out "$dir/lvd-demo.db"
+echo "== lvd-manifest verify --deep: every sample's bytes against its SHA-256, decoded at its recorded size"
+build/lvd-manifest verify --deep "$dir/lvd-demo.db"
 echo "== lvd-manifest stats $dir/lvd-demo.db"
 build/lvd-manifest stats "$dir/lvd-demo.db"
