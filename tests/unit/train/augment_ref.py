@@ -1,0 +1,204 @@
+#!/usr/bin/python3
+"""Reference check for tests/unit/train/test_augment.c: applies the parameters the C code used with
+torchvision.transforms.functional on PIL images (what DINOv2's DataAugmentationDINO runs) and compares with the
+C outputs. Never uses lvd code.
+
+  augment_ref.py check DIR
+
+DIR/ops.txt, one single operation per line:
+  NAME OP PARAM IN.raw OUT.raw
+    OP: resized_crop (PARAM top,left,height,width,size), flip, brightness, contrast, saturation, hue (PARAM the
+    float32 factor), grayscale, blur (PARAM sigma), solarize, to_tensor (OUT is float32 (3, H, W))
+DIR/chain.txt, one whole crop per line:
+  NAME SRC.raw size top left height width flip ops b c s h gray blur sigma solarize OUT_U8.raw OUT_F32.bin
+    ops: the ColorJitter adjustments in order as digits (0 brightness, 1 contrast, 2 saturation, 3 hue), or -
+A NAME starting with '!' is a negative control: its C output was made with other parameters than the line
+states, and the check must see a mismatch.
+
+A .raw file is u32 LE width, u32 LE height, then width*height*3 bytes of RGB. Prints one summary line per
+operation; exits 1 if any comparison is outside its tolerance:
+  every operation but the blur: byte-exact; the float tensor within 1e-6 of torchvision's;
+  blur: within 1 level, on at most 0.1% of the values: torchvision convolves in float32 in an order the C code
+  cannot reproduce, so a value within ~1e-5 of a rounding boundary may round the other way.
+"""
+import os
+import struct
+import sys
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as F
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+BLUR_FRACTION = 1e-3  # share of values allowed to differ by one level after a blur
+FLOAT_TOL = 1e-6
+
+
+def read_raw(path):
+    with open(path, "rb") as f:
+        w, h = struct.unpack("<II", f.read(8))
+        a = np.frombuffer(f.read(), dtype=np.uint8)
+    assert a.size == w * h * 3, path
+    return a.reshape(h, w, 3)
+
+
+def read_f32(path, shape):
+    a = np.fromfile(path, dtype="<f4")
+    assert a.size == int(np.prod(shape)), path
+    return a.reshape(shape)
+
+
+def pil(a):
+    return Image.fromarray(np.ascontiguousarray(a), "RGB")
+
+
+def blur(img, sigma):
+    return F.gaussian_blur(img, [9, 9], [sigma, sigma])
+
+
+def single(op, param, img):
+    """The torchvision result of one operation, as a uint8 array (or float32 for to_tensor)."""
+    if op == "resized_crop":
+        top, left, h, w, size = (int(v) for v in param.split(","))
+        out = F.resized_crop(img, top, left, h, w, [size, size], InterpolationMode.BICUBIC)
+    elif op == "flip":
+        out = F.hflip(img)
+    elif op == "brightness":
+        out = F.adjust_brightness(img, float(param))
+    elif op == "contrast":
+        out = F.adjust_contrast(img, float(param))
+    elif op == "saturation":
+        out = F.adjust_saturation(img, float(param))
+    elif op == "hue":
+        out = F.adjust_hue(img, float(param))
+    elif op == "grayscale":
+        out = F.rgb_to_grayscale(img, num_output_channels=3)
+    elif op == "blur":
+        out = blur(img, float(param))
+    elif op == "solarize":
+        out = F.solarize(img, 128)
+    elif op == "to_tensor":
+        return F.normalize(F.to_tensor(img), MEAN, STD).numpy()
+    else:
+        raise ValueError("unknown op " + op)
+    return np.asarray(out)
+
+
+def chain(img, f):
+    """One DINOv2 crop with fixed parameters: f holds the fields of a chain.txt line after SRC."""
+    size, top, left, height, width, flip = (int(v) for v in f[0:6])
+    ops, b, c, s, h = f[6], float(f[7]), float(f[8]), float(f[9]), float(f[10])
+    gray, do_blur, sigma, solarize = int(f[11]), int(f[12]), float(f[13]), int(f[14])
+    img = F.resized_crop(img, top, left, height, width, [size, size], InterpolationMode.BICUBIC)
+    if flip:
+        img = F.hflip(img)
+    for op in "" if ops == "-" else ops:
+        if op == "0":
+            img = F.adjust_brightness(img, b)
+        elif op == "1":
+            img = F.adjust_contrast(img, c)
+        elif op == "2":
+            img = F.adjust_saturation(img, s)
+        else:
+            img = F.adjust_hue(img, h)
+    if gray:
+        img = F.rgb_to_grayscale(img, num_output_channels=3)
+    if do_blur:
+        img = blur(img, sigma)
+    if solarize:
+        img = F.solarize(img, 128)
+    u8 = np.asarray(img)
+    ten = F.normalize(F.to_tensor(img), MEAN, STD).numpy()
+    return u8, ten, do_blur
+
+
+def compare_u8(got, want, blurred):
+    """(ok, max abs diff, values differing)."""
+    if got.shape != want.shape:
+        return False, -1, -1
+    d = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    mx, n = int(d.max()), int(np.count_nonzero(d))
+    if blurred:
+        return mx <= 1 and n <= BLUR_FRACTION * d.size, mx, n
+    return mx == 0, mx, n
+
+
+def compare_f32(got, want, u8_got, u8_want):
+    """Float tensors: within FLOAT_TOL where the bytes agree; where a blur left a byte 1 away, within one
+    level's step (1 / 255 / std)."""
+    same = np.transpose(u8_got == u8_want, (2, 0, 1))
+    d = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    mx_same = float(d[same].max()) if same.any() else 0.0
+    mx_other = float(d[~same].max()) if (~same).any() else 0.0
+    ok = mx_same <= FLOAT_TOL and mx_other <= 1.0 / 255.0 / min(STD) + FLOAT_TOL
+    return ok, mx_same
+
+
+class Summary:
+    def __init__(self):
+        self.rows = {}
+        self.failures = []
+
+    def add(self, key, name, ok, mx, n, total, negative):
+        r = self.rows.setdefault(key, [0, 0, 0, 0])  # cases, max diff, differing values, values
+        r[0] += 1
+        r[1] = max(r[1], mx)
+        r[2] += max(n, 0)
+        r[3] += total
+        if negative:
+            if ok:
+                self.failures.append("%s: negative control not detected" % name)
+        elif not ok:
+            self.failures.append("%s: max diff %s, %d of %d values differ" % (name, mx, n, total))
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[1] != "check":
+        sys.exit(__doc__)
+    d = sys.argv[2]
+    torch.set_num_threads(1)
+    summ = Summary()
+    negatives = 0
+    with open(os.path.join(d, "ops.txt")) as f:
+        for line in f:
+            name, op, param, src, out = line.split()
+            neg = name.startswith("!")
+            negatives += neg
+            img = pil(read_raw(os.path.join(d, src)))
+            want = single(op, param, img)
+            if op == "to_tensor":
+                got = read_f32(os.path.join(d, out), want.shape)
+                mx = float(np.abs(got.astype(np.float64) - want).max())
+                summ.add(op, name, mx <= FLOAT_TOL, mx, int(np.count_nonzero(got != want)), got.size, neg)
+                continue
+            got = read_raw(os.path.join(d, out))
+            ok, mx, n = compare_u8(got, want, op == "blur")
+            summ.add("neg" if neg else op, name, ok, mx, n, want.size, neg)
+    with open(os.path.join(d, "chain.txt")) as f:
+        for line in f:
+            fields = line.split()
+            name, src = fields[0], fields[1]
+            neg = name.startswith("!")
+            negatives += neg
+            u8_want, ten_want, blurred = chain(pil(read_raw(os.path.join(d, src))), fields[2:17])
+            u8_got = read_raw(os.path.join(d, fields[17]))
+            ok, mx, n = compare_u8(u8_got, u8_want, blurred)
+            key = "neg" if neg else "chain" + ("+blur" if blurred else "")
+            summ.add(key, name, ok, mx, n, u8_want.size, neg)
+            if u8_got.shape == u8_want.shape and not neg:
+                ten_got = read_f32(os.path.join(d, fields[18]), ten_want.shape)
+                fok, fmx = compare_f32(ten_got, ten_want, u8_got, u8_want)
+                summ.add("tensor", name + " tensor", fok, fmx, 0, ten_want.size, False)
+    for key, (cases, mx, n, total) in summ.rows.items():
+        print("%-13s %3d cases, max diff %-10.3g %d of %d values differ" % (key, cases, mx, n, total))
+    print("%d negative controls" % negatives)
+    for msg in summ.failures:
+        print("FAIL " + msg)
+    sys.exit(1 if summ.failures else 0)
+
+
+if __name__ == "__main__":
+    main()
