@@ -369,6 +369,8 @@ int aug_apply_crop(const uint8_t *rgb, int32_t w, int32_t h, const aug_crop_para
 {
     if (!p || !out)
         return lvd_fail("augment: no parameters or output");
+    if (p->size < 1 || p->size > AUG_MAX_SIDE)
+        return lvd_fail("augment: crop size %d is outside 1..%d", (int)p->size, AUG_MAX_SIDE);
     size_t need = aug_crop_scratch_bytes(p, w);
     uint8_t *own = NULL;
     if (!scratch) {

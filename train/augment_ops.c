@@ -86,7 +86,10 @@ static void rgb_to_hsv(const uint8_t *in, uint8_t *out)
             h = 2.0 + rc - bc; /* double, stored to float */
         else
             h = 4.0 + gc - rc;
-        h = fmod((h / 6.0 + 1.0), 1.0);
+        /* Pillow: fmod(h / 6.0 + 1.0, 1.0). The argument lies in [5/6, 11/6], where fmod is x or x - 1,
+         * both exact, so the subtraction gives the same bits without the libm call. */
+        double hh = h / 6.0 + 1.0;
+        h = hh >= 1.0 ? hh - 1.0 : hh;
         uh = clip8((int)(h * 255.0));
         us = clip8((int)(s * 255.0));
     }

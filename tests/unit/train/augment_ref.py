@@ -4,6 +4,12 @@ torchvision.transforms.functional on PIL images (what DINOv2's DataAugmentationD
 C outputs. Never uses lvd code.
 
   augment_ref.py check DIR
+  augment_ref.py boxes FILE
+
+boxes: FILE has lines "sw sh scale0 scale1 top left height width", many per (sw, sh, scale); for each group
+torchvision's RandomResizedCrop.get_params draws as many boxes, and two-sample Kolmogorov-Smirnov tests compare
+the area fraction, the aspect ratio and the horizontal and vertical centre of the boxes at level 1e-4; the share
+of boxes that are the whole-image fallback is compared as two binomial proportions (5 standard errors).
 
 DIR/ops.txt, one single operation per line:
   NAME OP PARAM IN.raw OUT.raw
@@ -27,6 +33,7 @@ import sys
 
 import numpy as np
 import torch
+import torchvision.transforms as T
 import torchvision.transforms.functional as F
 from PIL import Image
 from torchvision.transforms import InterpolationMode
@@ -155,7 +162,59 @@ class Summary:
             self.failures.append("%s: max diff %s, %d of %d values differ" % (name, mx, n, total))
 
 
+def ks_two_sample(a, b):
+    """The Kolmogorov-Smirnov statistic D = sup |F_a - F_b| and its critical value at level 1e-4."""
+    a, b = np.sort(a), np.sort(b)
+    grid = np.concatenate([a, b])
+    d = np.max(np.abs(np.searchsorted(a, grid, "right") / a.size - np.searchsorted(b, grid, "right") / b.size))
+    n, m = a.size, b.size
+    crit = np.sqrt(-np.log(1e-4 / 2) / 2) * np.sqrt((n + m) / (n * m))
+    return d, crit
+
+
+def boxes(path):
+    rows = np.loadtxt(path, ndmin=2)
+    torch.manual_seed(0)
+    failures = []
+    for key in sorted({tuple(r[:4]) for r in rows}):
+        sw, sh, s0, s1 = int(key[0]), int(key[1]), key[2], key[3]
+        ours = rows[np.all(rows[:, :4] == key, axis=1)][:, 4:]
+        img = torch.empty(1, sh, sw)
+        theirs = np.array([T.RandomResizedCrop.get_params(img, [s0, s1], [3.0 / 4.0, 4.0 / 3.0])
+                           for _ in range(len(ours))], dtype=np.float64)
+        feats = {}
+        for name, b in (("ours", ours), ("theirs", theirs)):
+            top, left, h, w = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+            feats[name] = {"area": h * w / (sw * sh), "aspect": w / h, "cx": (left + w / 2) / sw,
+                           "cy": (top + h / 2) / sh}
+            fb_w, fb_h = sw, sh  # the fallback box: the whole image clamped to the ratio range
+            if sw / sh < 0.75:
+                fb_h = int(round(sw / 0.75))
+            elif sw / sh > 4.0 / 3.0:
+                fb_w = int(round(sh * 4.0 / 3.0))
+            feats[name]["fallback"] = np.mean((w == fb_w) & (h == fb_h) & (top == (sh - fb_h) // 2)
+                                              & (left == (sw - fb_w) // 2))
+        line = "boxes %dx%d scale (%g, %g), %d each:" % (sw, sh, s0, s1, len(ours))
+        for f in ("area", "aspect", "cx", "cy"):
+            dd, crit = ks_two_sample(feats["ours"][f], feats["theirs"][f])
+            line += " %s D %.4f" % (f, dd)
+            if dd > crit:
+                failures.append("%dx%d %s: KS D %.4f above %.4f" % (sw, sh, f, dd, crit))
+        p1, p2, n = feats["ours"]["fallback"], feats["theirs"]["fallback"], len(ours)
+        pp = (p1 + p2) / 2
+        se = np.sqrt(max(pp * (1 - pp), 1e-12) * 2 / n)
+        line += " (crit %.4f); fallback %.4f vs %.4f" % (crit, p1, p2)
+        if abs(p1 - p2) > 5 * se + 1e-9:
+            failures.append("%dx%d fallback share %.4f vs torchvision's %.4f" % (sw, sh, p1, p2))
+        print(line)
+    for msg in failures:
+        print("FAIL " + msg)
+    sys.exit(1 if failures else 0)
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "boxes":
+        return boxes(sys.argv[2])
     if len(sys.argv) != 3 or sys.argv[1] != "check":
         sys.exit(__doc__)
     d = sys.argv[2]

@@ -298,6 +298,40 @@ static void test_draw_fallback(void **state)
     assert_true(seen > 500);
 }
 
+/* The box distribution against torchvision's own RandomResizedCrop.get_params (augment_ref.py boxes: KS tests
+ * on area, aspect and centre, and the fallback share): a square source, a tall one where most large boxes are
+ * drawn again or fall back, and a landscape one, each with the global and the local scales. */
+static void test_boxes_vs_torchvision(void **state)
+{
+    (void)state;
+    static const int32_t src[3][2] = {{512, 512}, {200, 700}, {640, 427}};
+    aug_config c;
+    aug_config_default(&c);
+    c.n_local = 1;
+    char path[512];
+    scratch_join(path, sizeof path, g_dir, "boxes.txt");
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 3; i++)
+        for (uint64_t s = 0; s < 10000; s++) {
+            aug_params ap;
+            assert_int_equal(aug_draw(&c, 11, s, 0, src[i][0], src[i][1], &ap), 0);
+            /* crop 0 (global) and crop 2 (local): crop 1 is another draw of the same distribution */
+            for (int k = 0; k < 3; k += 2) {
+                const aug_crop_params *p = &ap.crop[k];
+                const double *sc = k == 0 ? c.global_scale : c.local_scale;
+                fprintf(f, "%d %d %g %g %d %d %d %d\n", (int)src[i][0], (int)src[i][1], sc[0], sc[1], (int)p->top,
+                        (int)p->left, (int)p->height, (int)p->width);
+            }
+        }
+    assert_int_equal(fclose(f), 0);
+    char args[600], out[4096];
+    snprintf(args, sizeof args, "boxes '%s'", path);
+    scratch_python(g_script, args, out, sizeof out);
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"))
+        printf("# %s\n", line);
+}
+
 /* ----------------------------------------------------------------------------------------------------------
  * Determinism
  */
@@ -673,7 +707,8 @@ int main(int argc, char **argv)
     snprintf(g_script, sizeof g_script, "%s/unit/train/augment_ref.py", argc > 1 ? argv[1] : "tests");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config),        cmocka_unit_test(test_draw_statistics),
-        cmocka_unit_test(test_draw_fallback), cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_draw_fallback), cmocka_unit_test(test_boxes_vs_torchvision),
+        cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_vs_torchvision),
     };
     return cmocka_run_group_tests(tests, setup, scratch_teardown);
