@@ -5,6 +5,14 @@ C outputs. Never uses lvd code.
 
   augment_ref.py check DIR
   augment_ref.py boxes FILE
+  augment_ref.py dino DIR
+
+dino: DINOv2's per-sample pipeline (the structure of dinov2/data/augmentations.py: Compose / RandomApply /
+RandomGrayscale / RandomSolarize / GaussianBlur of torchvision, blur wrapped as RandomApply(p = 1 - p) as in
+dinov2/data/transforms.py) run with torch's generator on DIR/src.raw. The torchvision functions the transforms
+call are wrapped to record their arguments, so each crop's drawn parameters are known: they go to DIR/dino.txt
+(chain.txt's format, the output naming the crop's float32 tensor) for the C side to apply and compare. Then a
+second run on small crop sizes counts how often each crop kind is blurred and solarized.
 
 boxes: FILE has lines "sw sh scale0 scale1 top left height width", many per (sw, sh, scale); for each group
 torchvision's RandomResizedCrop.get_params draws as many boxes, and two-sample Kolmogorov-Smirnov tests compare
@@ -212,9 +220,113 @@ def boxes(path):
     sys.exit(1 if failures else 0)
 
 
+class Recorder:
+    """Wraps the torchvision functions the transform classes call and records each crop's parameters."""
+
+    def __init__(self):
+        self.p = None
+        import torchvision.transforms.transforms as tt
+        self.tt = tt
+        orig = {n: getattr(tt.F, n) for n in ("resized_crop", "hflip", "adjust_brightness", "adjust_contrast",
+                                              "adjust_saturation", "adjust_hue", "rgb_to_grayscale",
+                                              "gaussian_blur", "solarize")}
+        rec = self
+
+        def resized_crop(img, top, left, height, width, size, *a, **k):
+            rec.p = {"size": size[0], "box": (top, left, height, width), "flip": 0, "ops": "", "f": [1.0, 1.0, 1.0, 0.0],
+                     "gray": 0, "blur": 0, "sigma": 0.0, "solarize": 0}
+            return orig["resized_crop"](img, top, left, height, width, size, *a, **k)
+
+        def hflip(img):
+            rec.p["flip"] = 1
+            return orig["hflip"](img)
+
+        def adjust(i, name):
+            def fn(img, factor):
+                rec.p["ops"] += str(i)
+                rec.p["f"][i] = factor
+                return orig[name](img, factor)
+            return fn
+
+        def gray(img, num_output_channels=1):
+            rec.p["gray"] = 1
+            return orig["rgb_to_grayscale"](img, num_output_channels)
+
+        def blur(img, kernel_size, sigma=None):
+            assert list(kernel_size) == [9, 9] and sigma[0] == sigma[1]
+            rec.p["blur"], rec.p["sigma"] = 1, sigma[0]
+            return orig["gaussian_blur"](img, kernel_size, sigma)
+
+        def solarize(img, threshold):
+            assert threshold == 128
+            rec.p["solarize"] = 1
+            return orig["solarize"](img, threshold)
+
+        wrapped = {"resized_crop": resized_crop, "hflip": hflip, "adjust_brightness": adjust(0, "adjust_brightness"),
+                   "adjust_contrast": adjust(1, "adjust_contrast"), "adjust_saturation": adjust(2, "adjust_saturation"),
+                   "adjust_hue": adjust(3, "adjust_hue"), "rgb_to_grayscale": gray, "gaussian_blur": blur,
+                   "solarize": solarize}
+        for n, fn in wrapped.items():
+            setattr(tt.F, n, fn)
+
+
+def dino_blur(p):
+    """dinov2/data/transforms.py's GaussianBlur(p): RandomApply(GaussianBlur(9, (0.1, 2.0)), p = 1 - p)."""
+    return T.RandomApply([T.GaussianBlur(kernel_size=9, sigma=(0.1, 2.0))], p=1 - p)
+
+
+def dino_transforms(gsize, lsize, paper):
+    """Per crop kind, the transform DataAugmentationDINO applies (paper: the blur probabilities the paper and
+    augmentations.py state, applied as written instead of through dino_blur's inversion)."""
+    blur = (lambda p: T.RandomApply([T.GaussianBlur(kernel_size=9, sigma=(0.1, 2.0))], p=p)) if paper else dino_blur
+    geo = lambda size, scale: T.Compose([T.RandomResizedCrop(size, scale=scale, interpolation=InterpolationMode.BICUBIC),
+                                         T.RandomHorizontalFlip(p=0.5)])
+    color = T.Compose([T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
+                       T.RandomGrayscale(p=0.2)])
+    norm = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
+    g1 = T.Compose([geo(gsize, (0.32, 1.0)), color, blur(1.0), norm])
+    g2 = T.Compose([geo(gsize, (0.32, 1.0)), color, blur(0.1), T.RandomSolarize(threshold=128, p=0.2), norm])
+    loc = T.Compose([geo(lsize, (0.05, 0.32)), color, blur(0.5), norm])
+    return g1, g2, loc
+
+
+def dino(d):
+    torch.set_num_threads(1)
+    torch.manual_seed(13)
+    rec = Recorder()
+    img = pil(read_raw(os.path.join(d, "src.raw")))
+    g1, g2, loc = dino_transforms(224, 96, False)
+    with open(os.path.join(d, "dino.txt"), "w") as f:
+        for s in range(3):
+            for k in range(10):
+                ten = (g1 if k == 0 else g2 if k == 1 else loc)(img).numpy()
+                p = rec.p
+                name = "dino_s%d_c%d" % (s, k)
+                ten.astype("<f4").tofile(os.path.join(d, name + ".f32"))
+                f.write("%s src.raw %d %d %d %d %d %d %s %r %r %r %r %d %d %r %d - %s.f32\n" % (
+                    name, p["size"], *p["box"], p["flip"], p["ops"] or "-", *p["f"], p["gray"], p["blur"],
+                    p["sigma"], p["solarize"], name))
+    # How often each kind of crop is blurred / solarized by the pipeline as released, and as the paper states.
+    small = img.resize((48, 40))
+    for paper in (False, True):
+        ts = dino_transforms(16, 8, paper)
+        n = 2000
+        counts = [[0, 0], [0, 0], [0, 0]]
+        for _ in range(n):
+            for k, t in enumerate(ts):
+                t(small)
+                counts[k][0] += rec.p["blur"]
+                counts[k][1] += rec.p["solarize"]
+        # "rates SETTING N BLUR_GLOBAL1 BLUR_GLOBAL2 BLUR_LOCAL SOLARIZE_GLOBAL1 SOLARIZE_GLOBAL2 SOLARIZE_LOCAL"
+        print("rates %s %d %d %d %d %d %d %d" % ("paper" if paper else "released", n, counts[0][0], counts[1][0],
+                                                counts[2][0], counts[0][1], counts[1][1], counts[2][1]))
+
+
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "boxes":
         return boxes(sys.argv[2])
+    if len(sys.argv) == 3 and sys.argv[1] == "dino":
+        return dino(sys.argv[2])
     if len(sys.argv) != 3 or sys.argv[1] != "check":
         sys.exit(__doc__)
     d = sys.argv[2]

@@ -1,7 +1,13 @@
 /* test_augment.c — the multi-crop augmentation (train/augment.h): configuration and probabilities, the
- * statistics of the parameter draws, determinism (seed, sample, epoch; call order and threads), and each
- * operation and whole crops against torchvision / Pillow with the same parameters (tests/unit/train/
- * augment_ref.py, run on files this test writes into a scratch directory).
+ * statistics of the parameter draws (and the box draws against torchvision's RandomResizedCrop.get_params),
+ * determinism (seed, sample, epoch; call order and threads), each operation and whole crops against
+ * torchvision / Pillow with the same parameters, and DINOv2's composed pipeline run with torch's generator,
+ * whose recorded parameters the C chain must reproduce. References: tests/unit/train/augment_ref.py, run on
+ * files this test writes into a scratch directory.
+ *
+ * Tolerances found (torchvision 0.14, Pillow 9.4): every operation but the blur is byte-exact (the colour
+ * operations on all 2^24 colours), the float tensor bit-exact given the bytes; the blur leaves ~1e-5 of the
+ * values one level away (torch's float32 convolution sums in its own order), allowed up to 1e-3.
  */
 #include <math.h>
 #include <pthread.h>
@@ -694,6 +700,102 @@ static void test_vs_torchvision(void **state)
     free(odd);
 }
 
+/* DINOv2's pipeline itself (augment_ref.py dino: torchvision's transform classes composed as
+ * augmentations.py does, run with torch's generator, their parameters recorded): the C chain with the recorded
+ * parameters must give the same tensors; and the pipeline's blur / solarize rates per crop kind must be the
+ * probabilities aug_crop_probs states, for the released code and for the paper. */
+static void test_vs_dinov2_pipeline(void **state)
+{
+    (void)state;
+    const int32_t W = 320, H = 240;
+    uint8_t *photo = make_picture(W, H, 4);
+    write_raw("src.raw", photo, W, H);
+    char args[600], out[4096], path[512];
+    snprintf(args, sizeof args, "dino '%s'", g_dir);
+    scratch_python(g_script, args, out, sizeof out);
+
+    scratch_join(path, sizeof path, g_dir, "dino.txt");
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[1024];
+    int crops = 0, blurred = 0, jittered = 0;
+    long off_one = 0, values = 0;
+    double worst_exact = 0.0;
+    while (fgets(line, sizeof line, f)) {
+        char name[64], src[64], ops[8], u8n[64], fn[80];
+        int size, top, left, height, width, flip, gray, blur, sol;
+        double b, c, sat, hue, sigma;
+        assert_int_equal(sscanf(line, "%63s %63s %d %d %d %d %d %d %7s %lf %lf %lf %lf %d %d %lf %d %63s %79s", name,
+                                src, &size, &top, &left, &height, &width, &flip, ops, &b, &c, &sat, &hue, &gray, &blur,
+                                &sigma, &sol, u8n, fn), 19);
+        aug_crop_params p = {0};
+        p.size = size, p.top = top, p.left = left, p.height = height, p.width = width, p.flip = (uint8_t)flip;
+        if (strcmp(ops, "-"))
+            for (const char *o = ops; *o && p.n_ops < 4; o++)
+                p.ops[p.n_ops++] = (uint8_t)(*o - '0');
+        p.brightness = (float)b, p.contrast = (float)c, p.saturation = (float)sat, p.hue = (float)hue;
+        p.gray = (uint8_t)gray, p.blur = (uint8_t)blur, p.sigma = (float)sigma, p.solarize = (uint8_t)sol;
+        size_t n = (size_t)3 * size * size, len;
+        float *got = malloc(n * sizeof(float));
+        assert_non_null(got);
+        assert_int_equal(aug_apply_crop(photo, W, H, &p, got, NULL, 0), 0);
+        scratch_join(path, sizeof path, g_dir, fn);
+        uint8_t *want_bytes = scratch_slurp(path, &len);
+        assert_int_equal(len, n * sizeof(float));
+        const float *want = (const float *)(const void *)want_bytes;
+        /* the bytes agree (tensor within 1e-6), except after a blur: one level (1 / 255 / std) on few values */
+        long ones = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d = fabs((double)got[i] - want[i]);
+            if (d <= 1e-6) {
+                worst_exact = d > worst_exact ? d : worst_exact;
+                continue;
+            }
+            if (!blur || d > 1.0 / 255.0 / 0.224 + 1e-6)
+                fail_msg("%s: value %zu is %.7f, torchvision %.7f", name, i, (double)got[i], (double)want[i]);
+            ones++;
+        }
+        if (ones > (long)(n / 1000))
+            fail_msg("%s: %ld of %zu values one level away", name, ones, n);
+        off_one += ones;
+        values += (long)n;
+        crops++;
+        blurred += blur;
+        jittered += p.n_ops > 0;
+        free(got);
+        free(want_bytes);
+    }
+    fclose(f);
+    printf("# %d crops of the DINOv2 pipeline (%d blurred, %d jittered): %ld of %ld values one level away, the "
+           "rest within %.2g\n", crops, blurred, jittered, off_one, values, worst_exact);
+    assert_int_equal(crops, 30);
+
+    /* the rates: "rates SETTING N blur(g1 g2 local) solarize(g1 g2 local)" */
+    int settings = 0;
+    for (char *l = strtok(out, "\n"); l; l = strtok(NULL, "\n")) {
+        char setting[16];
+        long n, cnt[6];
+        if (sscanf(l, "rates %15s %ld %ld %ld %ld %ld %ld %ld", setting, &n, &cnt[0], &cnt[1], &cnt[2], &cnt[3],
+                   &cnt[4], &cnt[5]) != 8)
+            continue;
+        aug_config c;
+        aug_config_default(&c);
+        c.paper_probabilities = !strcmp(setting, "paper");
+        static const char *kinds[3] = {"global1", "global2", "local"};
+        for (int k = 0; k < 3; k++) {
+            aug_probs pr = aug_crop_probs(&c, (aug_kind)k);
+            char what[64];
+            snprintf(what, sizeof what, "dinov2 %s %s blur", setting, kinds[k]);
+            assert_rate(what, cnt[k], n, pr.blur);
+            snprintf(what, sizeof what, "dinov2 %s %s solarize", setting, kinds[k]);
+            assert_rate(what, cnt[3 + k], n, pr.solarize);
+        }
+        settings++;
+    }
+    assert_int_equal(settings, 2);
+    free(photo);
+}
+
 static int setup(void **state)
 {
     if (scratch_make(g_dir, sizeof g_dir, "augment") != 0)
@@ -709,7 +811,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_config),        cmocka_unit_test(test_draw_statistics),
         cmocka_unit_test(test_draw_fallback), cmocka_unit_test(test_boxes_vs_torchvision),
         cmocka_unit_test(test_determinism),
-        cmocka_unit_test(test_vs_torchvision),
+        cmocka_unit_test(test_vs_torchvision), cmocka_unit_test(test_vs_dinov2_pipeline),
     };
     return cmocka_run_group_tests(tests, setup, scratch_teardown);
 }
