@@ -274,6 +274,8 @@ int aug_resized_crop(const uint8_t *src, int32_t sw, int32_t sh, int32_t top, in
 
 void aug_flip(uint8_t *rgb, int32_t w, int32_t h)
 {
+    if (w < 2)
+        return;
     for (int32_t y = 0; y < h; y++) {
         uint8_t *a = rgb + (size_t)y * w * 3, *b = a + (size_t)(w - 1) * 3;
         for (; a < b; a += 3, b -= 3)

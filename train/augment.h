@@ -17,10 +17,12 @@
  * torchvision's RandomApply with p = 1 - p ("keep_p"), but RandomApply's p is the probability of *applying*
  * the transform, so the released code blurs with 1 - p of what augmentations.py asks for:
  *
- *                         blur p (released code, default)  blur p (paper, crops.paper_probabilities)  solarize p
- *   global crop 1         0.0                               1.0                                       0
- *   global crop 2         0.9                               0.1                                       0.2
- *   local crops           0.5                               0.5                                       0
+ *                  blur p: released code (default)   paper = augmentations.py as written   solarize p (both)
+ *   global crop 1    0.0                               1.0                                   0
+ *   global crop 2    0.9                               0.1                                   0.2
+ *   local crops      0.5                               0.5                                   0
+ *
+ * (crops.paper_probabilities: true in the trainer's configuration sets paper_probabilities.)
  *
  * The released checkpoints were trained with the left column, so it is the default. Flip 0.5, jitter 0.8 and
  * grayscale 0.2 are the same for every crop and in both settings.
@@ -32,9 +34,10 @@
  * generator).
  *
  * Arithmetic. Each operation reproduces the integer / float arithmetic of the Pillow 9.4 / torchvision 0.14
- * code it stands for (see the aug_op_* comments), so the uint8 result is the same byte for byte, except
- * GaussianBlur, which torchvision computes as a float32 9 x 9 convolution whose summation order is not
- * reproducible: there a pixel whose exact value lies within ~1e-5 of a rounding boundary may come out 1 away.
+ * code it stands for (see the single operations at the end), so the uint8 result is the same byte for byte
+ * and the float tensor the same bits, except after GaussianBlur, which torchvision computes as a float32
+ * 9 x 9 convolution in a summation order that is not reproduced: a value whose exact result lies within ~1e-5
+ * of a rounding boundary may come out one level away (about 1 value in 10^5, tests/unit/train/test_augment.c).
  *
  * Threads: no function here starts threads or keeps state; a call uses only its arguments and the caller's
  * scratch, so loader threads can call everything concurrently. (resize_plane, used for the resize, allocates
@@ -65,8 +68,9 @@ typedef struct aug_config {
 /* Fills the recipe's defaults (values above). */
 void aug_config_default(aug_config *c);
 
-/* 0 if every field is usable (sizes 1..4096, 0 < scale[0] <= scale[1] <= 1, n_local in range, jitter >= 0,
- * hue <= 0.5), else -1 with a message naming the field. */
+/* 0 if every field is usable (crop sizes 8..4096, 0 < scale[0] <= scale[1] <= 1, n_local in range, finite
+ * jitter >= 0, hue <= 0.5), else -1 with a message naming the field. A jitter strength of 0 leaves that
+ * adjustment out (torchvision's None). */
 int aug_config_check(const aug_config *c);
 
 /* Crop kinds: index 0 is global crop 1, index 1 global crop 2, 2.. local crops. */
@@ -110,8 +114,8 @@ typedef struct aug_params {
 int aug_draw(const aug_config *c, uint64_t seed, uint64_t sample_index, uint64_t epoch, int32_t src_w,
              int32_t src_h, aug_params *out);
 
-/* Scratch bytes aug_apply_crop / aug_apply_crop_u8 need for crop p of a src_w-wide source: the crop box (when
- * it is narrower than the source) plus the S x S x 3 working image. */
+/* Scratch bytes aug_apply_crop needs for crop p of a src_w-wide source: the S x S x 3 working image plus the
+ * crop box (ch * cw * 3, when it is narrower than the source). aug_apply_crop_u8 needs the crop box only. */
 size_t aug_crop_scratch_bytes(const aug_crop_params *p, int32_t src_w);
 
 /* Scratch bytes that suffice for any crop of any sample under c from a src_w x src_h source. */
@@ -124,7 +128,8 @@ int aug_apply_crop(const uint8_t *rgb, int32_t w, int32_t h, const aug_crop_para
                    uint8_t *scratch, size_t scratch_cap);
 
 /* The same chain up to, not including, ToTensor: the 8-bit crop into u8 (S x S x 3 interleaved), what the PIL
- * image holds at that point. tmp: 3 * S * S floats for the blur (NULL: allocated here when needed). */
+ * image holds at that point. tmp: 3 * S * S floats for the blur (NULL: allocated here when needed). scratch:
+ * the crop box (NULL: allocated here when needed; -1 if smaller than the box). Returns 0 or -1. */
 int aug_apply_crop_u8(const uint8_t *rgb, int32_t w, int32_t h, const aug_crop_params *p, uint8_t *u8,
                       float *tmp, uint8_t *scratch, size_t scratch_cap);
 
