@@ -310,7 +310,7 @@ def dino(d):
     small = img.resize((48, 40))
     for paper in (False, True):
         ts = dino_transforms(16, 8, paper)
-        n = 2000
+        n = 1000
         counts = [[0, 0], [0, 0], [0, 0]]
         for _ in range(n):
             for k, t in enumerate(ts):
