@@ -22,6 +22,7 @@ packages=(
   libfaiss-dev                                    # k-NN search for dedup (static lib + C API headers)
   python3 python3-pil python3-numpy               # test servers, fixtures, reference checks
   python3-torch                                   # the PyTorch reference the ViT is checked against
+  python3-torchvision                             # the reference the trainer's augmentation is checked against
   python3-faiss                                   # baselines in benchmarks
   dataset-fashion-mnist                           # real pictures for tests and the demo
   chromium chromium-driver                        # headless browser: tests load lvd-audit's HTML page
