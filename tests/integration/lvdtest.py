@@ -95,3 +95,22 @@ class WorkTestCase(unittest.TestCase):
 
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def eval_preprocess(img, resize=256, crop=224):
+    """DINOv2's evaluation transform as torchvision applies it to a PIL image, written with Pillow and NumPy:
+    Resize(resize, BICUBIC) of the shorter side (the longer side truncated), CenterCrop(crop) with Python's
+    rounding, ToTensor, Normalize(ImageNet mean, std). Returns (3, crop, crop) float32."""
+    import numpy as np
+    from PIL import Image
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+    std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+    w, h = img.size
+    if w <= h:
+        nw, nh = resize, int(resize * h / w)
+    else:
+        nw, nh = int(resize * w / h), resize
+    img = img.resize((nw, nh), Image.BICUBIC)
+    top, left = int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0))
+    a = np.asarray(img, dtype=np.float32)[top:top + crop, left:left + crop] / 255.0
+    return ((a - mean) / std).transpose(2, 0, 1)

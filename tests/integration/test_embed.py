@@ -23,28 +23,17 @@ import unittest
 import numpy as np
 from PIL import Image
 
-from lvdtest import WorkTestCase, db, exe, run, sha256_file
+from lvdtest import eval_preprocess, WorkTestCase, db, exe, run, sha256_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "scripts"))
 import fixtures  # noqa: E402
 
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 N_POOL = 36
 
 
 def preprocess(img, resize=256, crop=224):
-    """torchvision Resize(resize, BICUBIC) + CenterCrop(crop) + ToTensor + Normalize on a PIL image: (3, c, c)."""
-    w, h = img.size
-    if w <= h:
-        nw, nh = resize, int(resize * h / w)
-    else:
-        nw, nh = int(resize * w / h), resize
-    img = img.resize((nw, nh), Image.BICUBIC)
-    top, left = int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0))
-    a = np.asarray(img, dtype=np.float32)[top:top + crop, left:left + crop] / 255.0
-    return ((a - MEAN) / STD).transpose(2, 0, 1)
+    return eval_preprocess(img, resize, crop)
 
 
 def working_image(work, con, image_id):

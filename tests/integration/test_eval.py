@@ -17,27 +17,17 @@ import numpy as np
 from PIL import Image
 
 import lvdtest
-from lvdtest import WorkTestCase, db, run
+from lvdtest import eval_preprocess, WorkTestCase, db, run
 
 import sys
 sys.path.insert(0, os.path.join(os.path.dirname(lvdtest.TESTS), "scripts"))
 import fixtures  # noqa: E402
 
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 RESIZE, CROP = 64, 56
 
 
 def preprocess(img, resize=RESIZE, crop=CROP):
-    w, h = img.size
-    if w <= h:
-        nw, nh = resize, int(resize * h / w)
-    else:
-        nw, nh = int(resize * w / h), resize
-    img = img.resize((nw, nh), Image.BICUBIC)
-    top, left = int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0))
-    a = np.asarray(img, dtype=np.float32)[top:top + crop, left:left + crop] / 255.0
-    return ((a - MEAN) / STD).transpose(2, 0, 1)
+    return eval_preprocess(img, resize, crop)
 
 
 def knn_reference(train, train_lab, test, test_lab, ks, T, nclass):
