@@ -44,7 +44,8 @@ static int run_kmeans(const float *items, int64_t m, int32_t d, int32_t k, int32
     return kmeans_train(items, m, d, &o, c, NULL);
 }
 
-/* Members of each cluster, ascending: start (k + 1), mem (m), from labels (m). */
+/* Members of each cluster, ascending: start (k + 1), mem (m), from labels (m). No scratch: start[c + 1]
+ * (cluster c's end) serves as its fill cursor from the end, then becomes its beginning, shifted into start[c]. */
 static void group(const int32_t *lab, int64_t m, int32_t k, int64_t *start, int64_t *mem)
 {
     memset(start, 0, (size_t)(k + 1) * sizeof *start);
@@ -52,11 +53,11 @@ static void group(const int32_t *lab, int64_t m, int32_t k, int64_t *start, int6
         start[lab[i] + 1]++;
     for (int32_t c = 0; c < k; c++)
         start[c + 1] += start[c];
-    int64_t *fill = malloc((size_t)k * sizeof *fill);
-    memcpy(fill, start, (size_t)k * sizeof *fill);
-    for (int64_t i = 0; i < m; i++)
-        mem[fill[lab[i]]++] = i;
-    free(fill);
+    for (int64_t i = m - 1; i >= 0; i--) /* from the end, so each cluster fills downwards in ascending order */
+        mem[--start[lab[i] + 1]] = i;
+    for (int32_t c = 0; c < k; c++) /* start[c + 1] now holds cluster c's first position */
+        start[c] = start[c + 1];
+    start[k] = m;
 }
 
 /* Distance-key sort for strategy 'c'. */
