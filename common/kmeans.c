@@ -608,6 +608,103 @@ static void init_plusplus(const float *x, const int64_t *rows, int64_t n, int32_
     }
 }
 
+/* Greedy k-means++ into c (k, d), squared L2, exactly as KMEANS_GREEDY_DRAWS in kmeans.h: L candidates per
+ * centre, the one of lowest potential kept. Memory: (L + 2) * n float64 and n bytes, allocated here. Candidate
+ * distances run over rows in parallel; potentials are per-chunk float64 sums (KPP_CHUNK rows, row order) added
+ * in chunk order, so the result does not depend on the thread count. */
+static int init_greedy(const float *x, const int64_t *rows, int64_t n, int32_t d, int32_t k, uint64_t seed,
+                       int32_t nt, float *c)
+{
+    const int32_t L = 2 + (int32_t)floor(log((double)k));
+    int64_t nchunks = (n + KPP_CHUNK - 1) / KPP_CHUNK;
+    double *D = malloc((size_t)n * sizeof *D), *C = malloc((size_t)n * sizeof *C);
+    double *cd = malloc((size_t)L * n * sizeof *cd), *part = malloc((size_t)L * nchunks * sizeof *part);
+    unsigned char *taken = calloc((size_t)n, 1);
+    int64_t *cand = malloc((size_t)L * sizeof *cand);
+    int rc = 0;
+    if (!D || !C || !cd || !part || !taken || !cand) {
+        rc = lvd_fail("kmeans_train: out of memory for greedy k-means++ (%" PRId64 " rows, %" PRId32
+                      " candidates)", n, L);
+        goto done;
+    }
+    rng r = rng_make(seed, STREAM_INIT);
+    int64_t pick = (int64_t)(rng_unit(&r) * (double)n);
+    if (pick > n - 1)
+        pick = n - 1;
+    const float *p0 = train_row(x, rows, pick, d);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        D[i] = dist2_f64(train_row(x, rows, i, d), p0, d);
+    for (int32_t ci = 0;; ci++) {
+        taken[pick] = 1;
+        memcpy(c + (size_t)ci * d, train_row(x, rows, pick, d), (size_t)d * sizeof(float));
+        if (ci + 1 == k)
+            break;
+        double acc = 0;
+        for (int64_t i = 0; i < n; i++)
+            C[i] = acc += D[i];
+        double pot = C[n - 1];
+        if (!(pot > 0)) { /* every row sits on a centre: the first row not taken, no draw */
+            for (pick = 0; taken[pick]; pick++)
+                ;
+            const float *pc = train_row(x, rows, pick, d);
+#pragma omp parallel for num_threads(nt) schedule(static)
+            for (int64_t i = 0; i < n; i++) {
+                double v = dist2_f64(train_row(x, rows, i, d), pc, d);
+                D[i] = v < D[i] ? v : D[i];
+            }
+            continue;
+        }
+        for (int32_t j = 0; j < L; j++) {
+            double u = rng_unit(&r) * pot;
+            int64_t lo = 0, hi = n - 1; /* first i with C[i] > u, n - 1 when none */
+            while (lo < hi) {
+                int64_t mid = lo + (hi - lo) / 2;
+                if (C[mid] > u)
+                    hi = mid;
+                else
+                    lo = mid + 1;
+            }
+            cand[j] = lo;
+        }
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (int64_t t = 0; t < nchunks; t++) {
+            int64_t r0 = t * KPP_CHUNK, r1 = r0 + KPP_CHUNK < n ? r0 + KPP_CHUNK : n;
+            for (int32_t j = 0; j < L; j++) {
+                const float *pc = train_row(x, rows, cand[j], d);
+                double *dj = cd + (size_t)j * n, sum = 0;
+                for (int64_t i = r0; i < r1; i++) {
+                    double v = dist2_f64(train_row(x, rows, i, d), pc, d);
+                    dj[i] = v < D[i] ? v : D[i];
+                    sum += dj[i];
+                }
+                part[(size_t)j * nchunks + t] = sum;
+            }
+        }
+        int32_t best = 0;
+        double best_pot = INFINITY;
+        for (int32_t j = 0; j < L; j++) {
+            double s = 0;
+            for (int64_t t = 0; t < nchunks; t++)
+                s += part[(size_t)j * nchunks + t];
+            if (s < best_pot) {
+                best_pot = s;
+                best = j;
+            }
+        }
+        pick = cand[best];
+        memcpy(D, cd + (size_t)best * n, (size_t)n * sizeof *D);
+    }
+done:
+    free(D);
+    free(C);
+    free(cd);
+    free(part);
+    free(taken);
+    free(cand);
+    return rc;
+}
+
 /* Sorts the training rows by label (counting sort, stable): count (k) rows per label, start (k + 1) where each
  * label begins in order (n_train). */
 static void group_by_label(const int32_t *labels, int64_t n, int32_t k, int64_t *count, int64_t *start,
@@ -716,7 +813,9 @@ void kmeans_opts_default(kmeans_opts *o)
                        .spherical = 1,
                        .init = KMEANS_INIT_RANDOM,
                        .max_points_per_centroid = 256,
-                       .threads = 0};
+                       .threads = 0,
+                       .fixed_iterations = 0,
+                       .empty = KMEANS_EMPTY_REPAIR};
 }
 
 int kmeans_train(const float *x, int64_t n, int32_t d, const kmeans_opts *o, float *centroids, kmeans_stats *st)
@@ -735,8 +834,13 @@ int kmeans_train(const float *x, int64_t n, int32_t d, const kmeans_opts *o, flo
         return lvd_fail("kmeans_train: iterations, max_points_per_centroid and threads must be >= 0 (got %" PRId32
                         ", %" PRId64 ", %" PRId32 ")",
                         o->iterations, o->max_points_per_centroid, o->threads);
-    if (o->init != KMEANS_INIT_RANDOM && o->init != KMEANS_INIT_PLUSPLUS && o->init != KMEANS_INIT_GIVEN)
+    if (o->init != KMEANS_INIT_RANDOM && o->init != KMEANS_INIT_PLUSPLUS && o->init != KMEANS_INIT_GIVEN &&
+        o->init != KMEANS_INIT_GREEDY)
         return lvd_fail("kmeans_train: unknown init %d", (int)o->init);
+    if (o->init == KMEANS_INIT_GREEDY && o->spherical)
+        return lvd_fail("kmeans_train: greedy k-means++ is for squared L2 (spherical 0)");
+    if (o->empty != KMEANS_EMPTY_REPAIR && o->empty != KMEANS_EMPTY_KEEP)
+        return lvd_fail("kmeans_train: unknown empty-cluster rule %d", (int)o->empty);
     if (!x || !centroids)
         return lvd_fail("kmeans_train: x and centroids must be given");
     if (o->init == KMEANS_INIT_GIVEN && check_centroids("kmeans_train: initial centroids", centroids, k, d) != 0)
@@ -814,6 +918,8 @@ int kmeans_train(const float *x, int64_t n, int32_t d, const kmeans_opts *o, flo
     else if (o->init == KMEANS_INIT_PLUSPLUS)
         init_plusplus(x, m.rows, nt_rows, d, k, spherical, o->seed, m.xn2, m.scores, m.chunk, m.labels, nt,
                       m.scratch, centroids);
+    else if (o->init == KMEANS_INIT_GREEDY && init_greedy(x, m.rows, nt_rows, d, k, o->seed, nt, centroids) != 0)
+        goto done;
 
     assign_src s = {x, m.rows, nt_rows, d, centroids, spherical ? NULL : m.chalf, 0, k, 0};
     int64_t repaired = 0, repaired_last = 0;
@@ -827,14 +933,16 @@ int kmeans_train(const float *x, int64_t n, int32_t d, const kmeans_opts *o, flo
             obj += m.scores[i];
         if (st && st->objective)
             st->objective[it] = obj / (double)nt_rows;
-        if (it > 0 && repaired_last == 0 &&
+        if (!o->fixed_iterations && it > 0 && repaired_last == 0 &&
             memcmp(m.labels, m.prev, (size_t)nt_rows * sizeof *m.labels) == 0) {
             it++; /* fixed point: the update would give the same centroids */
             break;
         }
         group_by_label(m.labels, nt_rows, k, m.count, m.start, m.order);
         update_centroids(x, m.rows, d, k, spherical, m.order, m.start, m.acc, nt, centroids);
-        repaired_last = repair_empty(x, m.rows, d, k, spherical, m.order, m.start, m.count, m.scores, centroids);
+        repaired_last = o->empty == KMEANS_EMPTY_KEEP ? 0 /* empty clusters kept their centroid */
+                                                      : repair_empty(x, m.rows, d, k, spherical, m.order, m.start,
+                                                                     m.count, m.scores, centroids);
         repaired += repaired_last;
         int32_t *t = m.prev;
         m.prev = m.labels;

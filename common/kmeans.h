@@ -24,7 +24,8 @@
  * One training iteration (FAISS's Clustering): assign every training row to its nearest centroid; the
  * objective of the iteration is the mean similarity (spherical) or mean squared distance of that assignment;
  * each centroid becomes the mean of its rows, summed in float64, then normalised when spherical; then empty
- * clusters are repaired. Training stops early only when an iteration assigns every row as the one before it
+ * clusters are repaired (KMEANS_EMPTY_REPAIR) or kept (KMEANS_EMPTY_KEEP). Unless fixed_iterations is set,
+ * training stops early only when an iteration assigns every row as the one before it
  * did (and nothing was repaired in between): the centroids are then a fixed point, and further iterations
  * would change nothing.
  *
@@ -71,7 +72,38 @@ typedef enum kmeans_init {
                                  each bound by memory bandwidth (2 cores: 8.5 s for 100,000 x 384 rows and
                                  k 1,000, some 6 Lloyd iterations): fine up to a few thousand centroids */
     KMEANS_INIT_GIVEN = 2,    /* the centroids buffer holds the initial centroids, used as they are */
+    KMEANS_INIT_GREEDY = 3,   /* greedy k-means++ (scikit-learn's, ssl-data-curation's): squared L2 only
+                                 (spherical 0). Each next centre draws L = 2 + floor(ln k) candidate rows with
+                                 probability proportional to their squared distance to the nearest centre so
+                                 far and keeps the one that lowers the potential (the float64 sum of those
+                                 distances) most. Draws exactly as below (KMEANS_GREEDY_DRAWS), so that an
+                                 independent implementation reproduces the centres. Cost: k * L float64 passes
+                                 over the training rows (scalar, O(n k L d)): meant for hierarchical k-means on
+                                 a few hundred thousand rows; a GEMM path is needed beyond */
 } kmeans_init;
+
+/* KMEANS_GREEDY_DRAWS — the greedy k-means++ draw, specified so that a test can replay it.
+ *
+ * Generator: splitmix64 with state s0 = seed * 0x2545f4914f6cdd1d + 2 * 0x9e3779b97f4a7c15 (mod 2^64); next():
+ * s += 0x9e3779b97f4a7c15; z = s; z = (z ^ z >> 30) * 0xbf58476d1ce4e5b9; z = (z ^ z >> 27) *
+ * 0x94d049bb133111eb; return z ^ z >> 31. unit() = (next() >> 11) * 2^-53, in [0, 1).
+ * Over the n training rows in order (all rows: use max_points_per_centroid 0 for a replayable run):
+ *   first centre: row min(floor(unit() * n), n - 1);
+ *   D[i] = float64 squared distance of row i to its nearest centre so far; C = running float64 sum of D in row
+ *   order (C[i] = D[0] + ... + D[i]), pot = C[n - 1];
+ *   each next centre: for j in 0..L-1, u_j = unit() * pot, candidate j = the first row i with C[i] > u_j (row
+ *   n - 1 when none); candidate j's potential = sum over rows of min(D[i], |x_i - cand_j|^2) (float64); the
+ *   centre is the candidate of smallest potential (ties: the lowest j), and D becomes that candidate's minimum.
+ * When pot is 0 (fewer distinct rows than centres), no draw: the next centre is the first row, in row order,
+ * that is not a centre yet.
+ * Distances are exact float64 sums of float64 differences (4 interleaved lanes), so a float64 reimplementation
+ * agrees to rounding, i.e. on every draw that does not fall within ~1e-15 relative of a boundary of C. */
+
+/* What an iteration does with a cluster left without rows. */
+typedef enum kmeans_empty {
+    KMEANS_EMPTY_REPAIR = 0, /* (default) it takes the row its donor serves worst: "Empty clusters" above */
+    KMEANS_EMPTY_KEEP = 1,   /* it keeps its previous centroid (ssl-data-curation's rule); it may stay empty */
+} kmeans_empty;
 
 typedef struct kmeans_opts {
     int32_t k;                       /* number of centroids (no default: set it) */
@@ -82,6 +114,9 @@ typedef struct kmeans_opts {
     int64_t max_points_per_centroid; /* train on at most k * this many rows of x, a uniform sample (default 256;
                                         0: all rows) */
     int32_t threads;                 /* 0: omp_get_max_threads() */
+    int fixed_iterations;            /* 0 (default): stop at a fixed point; 1: run exactly `iterations` centroid
+                                        updates (ssl-data-curation's n_iters), no early stop */
+    kmeans_empty empty;              /* default KMEANS_EMPTY_REPAIR */
 } kmeans_opts;
 
 typedef struct kmeans_stats {
