@@ -47,7 +47,7 @@ secs() { # command...: runs it, prints its wall seconds
   t0=$(date +%s.%N)
   "$@" >/dev/null
   t1=$(date +%s.%N)
-  echo "$t1 - $t0" | bc
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
 }
 echo "== machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 b=$(secs "$bdir/lvd-manifest" build --work "$tmp/work" --out "$tmp/m.db" --from dedup --threads "$threads" --quiet)

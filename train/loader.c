@@ -317,6 +317,7 @@ int train_loader_next(train_loader *l, train_batch *b)
     for (int32_t s = 0; s < B; s++)
         todo[s] = s;
     uint64_t tried_since_success = 0;
+    char last_why[256] = "";
     while (ntodo > 0) {
         for (int32_t k = 0; k < ntodo; k++) {
             if (next_entry(l, &e[k]) != 0)
@@ -334,11 +335,12 @@ int train_loader_next(train_loader *l, train_batch *b)
             l->failed++;
             tried_since_success++;
             log_warn("sample %" PRIu32 " skipped: %s", e[k].sample, why[k]);
+            memcpy(last_why, why[k], sizeof last_why);
             todo[left++] = slot[k];
         }
         ntodo = left;
         if (tried_since_success > l->n) {
-            lvd_fail("loader: no sample of the manifest can be read and decoded (the last: %s)", why[ntodo - 1]);
+            lvd_fail("loader: no sample of the manifest can be read and decoded (the last: %s)", last_why);
             goto out;
         }
     }

@@ -4,6 +4,7 @@ lvd code): 23 JPEG/WebP pictures of assorted sizes and one sample whose bytes ar
 in two tar shards.
 
     loader_ref.py make DIR      writes DIR/m.db and DIR/shards/, prints the 0-based index of the bad sample
+    loader_ref.py bad DIR       the same layout with the bad sample alone (nothing can be read)
 """
 import hashlib
 import io
@@ -33,6 +34,8 @@ def main():
         Image.fromarray(px).save(buf, format=fmt, quality=90)
         items.append((buf.getvalue(), fmt.lower(), w, h, 1 + i % 2))
     items.append((b"\xff\xd8\xff\xe0 this is not a picture" * 3, "jpeg", 50, 40, 1))
+    if sys.argv[1] == "bad":
+        items = [items[-1], (b"\x00 neither is this" * 4, "jpeg", 50, 40, 2)]
     rows = []
     for s in range(2):
         rel = "shards/img-%06d.tar" % s

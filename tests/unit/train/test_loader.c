@@ -240,6 +240,31 @@ static void test_bad_options(void **state)
     assert_non_null(strstr(lvd_errmsg(), "multiple of the patch size"));
 }
 
+/* A manifest none of whose samples decodes: a clear error, not an endless search. */
+static void test_nothing_readable(void **state)
+{
+    (void)state;
+    char cmd[2400], db[400];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' bad '%s/bad' >/dev/null", script, dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(db, sizeof db, "%s/bad/m.db", dir);
+    manifest *bad;
+    assert_int_equal(manifest_open(&bad, db), 0);
+    train_loader_opts o = opts(2, 0, 1);
+    o.m = bad;
+    train_loader *l;
+    assert_int_equal(train_loader_open(&l, &o), 0);
+    train_batch b;
+    assert_int_equal(train_batch_alloc(l, &b), 0);
+    assert_int_equal(train_loader_next(l, &b), -1);
+    assert_non_null(strstr(lvd_errmsg(), "no sample of the manifest can be read and decoded"));
+    assert_non_null(strstr(lvd_errmsg(), "does not decode"));
+    assert_true(train_loader_failed(l) > 2);
+    train_batch_free(&b);
+    train_loader_close(l);
+    manifest_close(bad);
+}
+
 int main(int argc, char **argv)
 {
     snprintf(script, sizeof script, "%s/unit/train/loader_ref.py", argc > 1 ? argv[1] : "tests");
@@ -247,6 +272,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stream_and_crops),
         cmocka_unit_test(test_threads_and_resume),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_nothing_readable),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
