@@ -1,0 +1,474 @@
+/* step.c — one DINOv2 training iteration (step.h). */
+#include "train/step.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+int train_vit_config(const recipe *r, vit_config *out)
+{
+    vit_config c;
+    if (vit_preset(r->student.arch, &c) != 0)
+        return lvd_fail("student.arch '%s': not an architecture of the ViT core", r->student.arch);
+    if (!r->student.qkv_bias || !r->student.proj_bias || !r->student.ffn_bias)
+        return lvd_fail("student.qkv_bias, proj_bias and ffn_bias must be true: the ViT core has those biases");
+    c.patch = r->student.patch_size;
+    if (c.patch < 1 || r->crops.global_crops_size % c.patch != 0 || r->crops.local_crops_size % c.patch != 0)
+        return lvd_fail("crops.global_crops_size %d and local_crops_size %d must be multiples of "
+                        "student.patch_size %d", r->crops.global_crops_size, r->crops.local_crops_size, c.patch);
+    c.pos_grid = r->crops.global_crops_size / c.patch; /* build_model's img_size = global_crops_size */
+    c.n_reg = r->student.num_register_tokens;
+    if (strcmp(r->student.ffn_layer, "mlp") == 0) {
+        c.ffn = VIT_FFN_MLP;
+        c.ffn_hidden = 4 * c.dim;
+    } else if (strcmp(r->student.ffn_layer, "swiglu") == 0 || strcmp(r->student.ffn_layer, "swiglufused") == 0) {
+        c.ffn = VIT_FFN_SWIGLU;
+        c.ffn_hidden = vit_swiglu_hidden(c.dim);
+    } else {
+        return lvd_fail("student.ffn_layer '%s': mlp, swiglu or swiglufused", r->student.ffn_layer);
+    }
+    c.layerscale = r->student.layerscale > 0.0;
+    if (!r->student.interpolate_antialias && fabs(r->student.interpolate_offset - 0.1) < 1e-12)
+        c.pos_mode = VIT_POS_OFFSET;
+    else if (r->student.interpolate_antialias && r->student.interpolate_offset == 0.0)
+        c.pos_mode = VIT_POS_SIZE_AA;
+    else
+        return lvd_fail("student.interpolate_antialias %s with interpolate_offset %g: the ViT core resamples "
+                        "positions either without antialias at offset 0.1 or with antialias at offset 0",
+                        r->student.interpolate_antialias ? "true" : "false", r->student.interpolate_offset);
+    if (vit_config_check(&c) != 0)
+        return -1;
+    *out = c;
+    return 0;
+}
+
+/* ---- creation ------------------------------------------------------------------------------------------ */
+
+/* Carves n floats (or int64s) off an arena cursor; the cursor is kept 64-byte aligned. */
+static void *carve(char **cur, size_t bytes)
+{
+    void *p = *cur;
+    *cur += (bytes + 63) & ~(size_t)63;
+    return p;
+}
+
+static int add_head(train_model *m, const char *name, dino_head *s, dino_head *t)
+{
+    int32_t mod;
+    if (optim_add_module(&m->opt, name, 0, &mod) != 0)
+        return -1;
+    int n = dino_head_ntensors(&s->cfg);
+    for (int i = 0; i < n; i++) {
+        dino_head_tensor ht;
+        if (dino_head_tensor_at(&s->cfg, i, &ht) != 0 ||
+            optim_add_tensor(&m->opt, mod, ht.name, s->params + ht.offset, s->grads + ht.offset,
+                             t->params + ht.offset, ht.count) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int head_config(dino_head_config *h, int64_t in_dim, int32_t k, int32_t bottleneck, int32_t hidden,
+                       int32_t nlayers)
+{
+    h->in_dim = in_dim;
+    h->prototypes = k;
+    h->bottleneck = bottleneck;
+    h->hidden = hidden;
+    h->nlayers = nlayers;
+    return dino_head_config_check(h);
+}
+
+/* The shapes of the optimizer's tensors, in its order: the backbone's from the model, the heads' from
+ * dino_head_tensor_at. */
+static int fill_shapes(train_model *m)
+{
+    m->shapes = calloc(m->opt.n_tensors, sizeof *m->shapes);
+    if (!m->shapes)
+        return lvd_fail("out of memory (tensor shapes)");
+    size_t i = 0;
+    for (size_t j = 0; j < m->student->n_tensors; j++, i++) {
+        m->shapes[i].ndim = m->student->tensors[j].ndim;
+        memcpy(m->shapes[i].shape, m->student->tensors[j].shape, sizeof m->shapes[i].shape);
+    }
+    const dino_head *heads[2] = {&m->s_dino, m->separate_ibot ? &m->s_ibot : NULL};
+    for (int h = 0; h < 2 && heads[h]; h++) {
+        int n = dino_head_ntensors(&heads[h]->cfg);
+        for (int k = 0; k < n; k++, i++) {
+            dino_head_tensor ht;
+            dino_head_tensor_at(&heads[h]->cfg, k, &ht);
+            m->shapes[i].ndim = ht.ndim;
+            m->shapes[i].shape[0] = ht.shape[0];
+            m->shapes[i].shape[1] = ht.shape[1];
+        }
+    }
+    if (i != m->opt.n_tensors)
+        return lvd_fail("internal: %zu shapes for %zu optimizer tensors", i, m->opt.n_tensors);
+    return 0;
+}
+
+static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t ranks)
+{
+    m->rc = *r;
+    if (!vc && train_vit_config(r, &m->vc) != 0)
+        return -1;
+    if (vc) {
+        if (vc->patch != r->student.patch_size)
+            return lvd_fail("the backbone's patch %d is not student.patch_size %d", vc->patch,
+                            r->student.patch_size);
+        if (r->crops.global_crops_size % vc->patch || r->crops.local_crops_size % vc->patch)
+            return lvd_fail("crop sizes %d, %d are not multiples of the patch %d", r->crops.global_crops_size,
+                            r->crops.local_crops_size, vc->patch);
+        m->vc = *vc;
+    }
+    const int64_t d = m->vc.dim;
+    m->batch = r->train.batch_size_per_gpu;
+    m->n_local = r->crops.local_crops_number;
+    const int64_t b = m->batch, b2 = 2 * b, bl = (int64_t)m->n_local * b;
+    const int32_t side = r->crops.global_crops_size / m->vc.patch;
+    m->n_tokens = side * side;
+    const int64_t n = m->n_tokens;
+    m->drop_path = (float)r->student.drop_path_rate;
+    m->do_ibot = r->ibot.loss_weight > 0.0;
+    m->separate_ibot = m->do_ibot && r->ibot.separate_head;
+    /* The collate masks int(2B * p) images with at most int(N * r_max) patches each (r_max evaluated in
+     * float32, hence the ceiling). */
+    int64_t per_image = (int64_t)ceil((double)n * r->ibot.mask_ratio_min_max[1]);
+    if (per_image > n)
+        per_image = n;
+    m->max_masked = m->do_ibot ? (int64_t)(b2 * r->ibot.mask_sample_probability) * per_image : 0;
+
+    if (vit_create(&m->vc, &m->student) != 0 || vit_create(&m->vc, &m->teacher) != 0 ||
+        vit_alloc_grads(m->student) != 0)
+        return -1;
+    dino_head_config hd, hi;
+    if (head_config(&hd, d, r->dino.head_n_prototypes, r->dino.head_bottleneck_dim, r->dino.head_hidden_dim,
+                    r->dino.head_nlayers) != 0)
+        return lvd_fail_ctx("dino head");
+    if (dino_head_init(&m->s_dino, &hd, 1) != 0 || dino_head_init(&m->t_dino, &hd, 0) != 0)
+        return -1;
+    int64_t ibot_k = hd.prototypes;
+    if (m->separate_ibot) {
+        if (head_config(&hi, d, r->ibot.head_n_prototypes, r->ibot.head_bottleneck_dim, r->ibot.head_hidden_dim,
+                        r->ibot.head_nlayers) != 0)
+            return lvd_fail_ctx("ibot head");
+        if (dino_head_init(&m->s_ibot, &hi, 1) != 0 || dino_head_init(&m->t_ibot, &hi, 0) != 0)
+            return -1;
+        ibot_k = hi.prototypes;
+    }
+
+    optim_config oc;
+    optim_config_defaults(&oc);
+    oc.beta1 = r->optim.adamw_beta1;
+    oc.beta2 = r->optim.adamw_beta2;
+    oc.layerwise_decay = r->optim.layerwise_decay;
+    oc.patch_embed_lr_mult = r->optim.patch_embed_lr_mult;
+    if (optim_init(&m->opt, &oc) != 0 || optim_add_vit(&m->opt, "backbone", m->student, m->teacher, NULL) != 0 ||
+        add_head(m, "dino_head", &m->s_dino, &m->t_dino) != 0 ||
+        (m->separate_ibot && add_head(m, "ibot_head", &m->s_ibot, &m->t_ibot) != 0) ||
+        optim_finalize(&m->opt) != 0 || fill_shapes(m) != 0)
+        return -1;
+
+    ssl_loss_config lc;
+    ssl_loss_config_default(&lc, b, m->n_local, hd.prototypes, ibot_k, d, m->max_masked);
+    lc.dino_weight = (float)r->dino.loss_weight;
+    lc.ibot_weight = (float)r->ibot.loss_weight;
+    lc.koleo_weight = (float)r->dino.koleo_loss_weight;
+    lc.centering = r->train.centering == RECIPE_SINKHORN_KNOPP ? SSL_CENTERING_SINKHORN : SSL_CENTERING_SOFTMAX;
+    if (ssl_loss_init(&m->loss, &lc) != 0)
+        return -1;
+
+    sched_recipe_config sc;
+    sched_recipe_defaults(&sc);
+    sc.epoch_length = r->train.official_epoch_length;
+    sc.epochs = r->optim.epochs;
+    sc.batch_size = (int64_t)m->batch * ranks;
+    sc.base_lr = r->optim.base_lr;
+    /* An explicit optim.lr wins over the scaling rule: give the schedule the base that scales to it. */
+    double scale = sqrt((double)sc.batch_size / 1024.0);
+    if (r->optim.lr > 0.0 && fabs(r->optim.lr - r->optim.base_lr * scale) > 1e-12 * r->optim.lr)
+        sc.base_lr = r->optim.lr / scale;
+    sc.min_lr = r->optim.min_lr;
+    sc.warmup_epochs = r->optim.warmup_epochs;
+    sc.weight_decay = r->optim.weight_decay;
+    sc.weight_decay_end = r->optim.weight_decay_end;
+    sc.momentum_teacher = r->teacher.momentum_teacher;
+    sc.final_momentum_teacher = r->teacher.final_momentum_teacher;
+    sc.warmup_teacher_temp = r->teacher.warmup_teacher_temp;
+    sc.teacher_temp = r->teacher.teacher_temp;
+    sc.warmup_teacher_temp_epochs = r->teacher.warmup_teacher_temp_epochs;
+    sc.freeze_last_layer_epochs = r->optim.freeze_last_layer_epochs;
+    if (sched_recipe_init(&m->sched, &sc) != 0)
+        return -1;
+
+    vit_run_opts ro = {.batch = (int32_t)b2, .height = r->crops.global_crops_size,
+                       .width = r->crops.global_crops_size, .train = 1, .keep_layers = 0};
+    if (vit_run_create(m->student, &ro, &m->s_run_g) != 0)
+        return -1;
+    ro.train = 0;
+    if (vit_run_create(m->teacher, &ro, &m->t_run_g) != 0)
+        return -1;
+    if (m->n_local > 0) {
+        vit_run_opts lo = {.batch = (int32_t)bl, .height = r->crops.local_crops_size,
+                           .width = r->crops.local_crops_size, .train = 1, .keep_layers = 0};
+        if (vit_run_create(m->student, &lo, &m->s_run_l) != 0)
+            return -1;
+    }
+
+    /* Head rows: the teacher's [global CLS ; masked tokens], the student's [local CLS ; global CLS ; masked
+     * tokens]; with a separate iBOT head the masked tokens go through it instead. */
+    const int64_t mm = m->max_masked;
+    const int64_t t_rows = b2 + mm, s_rows = bl + b2 + mm;
+    const int64_t t_head = m->separate_ibot ? b2 : t_rows, s_head = m->separate_ibot ? bl + b2 : s_rows;
+    if (dino_head_run_init(&m->t_hrun, &hd, t_head, 0) != 0 || dino_head_run_init(&m->s_hrun, &hd, s_head, 1) != 0)
+        return -1;
+    if (m->separate_ibot && mm > 0 &&
+        (dino_head_run_init(&m->t_irun, &hi, mm, 0) != 0 || dino_head_run_init(&m->s_irun, &hi, mm, 1) != 0))
+        return -1;
+    const int64_t kd = hd.prototypes;
+    size_t fl = sizeof(float);
+    size_t sizes[12] = {
+        (size_t)(t_rows * d) * fl, (size_t)(t_head * kd) * fl,
+        (size_t)(m->separate_ibot ? mm * ibot_k : 0) * fl,
+        (size_t)(s_rows * d) * fl, (size_t)(s_head * kd) * fl, (size_t)(s_head * kd) * fl, (size_t)(s_rows * d) * fl,
+        (size_t)(m->separate_ibot ? mm * ibot_k : 0) * fl, (size_t)(m->separate_ibot ? mm * ibot_k : 0) * fl,
+        (size_t)(b2 * n * d) * fl, (size_t)(b2 * n) * sizeof(int64_t), (size_t)(b2 * n) * fl};
+    size_t total = 0;
+    for (int i = 0; i < 12; i++)
+        total += (sizes[i] + 63) & ~(size_t)63;
+    m->arena = aligned_alloc(64, total);
+    if (!m->arena)
+        return lvd_fail("out of memory: %zu bytes of step buffers", total);
+    char *cur = m->arena;
+    m->t_in = carve(&cur, sizes[0]);
+    m->t_out = carve(&cur, sizes[1]);
+    m->t_iout = carve(&cur, sizes[2]);
+    m->s_in = carve(&cur, sizes[3]);
+    m->s_out = carve(&cur, sizes[4]);
+    m->s_dout = carve(&cur, sizes[5]);
+    m->s_din = carve(&cur, sizes[6]);
+    m->s_iout = carve(&cur, sizes[7]);
+    m->s_idout = carve(&cur, sizes[8]);
+    m->d_patch_g = carve(&cur, sizes[9]);
+    m->masked_idx = carve(&cur, sizes[10]);
+    m->masked_w = carve(&cur, sizes[11]);
+    m->d_cls_g = m->s_din + bl * d;
+    return 0;
+}
+
+int train_model_create(const recipe *r, int32_t ranks, train_model **out)
+{
+    return train_model_create_vit(r, NULL, ranks, out);
+}
+
+int train_model_create_vit(const recipe *r, const vit_config *vc, int32_t ranks, train_model **out)
+{
+    *out = NULL;
+    if (ranks < 1)
+        return lvd_fail("ranks %d < 1", ranks);
+    train_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return lvd_fail("out of memory");
+    if (create(m, r, vc, ranks) != 0) {
+        train_model_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
+void train_model_free(train_model *m)
+{
+    if (!m)
+        return;
+    vit_run_free(m->s_run_g);
+    vit_run_free(m->s_run_l);
+    vit_run_free(m->t_run_g);
+    dino_head_run_free(&m->s_hrun);
+    dino_head_run_free(&m->t_hrun);
+    dino_head_run_free(&m->s_irun);
+    dino_head_run_free(&m->t_irun);
+    dino_head_free(&m->s_dino);
+    dino_head_free(&m->t_dino);
+    dino_head_free(&m->s_ibot);
+    dino_head_free(&m->t_ibot);
+    optim_free(&m->opt);
+    ssl_loss_free(&m->loss);
+    vit_free(m->student);
+    vit_free(m->teacher);
+    free(m->arena);
+    free(m->shapes);
+    free(m);
+}
+
+void train_model_sync_teacher(train_model *m)
+{
+    for (size_t i = 0; i < m->opt.n_tensors; i++) {
+        const optim_tensor *t = &m->opt.tensors[i];
+        memcpy(t->teacher, t->param, t->count * sizeof(float));
+    }
+}
+
+void train_model_init_weights(train_model *m, uint64_t seed)
+{
+    vit_init_random(m->student, seed, (float)m->rc.student.layerscale);
+    dino_head_init_weights(&m->s_dino, seed ^ 0x64696E6F68656164ull);      /* "dinohead" */
+    if (m->separate_ibot)
+        dino_head_init_weights(&m->s_ibot, seed ^ 0x69626F7468656164ull);  /* "ibothead" */
+    train_model_sync_teacher(m);
+}
+
+int64_t train_model_iteration(const train_model *m)
+{
+    return m->opt.steps;
+}
+
+const train_shape *train_model_shape(const train_model *m, size_t i)
+{
+    return i < m->opt.n_tensors ? &m->shapes[i] : NULL;
+}
+
+/* ---- the step ------------------------------------------------------------------------------------------ */
+
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* rows (nm, d) = src rows idx[j] of the flattened (2B * N, d) tokens. */
+static void gather(float *rows, const float *src, const int64_t *idx, int64_t nm, int64_t d)
+{
+    for (int64_t j = 0; j < nm; j++)
+        memcpy(rows + j * d, src + idx[j] * d, (size_t)d * sizeof(float));
+}
+
+static int finite_terms(const ssl_loss_terms *t, train_step_report *rep)
+{
+    const double v[5] = {t->dino_local_crops_loss, t->dino_global_crops_loss, t->koleo_loss, t->ibot_loss,
+                         t->total};
+    static const char *names[5] = {"dino_local_crops_loss", "dino_global_crops_loss", "koleo_loss", "ibot_loss",
+                                   "total"};
+    for (int i = 0; i < 5; i++)
+        if (!isfinite(v[i])) {
+            snprintf(rep->bad_term, sizeof rep->bad_term, "%s", names[i]);
+            return lvd_fail("%s is %g at iteration %lld", names[i], v[i], (long long)rep->iteration);
+        }
+    return 0;
+}
+
+int train_step(train_model *m, const float *global, const float *local, const uint8_t *masks,
+               train_step_report *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    const int64_t it = m->opt.steps;
+    rep->iteration = it;
+    sched_recipe_at(&m->sched, it, &rep->sched);
+    const int64_t d = m->vc.dim, b2 = 2 * (int64_t)m->batch, bl = (int64_t)m->n_local * m->batch;
+    const int64_t n = m->n_tokens, kd = m->s_dino.cfg.prototypes;
+    const int64_t ki = m->separate_ibot ? m->s_ibot.cfg.prototypes : kd;
+
+    /* The collate's mask bookkeeping; the student sees the masks even when iBOT is off, as in the code. */
+    int64_t nm = 0;
+    if (m->do_ibot) {
+        nm = ibot_mask_select(m->masked_idx, m->masked_w, masks, b2, n);
+        if (nm > m->max_masked)
+            return lvd_fail("%lld masked patches in a batch, more than the %lld the collate can produce",
+                            (long long)nm, (long long)m->max_masked);
+    }
+    rep->n_masked = nm;
+
+    /* Teacher: backbone on the global crops, then the head(s). No gradient. */
+    if (vit_forward(m->teacher, m->t_run_g, global, NULL, 0.0f, 0) != 0)
+        return -1;
+    memcpy(m->t_in, vit_out_cls(m->t_run_g), (size_t)(b2 * d) * sizeof(float));
+    gather(m->t_in + b2 * d, vit_out_patch(m->t_run_g), m->masked_idx, nm, d);
+    const float *t_patch;
+    if (m->separate_ibot) {
+        if (dino_head_forward(&m->t_dino, &m->t_hrun, m->t_out, m->t_in, b2) != 0 ||
+            (nm > 0 && dino_head_forward(&m->t_ibot, &m->t_irun, m->t_iout, m->t_in + b2 * d, nm) != 0))
+            return -1;
+        t_patch = m->t_iout;
+    } else {
+        if (dino_head_forward(&m->t_dino, &m->t_hrun, m->t_out, m->t_in, b2 + nm) != 0)
+            return -1;
+        t_patch = m->t_out + b2 * kd;
+    }
+
+    /* Student: backbone on the masked global crops and on the local crops, then the head(s) on
+     * [local CLS ; global CLS ; masked tokens]. */
+    uint64_t dp_seed = mix64((uint64_t)m->rc.train.seed ^ mix64((uint64_t)it));
+    if (vit_forward(m->student, m->s_run_g, global, masks, m->drop_path, dp_seed) != 0)
+        return -1;
+    if (bl > 0 && vit_forward(m->student, m->s_run_l, local, NULL, m->drop_path, mix64(dp_seed)) != 0)
+        return -1;
+    if (bl > 0)
+        memcpy(m->s_in, vit_out_cls(m->s_run_l), (size_t)(bl * d) * sizeof(float));
+    memcpy(m->s_in + bl * d, vit_out_cls(m->s_run_g), (size_t)(b2 * d) * sizeof(float));
+    float *s_tok = m->s_in + (bl + b2) * d;
+    gather(s_tok, vit_out_patch(m->s_run_g), m->masked_idx, nm, d);
+    const int64_t s_rows = bl + b2 + nm, s_head = m->separate_ibot ? bl + b2 : s_rows;
+    if (dino_head_forward(&m->s_dino, &m->s_hrun, m->s_out, m->s_in, s_head) != 0)
+        return -1;
+    if (m->separate_ibot && nm > 0 && dino_head_forward(&m->s_ibot, &m->s_irun, m->s_iout, s_tok, nm) != 0)
+        return -1;
+
+    /* Losses and their gradients with respect to the head outputs (and KoLeo's to the global CLS). */
+    memset(m->s_dout, 0, (size_t)(s_head * kd) * sizeof(float));
+    memset(m->s_din, 0, (size_t)(s_rows * d) * sizeof(float));
+    if (m->separate_ibot && nm > 0)
+        memset(m->s_idout, 0, (size_t)(nm * ki) * sizeof(float));
+    float *s_patch = m->separate_ibot ? m->s_iout : m->s_out + (bl + b2) * kd;
+    float *ds_patch = m->separate_ibot ? m->s_idout : m->s_dout + (bl + b2) * kd;
+    ssl_loss_inputs in = {
+        .student_global = m->s_out + bl * kd, .student_local = bl > 0 ? m->s_out : NULL,
+        .teacher_global = m->t_out, .student_cls = m->s_in + bl * d,
+        .student_patch = s_patch, .teacher_patch = t_patch, .masks_weight = m->masked_w, .n_masked = nm};
+    ssl_loss_grads g = {.student_global = m->s_dout + bl * kd, .student_local = bl > 0 ? m->s_dout : NULL,
+                        .student_cls = m->d_cls_g, .student_patch = ds_patch};
+    if (ssl_loss_step(&m->loss, &in, (float)rep->sched.teacher_temp, &rep->terms, &g) != 0)
+        return -1;
+    if (finite_terms(&rep->terms, rep) != 0)
+        return -1;
+
+    /* Backward: heads, then the backbone's two runs (their parameter gradients add up). */
+    vit_zero_grads(m->student);
+    dino_head_zero_grad(&m->s_dino);
+    if (m->separate_ibot)
+        dino_head_zero_grad(&m->s_ibot);
+    if (dino_head_backward(&m->s_dino, &m->s_hrun, m->s_din, m->s_dout, m->s_in, s_head) != 0)
+        return -1;
+    if (m->separate_ibot && nm > 0 &&
+        dino_head_backward(&m->s_ibot, &m->s_irun, m->s_din + (bl + b2) * d, m->s_idout, s_tok, nm) != 0)
+        return -1;
+    memset(m->d_patch_g, 0, (size_t)(b2 * n * d) * sizeof(float));
+    const float *d_tok = m->s_din + (bl + b2) * d;
+    for (int64_t j = 0; j < nm; j++)
+        memcpy(m->d_patch_g + m->masked_idx[j] * d, d_tok + j * d, (size_t)d * sizeof(float));
+    if (vit_backward(m->student, m->s_run_g, m->d_cls_g, NULL, m->d_patch_g, NULL) != 0)
+        return -1;
+    if (bl > 0 && vit_backward(m->student, m->s_run_l, m->s_din, NULL, NULL, NULL) != 0)
+        return -1;
+
+    /* Clipping per module (the norms are reported either way), AdamW, the teacher's EMA. */
+    rep->n_modules = m->opt.n_modules;
+    double clip = m->rc.optim.clip_grad > 0.0 ? m->rc.optim.clip_grad : HUGE_VAL;
+    if (optim_clip_grads(&m->opt, clip, rep->grad_norm) != 0) {
+        for (int32_t i = 0; i < m->opt.n_modules; i++)
+            if (!isfinite(rep->grad_norm[i])) {
+                snprintf(rep->bad_term, sizeof rep->bad_term, "grad_norm %s", m->opt.modules[i].name);
+                return lvd_fail("the gradient norm of %s is %g at iteration %lld", m->opt.modules[i].name,
+                                rep->grad_norm[i], (long long)it);
+            }
+        return -1;
+    }
+    if (optim_step(&m->opt, rep->sched.lr, rep->sched.wd, rep->sched.last_layer_lr) != 0)
+        return -1;
+    optim_update_teacher(&m->opt, rep->sched.momentum);
+    return 0;
+}

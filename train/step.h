@@ -1,0 +1,123 @@
+/* step.h — one DINOv2 training iteration on the shared ViT core: the student and teacher networks, their heads,
+ * the losses, the optimizer and the schedules, as dinov2/train/ssl_meta_arch.py (forward_backward) and
+ * dinov2/train/train.py (do_train) run them on one process.
+ *
+ * One train_step, at iteration it = the optimizer's step count, with the schedules' values v = sched_recipe_at(it):
+ *   teacher backbone on the 2B global crops (no masks, no drop path) -> CLS (2B, D), patch tokens (2B, N, D);
+ *   teacher DINO head on [CLS ; the masked patch tokens] (a shared head) or the DINO head on CLS and the iBOT
+ *     head on the masked tokens (ibot.separate_head);
+ *   student backbone on the global crops with their iBOT masks (mask_token) and on the local crops, with the
+ *     uniform drop path student.drop_path_rate;
+ *   student head(s) on [local CLS ; global CLS ; masked patch tokens];
+ *   ssl_loss_step (train/loss.h) at teacher temperature v.teacher_temp: the terms and d total / d logits;
+ *   heads' and backbone's backward; optim_clip_grads per module (optim.clip_grad, 0: none); optim_step(v.lr,
+ *   v.wd, v.last_layer_lr); optim_update_teacher(v.momentum).
+ * The student modules are "backbone", "dino_head" and, with a separate iBOT head, "ibot_head", as in the code;
+ * their parameters carry the official names (backbone.blocks.0.attn.qkv.weight, dino_head.mlp.0.weight, ...).
+ *
+ * Determinism: drop path draws come from (train.seed, it); everything else is a fixed-order computation, so a
+ * step is a function of the state and the batch for a fixed thread count (what an exact resume needs).
+ *
+ * Departures from the official code: drop path is the per-sample DropPath at every rate (the code switches to
+ * drop_add_residual_stochastic_depth, a batch subset, above 0.1: the same expectation, another draw).
+ *
+ * Memory: one arena for every step buffer, sized at creation for the batch geometry; the backbone runs keep
+ * B * T * D-sized activations (vit.h), and the heads' logits take (rows, K) floats for rows = n_local * B + 2B +
+ * the largest masked-token count the collate can produce.
+ */
+#ifndef LVD_TRAIN_STEP_H
+#define LVD_TRAIN_STEP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vit.h"
+#include "train/head.h"
+#include "train/loss.h"
+#include "train/optim.h"
+#include "train/recipe.h"
+#include "train/schedule.h"
+
+/* The ViT of a recipe: student.arch's preset with student.patch_size, num_register_tokens, ffn_layer,
+ * layerscale (0: none), the interpolation settings (offset 0.1 without antialias, or antialias with offset 0)
+ * and pos_grid = crops.global_crops_size / patch_size, as build_model makes it with img_size =
+ * global_crops_size. -1 with the reason for what the core cannot build (no qkv/proj/ffn bias, ...). */
+int train_vit_config(const recipe *r, vit_config *out);
+
+/* What one step reports (metrics.jsonl's fields). */
+typedef struct train_step_report {
+    int64_t iteration;          /* the iteration this step ran (its schedule index) */
+    sched_values sched;         /* lr, wd, momentum, teacher_temp, last_layer_lr of that iteration */
+    ssl_loss_terms terms;       /* the loss_dict values and the total */
+    double grad_norm[3];        /* per student module (backbone, dino_head, ibot_head), before clipping */
+    int32_t n_modules;          /* 2 or 3 */
+    int64_t n_masked;           /* masked patch tokens of the batch */
+    char bad_term[128];         /* on a non-finite loss or gradient: its name ("dino_local_crops_loss",
+                                 * "grad_norm backbone", ...), else "" */
+} train_step_report;
+
+/* A tensor's state-dict shape. */
+typedef struct train_shape {
+    int32_t ndim;
+    int64_t shape[4];
+} train_shape;
+
+typedef struct train_model {
+    recipe rc;                  /* the finished recipe (recipe_finish) */
+    vit_config vc;
+    vit_model *student, *teacher;
+    dino_head s_dino, t_dino;   /* student (with gradients) and teacher DINO heads */
+    dino_head s_ibot, t_ibot;   /* separate iBOT heads (separate_ibot only) */
+    int separate_ibot, do_ibot;
+    optim opt;                  /* modules backbone, dino_head (, ibot_head); teacher copies for the EMA */
+    ssl_loss loss;              /* centers and the losses' buffers */
+    sched_recipe sched;
+    int32_t batch, n_local;     /* images per step, local crops per image */
+    int32_t n_tokens;           /* N: patch tokens of a global crop */
+    int64_t max_masked;         /* masked tokens per step at most (the collate's bound) */
+    float drop_path;
+
+    /* Backbone runs: student on global and local crops, teacher on global crops (inference). */
+    vit_run *s_run_g, *s_run_l, *t_run_g;
+    dino_head_run s_hrun, t_hrun, s_irun, t_irun;
+    void *arena;                /* the step buffers below */
+    float *t_in, *t_out;        /* (2B + max_masked, D), (2B + max_masked, K): teacher head rows */
+    float *t_iout;              /* (max_masked, K_ibot) separate teacher iBOT logits */
+    float *s_in, *s_out, *s_dout, *s_din; /* (rows, D), (rows, K), (rows, K), (rows, D): student head rows */
+    float *s_iout, *s_idout;    /* (max_masked, K_ibot) separate student iBOT logits and their gradient */
+    float *d_cls_g, *d_patch_g; /* (2B, D), (2B, N, D): d total / d the student's global outputs */
+    int64_t *masked_idx;        /* (2B * N) */
+    float *masked_w;            /* (2B * N) */
+    train_shape *shapes;        /* (opt.n_tensors) */
+} train_model;
+
+/* Builds the student, teacher, heads, optimizer, losses and schedules of a finished recipe for `ranks`
+ * processes (the global batch is batch_size_per_gpu * ranks), with zero parameters. 0 or -1. */
+int train_model_create(const recipe *r, int32_t ranks, train_model **out);
+
+/* train_model_create with an explicit backbone configuration instead of student.arch's (tests, and
+ * architectures without a preset); its patch must be student.patch_size's. */
+int train_model_create_vit(const recipe *r, const vit_config *vc, int32_t ranks, train_model **out);
+void train_model_free(train_model *m);
+
+/* The official initialisation from seed: the student backbone (vit_init_random with layerscale as gamma),
+ * the heads (dino_head_init_weights), and the teacher as an exact copy of the student. */
+void train_model_init_weights(train_model *m, uint64_t seed);
+
+/* Copies the student's parameters over the teacher's. */
+void train_model_sync_teacher(train_model *m);
+
+/* Iterations done: the optimizer's step count. */
+int64_t train_model_iteration(const train_model *m);
+
+/* One iteration on a batch: global (2B, 3, G, G) and local (n_local * B, 3, L, L) crops, crop-major, and the
+ * global crops' masks (2B, N) 0/1. On success the student, teacher, moments and centers have advanced and rep
+ * holds the step's values. A non-finite loss term or gradient norm stops before the optimizer (the parameters
+ * and moments unchanged, the centers possibly not), returns -1 with rep->bad_term set. Other errors: -1. */
+int train_step(train_model *m, const float *global, const float *local, const uint8_t *masks,
+               train_step_report *rep);
+
+/* The shape of the optimizer's tensor i (state-dict shape: (out, in) weights, (K, 1) weight_g, ...). */
+const train_shape *train_model_shape(const train_model *m, size_t i);
+
+#endif

@@ -1,0 +1,47 @@
+/* trainer.h — lvd-train's loop: a manifest's batches through train_step, with its files in RUN/.
+ *
+ * RUN/ holds
+ *   config.yaml                     the whole recipe (recipe_dump), written at the start of a run
+ *   metrics.jsonl                   one JSON object per iteration: iteration, epoch, every loss term, lr, wd,
+ *                                   last_layer_lr, momentum, teacher_temp, grad_norm per module, n_masked,
+ *                                   images_per_s (batch / the iteration's wall time), step_s, load_s, failed
+ *   training_state.safetensors      the state for an exact resume (train/state.h), every save_every iterations
+ *                                   and at the end
+ *   teacher_checkpoint.safetensors  the teacher backbone, official names, written with the state
+ * Files are replaced atomically; after a crash (kill -9) --resume loads the state, drops the metrics lines of
+ * iterations it does not cover, puts the loader where the state says and continues: the parameters then equal
+ * an uninterrupted run's bit for bit at a fixed thread count.
+ *
+ * A run ends at max_iter (default optim.epochs * train.OFFICIAL_EPOCH_LENGTH), on SIGINT/SIGTERM (after the
+ * current iteration, with the state saved), on a non-finite loss or gradient (stopped before the optimizer,
+ * the state on disk left as the last save), or when no sample of an epoch can be read.
+ */
+#ifndef LVD_TRAIN_TRAINER_H
+#define LVD_TRAIN_TRAINER_H
+
+#include <stdint.h>
+
+#include "train/recipe.h"
+
+typedef struct trainer_opts {
+    const recipe *rc;          /* finished (recipe_finish) */
+    const char *manifest;      /* --manifest path */
+    const char *out;           /* RUN directory (made if missing) */
+    int resume;                /* continue from RUN/training_state.safetensors if there is one */
+    int64_t save_every;        /* iterations between saves (> 0) */
+    int64_t max_iter;          /* stop when this many iterations are done (<= 0: the recipe's total) */
+    int32_t threads;           /* compute threads (<= 0: all CPUs) */
+} trainer_opts;
+
+/* What a run did, for the caller's report. */
+typedef struct trainer_result {
+    int64_t start_iter, end_iter; /* iterations done before and after this invocation */
+    uint64_t failed;              /* samples skipped (whole run) */
+    int interrupted;              /* stopped by a signal, state saved */
+    double seconds;               /* wall time of the iterations */
+} trainer_result;
+
+/* Runs the training. 0 or -1 (the message names the file, iteration or term). */
+int trainer_run(const trainer_opts *o, trainer_result *res);
+
+#endif
