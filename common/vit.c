@@ -390,21 +390,45 @@ static void run_layout(vit_run *r, bump *bp)
     r->pe = take(bp, r->b * r->n * r->d);
     r->x0 = take(bp, btd);
     if (train) {
-        /* Every block keeps what its backward needs; block l's input is block l-1's output. */
-        for (int32_t l = 0; l < r->depth; l++) {
+        /* Every block keeps what its backward cannot cheaply recompute; block l's input is block l-1's
+         * output. The LayerNorm outputs and the FFN activation are recomputed in the backward pass from the
+         * kept inputs (the same function on the same bits, so the same values), so every block shares one
+         * buffer for each: 6 D of the 18 D floats per token a block would otherwise keep. */
+        float *ln = take(bp, btd), *f2a = take(bp, bt * r->hd);
+        /* With recompute, a block keeps only its input: the rest is one set of buffers that the backward
+         * pass refills block by block (activation checkpointing). */
+        layer_acts shared = {0};
+        if (r->o.recompute) {
+            shared.mean1 = take(bp, bt);
+            shared.rstd1 = take(bp, bt);
+            shared.qkv = take(bp, 3 * btd);
+            shared.ao = take(bp, btd);
+            shared.po = take(bp, btd);
+            shared.x1 = take(bp, btd);
+            shared.mean2 = take(bp, bt);
+            shared.rstd2 = take(bp, bt);
+            shared.f1 = take(bp, bt * r->f1);
+            shared.fo = take(bp, btd);
+        }
+        for (int32_t l = 0; l < r->depth && r->o.recompute; l++) {
+            r->layers[l] = shared;
+            r->layers[l].ln1 = r->layers[l].ln2 = ln;
+            r->layers[l].f2a = f2a;
+        }
+        for (int32_t l = 0; l < r->depth && !r->o.recompute; l++) {
             layer_acts *a = &r->layers[l];
-            a->ln1 = take(bp, btd);
+            a->ln1 = ln;
             a->mean1 = take(bp, bt);
             a->rstd1 = take(bp, bt);
             a->qkv = take(bp, 3 * btd);
             a->ao = take(bp, btd);
             a->po = take(bp, btd);
             a->x1 = take(bp, btd);
-            a->ln2 = take(bp, btd);
+            a->ln2 = ln;
             a->mean2 = take(bp, bt);
             a->rstd2 = take(bp, bt);
             a->f1 = take(bp, bt * r->f1);
-            a->f2a = take(bp, bt * r->hd);
+            a->f2a = f2a;
             a->fo = take(bp, btd);
         }
         /* Block l reads block l-1's output (block 0 reads x0); the last block's output is xfinal. */
@@ -530,6 +554,34 @@ static int grid_pos(const vit_model *m, vit_run *r)
     return posembed_forward(src, mg, (int32_t)r->d, (int32_t)r->gh, (int32_t)r->gw, m->cfg.pos_mode, r->pos);
 }
 
+/* Block l of a forward pass: a->xin -> xmid (after the attention residual) -> xout, with the per-sample
+ * drop-path scales ds1, ds2 (NULL: none). The linear layers take (B, T) rather than B*T rows: per-image SGEMMs
+ * keep an image's result independent of the rest of the batch (batch invariance, vit.h), and make a second
+ * call on the same input give the same bits (what the backward pass's recomputation relies on). */
+static int block_forward(const vit_model *m, vit_run *r, int32_t l, float *xmid, float *xout, const float *ds1,
+                         const float *ds2)
+{
+    const vit_block_params *bp = &m->p.blocks[l];
+    layer_acts *a = &r->layers[l];
+    const float *xin = a->xin;
+    int64_t b = r->b, t = r->t, d = r->d, bt = b * t;
+    layernorm_forward(a->ln1, a->mean1, a->rstd1, xin, bp->norm1_w, bp->norm1_b, bt, d);
+    linear_forward(a->qkv, a->ln1, bp->qkv_w, bp->qkv_b, b, t, d, 3 * d);
+    if (attention_forward(a->ao, NULL, a->qkv, b, t, d, r->heads) != 0)
+        return -1;
+    linear_forward(a->po, a->ao, bp->proj_w, bp->proj_b, b, t, d, d);
+    residual_forward(xmid, xin, a->po, bp->ls1, ds1, b, t, d);
+    layernorm_forward(a->ln2, a->mean2, a->rstd2, xmid, bp->norm2_w, bp->norm2_b, bt, d);
+    linear_forward(a->f1, a->ln2, bp->fc1_w, bp->fc1_b, b, t, d, r->f1);
+    if (m->cfg.ffn == VIT_FFN_SWIGLU)
+        swiglu_forward(a->f2a, a->f1, bt, r->hd);
+    else
+        gelu_forward(a->f2a, a->f1, bt * r->hd);
+    linear_forward(a->fo, a->f2a, bp->fc2_w, bp->fc2_b, b, t, r->hd, d);
+    residual_forward(xout, xmid, a->fo, bp->ls2, ds2, b, t, d);
+    return 0;
+}
+
 int vit_forward(vit_model *m, vit_run *r, const float *x, const uint8_t *masks, float drop_path, uint64_t seed)
 {
     const vit_params *p = &m->p;
@@ -567,7 +619,6 @@ int vit_forward(vit_model *m, vit_run *r, const float *x, const uint8_t *masks, 
     const float *ds1 = NULL, *ds2 = NULL;
     uint64_t rng = seed ^ 0x64726F7070617468ull;
     for (int32_t l = 0; l < r->depth; l++) {
-        const vit_block_params *bp = &p->blocks[l];
         layer_acts *a = &r->layers[l];
         float *xin = a->xin;
         float *xmid = r->o.train ? a->x1 : xin;
@@ -580,22 +631,8 @@ int vit_forward(vit_model *m, vit_run *r, const float *x, const uint8_t *masks, 
             ds1 = s;
             ds2 = s + b;
         }
-        /* The linear layers take (B, T) rather than B*T rows: per-image SGEMMs keep an image's result
-         * independent of the rest of the batch (batch invariance, vit.h). */
-        layernorm_forward(a->ln1, a->mean1, a->rstd1, xin, bp->norm1_w, bp->norm1_b, bt, d);
-        linear_forward(a->qkv, a->ln1, bp->qkv_w, bp->qkv_b, b, t, d, 3 * d);
-        if (attention_forward(a->ao, NULL, a->qkv, b, t, d, r->heads) != 0)
+        if (block_forward(m, r, l, xmid, xout, ds1, ds2) != 0)
             return -1;
-        linear_forward(a->po, a->ao, bp->proj_w, bp->proj_b, b, t, d, d);
-        residual_forward(xmid, xin, a->po, bp->ls1, ds1, b, t, d);
-        layernorm_forward(a->ln2, a->mean2, a->rstd2, xmid, bp->norm2_w, bp->norm2_b, bt, d);
-        linear_forward(a->f1, a->ln2, bp->fc1_w, bp->fc1_b, b, t, d, r->f1);
-        if (m->cfg.ffn == VIT_FFN_SWIGLU)
-            swiglu_forward(a->f2a, a->f1, bt, r->hd);
-        else
-            gelu_forward(a->f2a, a->f1, bt * r->hd);
-        linear_forward(a->fo, a->f2a, bp->fc2_w, bp->fc2_b, b, t, r->hd, d);
-        residual_forward(xout, xmid, a->fo, bp->ls2, ds2, b, t, d);
         int32_t k = l - (r->depth - r->o.keep_layers);
         if (!r->o.train && k >= 0)
             memcpy(r->kept + k * bt * d, xout, (size_t)(bt * d) * sizeof(float));
@@ -677,10 +714,20 @@ int vit_backward(vit_model *m, vit_run *r, const float *d_cls, const float *d_re
         const vit_block_params *bp = &p->blocks[l], *gb = &g->blocks[l];
         layer_acts *a = &r->layers[l];
         const float *ds1 = r->ds + (int64_t)l * 2 * b, *ds2 = ds1 + b;
+        /* With recompute: the block's forward again from its kept input (its output, the next block's input,
+         * is rewritten with the same bits). */
+        if (r->o.recompute &&
+            block_forward(m, r, l, a->x1, l + 1 < r->depth ? r->layers[l + 1].xin : r->xfinal, ds1, ds2) != 0)
+            return -1;
         /* xout = x1 + s2 * ls2 * fo; gx2 collects dL/dx1 */
         zero(gx2, btd);
         zero(r->g_fo, btd);
         residual_backward(gx2, r->g_fo, gb->ls2, gx, a->fo, bp->ls2, ds2, b, t, d);
+        /* The activation and the LayerNorm outputs again (shared buffers, see run_layout). */
+        if (m->cfg.ffn == VIT_FFN_SWIGLU)
+            swiglu_forward(a->f2a, a->f1, bt, r->hd);
+        else
+            gelu_forward(a->f2a, a->f1, bt * r->hd);
         zero(r->g_f2a, bt * r->hd);
         linear_backward(r->g_f2a, gb->fc2_w, gb->fc2_b, r->g_fo, a->f2a, bp->fc2_w, bt, r->hd, d);
         zero(r->g_f1, bt * r->f1);
@@ -688,6 +735,7 @@ int vit_backward(vit_model *m, vit_run *r, const float *d_cls, const float *d_re
             swiglu_backward(r->g_f1, r->g_f2a, a->f1, bt, r->hd);
         else
             gelu_backward(r->g_f1, r->g_f2a, a->f1, bt * r->hd);
+        layernorm_forward(a->ln2, a->mean2, a->rstd2, a->x1, bp->norm2_w, bp->norm2_b, bt, d);
         zero(r->g_ln, btd);
         linear_backward(r->g_ln, gb->fc1_w, gb->fc1_b, r->g_f1, a->ln2, bp->fc1_w, bt, d, r->f1);
         layernorm_backward(gx2, gb->norm2_w, gb->norm2_b, r->g_ln, a->x1, bp->norm2_w, a->mean2, a->rstd2, bt, d);
@@ -700,6 +748,7 @@ int vit_backward(vit_model *m, vit_run *r, const float *d_cls, const float *d_re
         zero(r->g_qkv, 3 * btd);
         if (attention_backward(r->g_qkv, r->g_ao, a->qkv, NULL, b, t, d, r->heads) != 0)
             return -1;
+        layernorm_forward(a->ln1, a->mean1, a->rstd1, a->xin, bp->norm1_w, bp->norm1_b, bt, d);
         zero(r->g_ln, btd);
         linear_backward(r->g_ln, gb->qkv_w, gb->qkv_b, r->g_qkv, a->ln1, bp->qkv_w, bt, d, 3 * d);
         layernorm_backward(gx, gb->norm1_w, gb->norm1_b, r->g_ln, a->xin, bp->norm1_w, a->mean1, a->rstd1, bt, d);

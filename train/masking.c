@@ -173,6 +173,17 @@ static float linspace_f32(float start, float end, int64_t steps, int64_t i)
     return end - step * (float)(steps - i - 1);
 }
 
+int64_t mask_upperbound(int32_t n_images, int32_t n_tokens, double ratio_min, double ratio_max,
+                        double mask_probability)
+{
+    int32_t n_masked_img = (int32_t)((double)n_images * mask_probability); /* int(B * p) truncates */
+    int64_t steps = (int64_t)n_masked_img + 1, sum = 0;
+    float f_min = (float)ratio_min, f_max = (float)ratio_max;
+    for (int32_t i = 0; i < n_masked_img; i++)
+        sum += (int64_t)((float)n_tokens * linspace_f32(f_min, f_max, steps, i + 1));
+    return sum;
+}
+
 int mask_collate(const mask_gen *g, mask_rng *r, double ratio_min, double ratio_max, double mask_probability,
                  mask_batch *b)
 {
@@ -189,7 +200,7 @@ int mask_collate(const mask_gen *g, mask_rng *r, double ratio_min, double ratio_
     float f_min = (float)ratio_min, f_max = (float)ratio_max;
 
     /* masks_list in the official order: the stratified masked images first, then the empty ones */
-    b->upperbound = 0;
+    b->upperbound = mask_upperbound(n_img, n_tok, ratio_min, ratio_max, mask_probability);
     for (int32_t i = 0; i < n_img; i++) {
         uint8_t *m = b->masks + (size_t)i * (size_t)n_tok;
         int32_t target = 0;
@@ -197,8 +208,7 @@ int mask_collate(const mask_gen *g, mask_rng *r, double ratio_min, double ratio_
             float lo = linspace_f32(f_min, f_max, steps, i), hi = linspace_f32(f_min, f_max, steps, i + 1);
             /* random.uniform on 0-d float32 tensors, then N * it, in float32; int() truncates */
             float ratio = lo + (hi - lo) * (float)rng_u01(r);
-            target = (int32_t)((float)n_tok * ratio);
-            b->upperbound += (int64_t)((float)n_tok * hi);
+            target = (int32_t)((float)n_tok * ratio); /* <= int(N * hi): within the upperbound */
         }
         b->targets[i] = target;
         b->counts[i] = mask_generate(g, r, target, m);

@@ -75,6 +75,12 @@ typedef struct mask_batch {
 int mask_batch_init(mask_batch *b, int32_t n_images, int32_t n_tokens);
 void mask_batch_free(mask_batch *b);
 
+/* The official "upperbound" of a batch: sum over the int(n_images * mask_probability) masked images of
+ * int(n_tokens * r_(i+1)) (float32 as in the collate). Depends only on the configuration, and no batch masks
+ * more patches: the trainer sizes its masked-token buffers with it. */
+int64_t mask_upperbound(int32_t n_images, int32_t n_tokens, double ratio_min, double ratio_max,
+                        double mask_probability);
+
 /* Draws the masks of one batch into b (sized for g's grid and b->n_images images): ratio_min/max are
  * mask_ratio_min_max (0.1, 0.5), mask_probability is mask_sample_probability (0.5). The ratios r_i and the
  * products N * U are evaluated in float32 like the official torch tensors. 0, or -1 on a bad argument. */

@@ -48,6 +48,8 @@ typedef struct recipe {
         int32_t official_epoch_length;  /* OFFICIAL_EPOCH_LENGTH: iterations per epoch */
         recipe_centering centering;
         int32_t threads;                /* lvd: compute threads (0: all CPUs) */
+        int recompute_activations;      /* lvd: the student recomputes each block in the backward pass instead
+                                         * of keeping its activations (vit.h; default on) */
     } train;
     struct {
         char arch[RECIPE_STR];          /* vit_small, vit_base, vit_large, vit_giant2, vit_tiny, vit_pico */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "train/masking.h"
 
 int train_vit_config(const recipe *r, vit_config *out)
 {
@@ -134,12 +135,10 @@ static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t
     m->drop_path = (float)r->student.drop_path_rate;
     m->do_ibot = r->ibot.loss_weight > 0.0;
     m->separate_ibot = m->do_ibot && r->ibot.separate_head;
-    /* The collate masks int(2B * p) images with at most int(N * r_max) patches each (r_max evaluated in
-     * float32, hence the ceiling). */
-    int64_t per_image = (int64_t)ceil((double)n * r->ibot.mask_ratio_min_max[1]);
-    if (per_image > n)
-        per_image = n;
-    m->max_masked = m->do_ibot ? (int64_t)(b2 * r->ibot.mask_sample_probability) * per_image : 0;
+    /* The collate's upperbound: no batch of the loader masks more patches. */
+    m->max_masked = m->do_ibot ? mask_upperbound((int32_t)b2, (int32_t)n, r->ibot.mask_ratio_min_max[0],
+                                                 r->ibot.mask_ratio_min_max[1], r->ibot.mask_sample_probability)
+                               : 0;
 
     if (vit_create(&m->vc, &m->student) != 0 || vit_create(&m->vc, &m->teacher) != 0 ||
         vit_alloc_grads(m->student) != 0)
@@ -204,16 +203,21 @@ static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t
     if (sched_recipe_init(&m->sched, &sc) != 0)
         return -1;
 
+    if (!r->student.drop_path_uniform && r->student.drop_path_rate > 0.0)
+        return lvd_fail("student.drop_path_uniform false (a rate rising over the blocks) is not supported: the ViT "
+                        "core applies student.drop_path_rate to every block");
+    const int32_t rc = r->train.recompute_activations;
     vit_run_opts ro = {.batch = (int32_t)b2, .height = r->crops.global_crops_size,
-                       .width = r->crops.global_crops_size, .train = 1, .keep_layers = 0};
+                       .width = r->crops.global_crops_size, .train = 1, .recompute = rc};
     if (vit_run_create(m->student, &ro, &m->s_run_g) != 0)
         return -1;
     ro.train = 0;
+    ro.recompute = 0;
     if (vit_run_create(m->teacher, &ro, &m->t_run_g) != 0)
         return -1;
     if (m->n_local > 0) {
         vit_run_opts lo = {.batch = (int32_t)bl, .height = r->crops.local_crops_size,
-                           .width = r->crops.local_crops_size, .train = 1, .keep_layers = 0};
+                           .width = r->crops.local_crops_size, .train = 1, .recompute = rc};
         if (vit_run_create(m->student, &lo, &m->s_run_l) != 0)
             return -1;
     }

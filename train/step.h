@@ -21,9 +21,10 @@
  * Departures from the official code: drop path is the per-sample DropPath at every rate (the code switches to
  * drop_add_residual_stochastic_depth, a batch subset, above 0.1: the same expectation, another draw).
  *
- * Memory: one arena for every step buffer, sized at creation for the batch geometry; the backbone runs keep
- * B * T * D-sized activations (vit.h), and the heads' logits take (rows, K) floats for rows = n_local * B + 2B +
- * the largest masked-token count the collate can produce.
+ * Memory: one arena for every step buffer, sized at creation for the batch geometry; the student's backbone
+ * runs keep B * T * D-sized activations (vit.h), only each block's input with train.recompute_activations (the
+ * default: one more forward pass of the student), and the heads' logits take (rows, K) floats for rows =
+ * n_local * B + 2B + the collate's upperbound of masked tokens (mask_upperbound).
  */
 #ifndef LVD_TRAIN_STEP_H
 #define LVD_TRAIN_STEP_H

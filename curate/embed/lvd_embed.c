@@ -230,7 +230,7 @@ static int embed_slot(embedder *e, embed_load_slot *s)
         if (!e->run_tail || e->tail_n != s->n) {
             vit_run_free(e->run_tail);
             e->run_tail = NULL;
-            vit_run_opts ro = {s->n, (int32_t)e->crop, (int32_t)e->crop, 0, 0};
+            vit_run_opts ro = {.batch = s->n, .height = (int32_t)e->crop, .width = (int32_t)e->crop};
             if (vit_run_create(e->m, &ro, &e->run_tail) != 0)
                 return -1;
             e->tail_n = s->n;
@@ -552,7 +552,7 @@ int main(int argc, char **argv)
     vit_set_threads(threads);
     if (vit_load(model_path, NULL, 0, &e->m) != 0)
         goto out;
-    vit_run_opts ro = {(int32_t)batch, (int32_t)crop, (int32_t)crop, 0, 0};
+    vit_run_opts ro = {.batch = (int32_t)batch, .height = (int32_t)crop, .width = (int32_t)crop};
     if (vit_run_create(e->m, &ro, &e->run_full) != 0)
         goto out;
     log_info("embed: model '%s' (%s, dim %d, patch %d, depth %d), %s, batch %" PRId64 ", %d threads + %d loaders",

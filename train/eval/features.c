@@ -193,7 +193,7 @@ static int run_slot(ctx *x, embed_load_slot *s, int64_t first)
         if (!x->run_tail || x->tail_n != s->n) {
             vit_run_free(x->run_tail);
             x->run_tail = NULL;
-            vit_run_opts ro = {s->n, (int32_t)x->crop, (int32_t)x->crop, 0, 0};
+            vit_run_opts ro = {.batch = s->n, .height = (int32_t)x->crop, .width = (int32_t)x->crop};
             if (vit_run_create(x->m, &ro, &x->run_tail) != 0)
                 return -1;
             x->tail_n = s->n;
@@ -258,7 +258,7 @@ int eval_features(catalog *c, const char *work, const char *name, vit_model *m, 
         rc = 0;
         goto done;
     }
-    vit_run_opts ro = {o->batch, (int32_t)o->crop, (int32_t)o->crop, 0, 0};
+    vit_run_opts ro = {.batch = o->batch, .height = (int32_t)o->crop, .width = (int32_t)o->crop};
     if (vit_run_create(m, &ro, &x.run_full) != 0 || embed_loader_start(&ld, o->loaders, o->batch, o->resize, o->crop) != 0)
         goto done;
     progress_init(&x.prog, name, (uint64_t)x.nitems);

@@ -67,6 +67,43 @@ static void expect_close(const char *cfg, const char *what, int threads, const f
         fail_msg("%s: %s with %d threads differs from PyTorch by %.3g (tolerance %.0e)", cfg, what, threads, e, tol);
 }
 
+/* A train run with recompute (activation checkpointing) gives the same outputs, gradients and dL/dx bit for bit
+ * as one that keeps every activation, with drop path on and off. */
+static void check_recompute(const char *name, vit_model *m, int b, int h, int w, const float *x, const uint8_t *masks,
+                            const float *dcls, const float *dreg, const float *dpatch)
+{
+    size_t nx = (size_t)b * 3 * (size_t)h * (size_t)w;
+    float *grads[2], *gxs[2], *cls[2];
+    size_t nc = (size_t)b * (size_t)m->cfg.dim;
+    for (int dp = 0; dp < 2; dp++) {
+        for (int rc = 0; rc < 2; rc++) {
+            vit_run_opts o = {.batch = b, .height = h, .width = w, .train = 1, .recompute = rc};
+            vit_run *r;
+            if (vit_run_create(m, &o, &r) != 0)
+                fail_msg("%s", lvd_errmsg());
+            assert_int_equal(vit_forward(m, r, x, masks, dp ? 0.25f : 0.0f, 11), 0);
+            cls[rc] = malloc(nc * sizeof(float));
+            memcpy(cls[rc], vit_out_cls(r), nc * sizeof(float));
+            gxs[rc] = calloc(nx, sizeof(float));
+            vit_zero_grads(m);
+            if (vit_backward(m, r, dcls, dreg, dpatch, gxs[rc]) != 0)
+                fail_msg("%s", lvd_errmsg());
+            grads[rc] = malloc(m->n_params * sizeof(float));
+            memcpy(grads[rc], m->grad_mem, m->n_params * sizeof(float));
+            vit_run_free(r);
+        }
+        if (memcmp(cls[0], cls[1], nc * sizeof(float)) || memcmp(gxs[0], gxs[1], nx * sizeof(float)) ||
+            memcmp(grads[0], grads[1], m->n_params * sizeof(float)))
+            fail_msg("%s: the recomputing train run differs from the keeping one (drop path %s)", name,
+                     dp ? "0.25" : "off");
+        for (int rc = 0; rc < 2; rc++) {
+            free(cls[rc]);
+            free(gxs[rc]);
+            free(grads[rc]);
+        }
+    }
+}
+
 static void run_config(const char *name)
 {
     char dir[8192], path[8300];
@@ -177,6 +214,8 @@ static void run_config(const char *name)
             }
         }
     }
+    check_recompute(name, m, (int)b, (int)h, (int)w, x.data, masks, dcls.data, reg.data ? dreg.data : NULL,
+                    dpatch.data);
     free(first_cls);
     free(masks);
     st_close(gref);
