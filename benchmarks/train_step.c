@@ -2,7 +2,7 @@
  * (train/step.h) on random crops, as benchmarks/train_step_torch.py runs PyTorch's.
  *
  *   train_step [--arch vit_small] [--batch 16] [--global-size 224] [--local-size 98] [--locals 8]
- *              [--prototypes 65536] [--threads 2] [--iters 3] [--warmup 1]
+ *              [--prototypes 65536] [--threads 2] [--iters 3] [--warmup 1] [--recompute 1]
  *
  * One step: teacher on the 2B global crops -> shared head on CLS and masked tokens -> softmax centering; the
  * student on the masked global crops and the local crops -> heads -> DINO, iBOT, KoLeo; backward; clipping 3.0
@@ -63,12 +63,14 @@ int main(int argc, char **argv)
 {
     const char *arch = "vit_small";
     int batch = 16, gsize = 224, lsize = 98, locals = 8, protos = 65536, threads = 2, iters = 3, warmup = 1;
+    const char *recompute = "true";
     static const struct option opts[] = {
         {"arch", required_argument, NULL, 'a'}, {"batch", required_argument, NULL, 'b'},
         {"global-size", required_argument, NULL, 'g'}, {"local-size", required_argument, NULL, 'l'},
         {"locals", required_argument, NULL, 'n'}, {"prototypes", required_argument, NULL, 'k'},
         {"threads", required_argument, NULL, 't'}, {"iters", required_argument, NULL, 'i'},
-        {"warmup", required_argument, NULL, 'w'}, {NULL, 0, NULL, 0}};
+        {"warmup", required_argument, NULL, 'w'}, {"recompute", required_argument, NULL, 'r'},
+        {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -81,6 +83,7 @@ int main(int argc, char **argv)
         case 't': threads = atoi(optarg); break;
         case 'i': iters = atoi(optarg); break;
         case 'w': warmup = atoi(optarg); break;
+        case 'r': recompute = strcmp(optarg, "0") == 0 ? "false" : "true"; break;
         default: fprintf(stderr, "train_step: unknown option\n"); return 2;
         }
     }
@@ -88,7 +91,7 @@ int main(int argc, char **argv)
     recipe_defaults(&r);
     char v[64];
     int rc = set(&r, "student.arch", arch) | set(&r, "student.patch_size", "14") |
-             set(&r, "student.drop_path_rate", "0");
+             set(&r, "student.drop_path_rate", "0") | set(&r, "train.recompute_activations", recompute);
     snprintf(v, sizeof v, "%d", batch);
     rc |= set(&r, "train.batch_size_per_gpu", v);
     snprintf(v, sizeof v, "%d", gsize);
@@ -149,15 +152,11 @@ int main(int argc, char **argv)
             "(student, gradient, teacher, 2 moments) %.1f MB\n", vit_run_bytes(m->s_run_g) / 1e6,
             m->s_run_l ? vit_run_bytes(m->s_run_l) / 1e6 : 0.0, vit_run_bytes(m->t_run_g) / 1e6,
             5.0 * (double)m->opt.n_floats * 4 / 1e6);
-    fprintf(stderr, "activations: student global %.1f MB, student local %.1f MB, teacher %.1f MB; parameters "
-            "(student, gradient, teacher, 2 moments) %.1f MB\n", vit_run_bytes(m->s_run_g) / 1e6,
-            m->s_run_l ? vit_run_bytes(m->s_run_l) / 1e6 : 0.0, vit_run_bytes(m->t_run_g) / 1e6,
-            5.0 * (double)m->opt.n_floats * 4 / 1e6);
     double step_s = t_steps / iters;
     printf("{\"side\": \"lvd\", \"arch\": \"%s\", \"batch\": %d, \"global\": %d, \"local\": %d, \"locals\": %d, "
-           "\"prototypes\": %d, \"threads\": %d, \"iters\": %d, \"step_s\": %.2f, \"images_per_s\": %.3f, "
-           "\"cpu_s_per_image\": %.2f, \"max_rss_mb\": %.1f, \"loss\": %.4f}\n",
-           arch, batch, gsize, lsize, locals, protos, threads, iters, step_s, batch / step_s,
+           "\"prototypes\": %d, \"recompute\": %d, \"threads\": %d, \"iters\": %d, \"step_s\": %.2f, \"images_per_s\": %.3f, "
+           "\"cpu_s_per_image\": %.4f, \"max_rss_mb\": %.1f, \"loss\": %.4f}\n",
+           arch, batch, gsize, lsize, locals, protos, r.train.recompute_activations, threads, iters, step_s, batch / step_s,
            cpu_steps / iters / batch, (double)u.ru_maxrss / 1024.0, loss);
     mask_batch_free(&mb);
     free(global);

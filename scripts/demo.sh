@@ -145,3 +145,20 @@ echo "== lvd-manifest verify --deep: every sample's bytes against its SHA-256, d
 build/lvd-manifest verify --deep "$dir/lvd-demo.db"
 echo "== lvd-manifest stats $dir/lvd-demo.db"
 build/lvd-manifest stats "$dir/lvd-demo.db"
+echo "== lvd-train: DINOv2 pretraining (DINO + iBOT + KoLeo, EMA teacher) of the tiny CPU preset on the manifest,"
+echo "   40 iterations; RUN/metrics.jsonl has every loss term and schedule value per iteration"
+rm -rf "$dir/run"
+build/lvd-train --config schemas/train/fmnist-pico.yaml --manifest "$dir/lvd-demo.db" --out "$dir/run" \
+    --max-iter 40 --save-every 20
+$py - "$dir/run/metrics.jsonl" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+for m in (lines[0], lines[len(lines) // 2], lines[-1]):
+    print("   iteration %2d: total loss %.3f (dino local %.3f, global %.3f, koleo %.3f, ibot %.3f), lr %.2e, "
+          "teacher temperature %.3f" % (m["iteration"], m["total_loss"], m["dino_local_crops_loss"],
+                                        m["dino_global_crops_loss"], m["koleo_loss"], m["ibot_loss"], m["lr"],
+                                        m["teacher_temp"]))
+PY
+echo "== the trained teacher embeds the work directory for the next curation (lvd-embed --model RUN/teacher_checkpoint)"
+build/lvd-embed --work "$work" --model "$dir/run/teacher_checkpoint.safetensors" --name pico-trained \
+    --resize 64 --crop 56
