@@ -2,7 +2,7 @@
  * (train/step.h) on random crops, as benchmarks/train_step_torch.py runs PyTorch's.
  *
  *   train_step [--arch vit_small] [--batch 16] [--global-size 224] [--local-size 98] [--locals 8]
- *              [--prototypes 65536] [--threads 2] [--iters 3] [--warmup 1] [--recompute 1]
+ *              [--prototypes 65536] [--threads 2] [--iters 3] [--warmup 1] [--recompute BLOCKS]
  *
  * One step: teacher on the 2B global crops -> shared head on CLS and masked tokens -> softmax centering; the
  * student on the masked global crops and the local crops -> heads -> DINO, iBOT, KoLeo; backward; clipping 3.0
@@ -63,7 +63,7 @@ int main(int argc, char **argv)
 {
     const char *arch = "vit_small";
     int batch = 16, gsize = 224, lsize = 98, locals = 8, protos = 65536, threads = 2, iters = 3, warmup = 1;
-    const char *recompute = "true";
+    const char *recompute = "-1";
     static const struct option opts[] = {
         {"arch", required_argument, NULL, 'a'}, {"batch", required_argument, NULL, 'b'},
         {"global-size", required_argument, NULL, 'g'}, {"local-size", required_argument, NULL, 'l'},
@@ -83,7 +83,7 @@ int main(int argc, char **argv)
         case 't': threads = atoi(optarg); break;
         case 'i': iters = atoi(optarg); break;
         case 'w': warmup = atoi(optarg); break;
-        case 'r': recompute = strcmp(optarg, "0") == 0 ? "false" : "true"; break;
+        case 'r': recompute = optarg; break;
         default: fprintf(stderr, "train_step: unknown option\n"); return 2;
         }
     }
@@ -91,7 +91,7 @@ int main(int argc, char **argv)
     recipe_defaults(&r);
     char v[64];
     int rc = set(&r, "student.arch", arch) | set(&r, "student.patch_size", "14") |
-             set(&r, "student.drop_path_rate", "0") | set(&r, "train.recompute_activations", recompute);
+             set(&r, "student.drop_path_rate", "0") | set(&r, "train.recompute_blocks", recompute);
     snprintf(v, sizeof v, "%d", batch);
     rc |= set(&r, "train.batch_size_per_gpu", v);
     snprintf(v, sizeof v, "%d", gsize);
@@ -156,7 +156,7 @@ int main(int argc, char **argv)
     printf("{\"side\": \"lvd\", \"arch\": \"%s\", \"batch\": %d, \"global\": %d, \"local\": %d, \"locals\": %d, "
            "\"prototypes\": %d, \"recompute\": %d, \"threads\": %d, \"iters\": %d, \"step_s\": %.2f, \"images_per_s\": %.3f, "
            "\"cpu_s_per_image\": %.4f, \"max_rss_mb\": %.1f, \"loss\": %.4f}\n",
-           arch, batch, gsize, lsize, locals, protos, r.train.recompute_activations, threads, iters, step_s, batch / step_s,
+           arch, batch, gsize, lsize, locals, protos, r.train.recompute_blocks, threads, iters, step_s, batch / step_s,
            cpu_steps / iters / batch, (double)u.ru_maxrss / 1024.0, loss);
     mask_batch_free(&mb);
     free(global);

@@ -395,10 +395,11 @@ static void run_layout(vit_run *r, bump *bp)
          * kept inputs (the same function on the same bits, so the same values), so every block shares one
          * buffer for each: 6 D of the 18 D floats per token a block would otherwise keep. */
         float *ln = take(bp, btd), *f2a = take(bp, bt * r->hd);
-        /* With recompute, a block keeps only its input: the rest is one set of buffers that the backward
-         * pass refills block by block (activation checkpointing). */
+        /* The first `recompute` blocks keep only their input: the rest is one set of buffers that the
+         * backward pass refills block by block (activation checkpointing); later blocks keep their own. */
+        const int32_t nrc = r->o.recompute < 0 || r->o.recompute > r->depth ? r->depth : r->o.recompute;
         layer_acts shared = {0};
-        if (r->o.recompute) {
+        if (nrc > 0) {
             shared.mean1 = take(bp, bt);
             shared.rstd1 = take(bp, bt);
             shared.qkv = take(bp, 3 * btd);
@@ -410,12 +411,12 @@ static void run_layout(vit_run *r, bump *bp)
             shared.f1 = take(bp, bt * r->f1);
             shared.fo = take(bp, btd);
         }
-        for (int32_t l = 0; l < r->depth && r->o.recompute; l++) {
+        for (int32_t l = 0; l < nrc; l++) {
             r->layers[l] = shared;
             r->layers[l].ln1 = r->layers[l].ln2 = ln;
             r->layers[l].f2a = f2a;
         }
-        for (int32_t l = 0; l < r->depth && !r->o.recompute; l++) {
+        for (int32_t l = nrc; l < r->depth; l++) {
             layer_acts *a = &r->layers[l];
             a->ln1 = ln;
             a->mean1 = take(bp, bt);
@@ -716,7 +717,7 @@ int vit_backward(vit_model *m, vit_run *r, const float *d_cls, const float *d_re
         const float *ds1 = r->ds + (int64_t)l * 2 * b, *ds2 = ds1 + b;
         /* With recompute: the block's forward again from its kept input (its output, the next block's input,
          * is rewritten with the same bits). */
-        if (r->o.recompute &&
+        if ((r->o.recompute < 0 || l < r->o.recompute) &&
             block_forward(m, r, l, a->x1, l + 1 < r->depth ? r->layers[l + 1].xin : r->xfinal, ds1, ds2) != 0)
             return -1;
         /* xout = x1 + s2 * ls2 * fo; gx2 collects dL/dx1 */

@@ -135,9 +135,10 @@ typedef struct vit_run_opts {
     int32_t batch, height, width; /* input shape (B, 3, H, W) */
     int32_t train;                /* keep what backward needs */
     int32_t keep_layers;          /* keep the outputs of the last n blocks (get_intermediate_layers) */
-    int32_t recompute;            /* train runs: keep only each block's input and recompute the block in the
-                                   * backward pass (activation checkpointing): about 1 D instead of 12 D floats
-                                   * per token and block, for one more forward pass; same results bit for bit */
+    int32_t recompute;            /* train runs: the first `recompute` blocks (< 0 or >= depth: all) keep only
+                                   * their input and are computed again in the backward pass (activation
+                                   * checkpointing): about 1 D instead of 12 D floats per token for each, for one
+                                   * more forward pass of those blocks; the same results bit for bit */
 } vit_run_opts;
 
 int vit_run_create(const vit_model *m, const vit_run_opts *o, vit_run **out);

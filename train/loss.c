@@ -186,7 +186,10 @@ static void xent_rows(double *losses, float *ds, double gscale, const float *s, 
                 for (int64_t c = 0; c < n_t; c++)
                     tj += t[(c * b + i % b) * k + j];
                 float p = expf((si[j] - mx) * inv - flz);
-                dsi[j] += f * (ft * p - tj);
+                if (dsi == si) /* in place: element j of the row is read above, then replaced */
+                    dsi[j] = f * (ft * p - tj);
+                else
+                    dsi[j] += f * (ft * p - tj);
             }
         }
     }
@@ -372,8 +375,9 @@ int ssl_loss_init(ssl_loss *l, const ssl_loss_config *cfg)
     l->cfg = *c;
     int64_t b2 = 2 * c->batch;
     size_t nws = (size_t)max64(max64(c->n_local * c->batch, b2), max64(c->max_masked, max64(c->dino_k, c->ibot_k) + 1));
-    size_t nf = (size_t)c->dino_k + (size_t)c->ibot_k + (size_t)(b2 * c->dino_k) +
-                (size_t)(c->max_masked * c->ibot_k) + koleo_workspace_floats(c->batch, c->cls_dim);
+    const int64_t patch_targets = c->patch_targets_in_place ? 0 : c->max_masked * c->ibot_k;
+    size_t nf = (size_t)c->dino_k + 2 * (size_t)c->ibot_k + (size_t)(b2 * c->dino_k) + (size_t)patch_targets +
+                koleo_workspace_floats(c->batch, c->cls_dim);
     /* doubles first, so they are aligned */
     l->arena = calloc(1, nws * sizeof(double) + nf * sizeof(float));
     if (!l->arena)
@@ -386,8 +390,10 @@ int ssl_loss_init(ssl_loss *l, const ssl_loss_config *cfg)
     p += c->ibot_k;
     l->dino_targets = p;
     p += b2 * c->dino_k;
-    l->ibot_targets = p;
-    p += c->max_masked * c->ibot_k;
+    l->ibot_targets = c->patch_targets_in_place ? NULL : p;
+    p += patch_targets;
+    l->center_prev = p;
+    p += c->ibot_k;
     l->koleo_ws = p;
     return 0;
 }
@@ -409,6 +415,8 @@ int ssl_loss_step(ssl_loss *l, const ssl_loss_inputs *in, float teacher_temp, ss
                         (long long)c->max_masked);
     if (!(teacher_temp > 0.0f))
         return lvd_fail("ssl loss: teacher_temp must be > 0");
+    if (c->patch_targets_in_place && in->n_masked > 0 && !in->teacher_patch_rw)
+        return lvd_fail("ssl loss: patch targets in place need the writable teacher_patch_rw");
     const int do_dino = c->dino_weight > 0.0f, do_koleo = do_dino && c->koleo_weight > 0.0f;
     const int do_ibot = c->ibot_weight > 0.0f && in->n_masked > 0;
     const float st = c->student_temp;
@@ -421,19 +429,29 @@ int ssl_loss_step(ssl_loss *l, const ssl_loss_inputs *in, float teacher_temp, ss
                                     K);
         rc |= dino_center_update(l->dino_center, in->teacher_global, c->center_momentum, n_global * B, K, l->ws,
                                  red);
-        if (do_ibot) {
+        if (do_ibot && !c->patch_targets_in_place) {
             dino_softmax_center_teacher(l->ibot_targets, in->teacher_patch, l->ibot_center, teacher_temp,
                                         in->n_masked, Kp);
             rc |= dino_center_update(l->ibot_center, in->teacher_patch, c->center_momentum, in->n_masked, Kp, l->ws,
                                      red);
+        } else if (do_ibot) {
+            /* The logits are overwritten by the targets: the center's update (which reads the logits) first,
+             * the targets then with the center as it was. */
+            memcpy(l->center_prev, l->ibot_center, (size_t)Kp * sizeof(float));
+            rc |= dino_center_update(l->ibot_center, in->teacher_patch_rw, c->center_momentum, in->n_masked, Kp,
+                                     l->ws, red);
+            dino_softmax_center_teacher(in->teacher_patch_rw, in->teacher_patch_rw, l->center_prev, teacher_temp,
+                                        in->n_masked, Kp);
         }
     } else {
         rc |= dino_sinkhorn_knopp_teacher(l->dino_targets, in->teacher_global, teacher_temp, n_global * B, K, 3,
                                           l->ws, red);
         if (do_ibot)
-            rc |= dino_sinkhorn_knopp_teacher(l->ibot_targets, in->teacher_patch, teacher_temp, in->n_masked, Kp, 3,
-                                              l->ws, red);
+            rc |= dino_sinkhorn_knopp_teacher(c->patch_targets_in_place ? in->teacher_patch_rw : l->ibot_targets,
+                                              c->patch_targets_in_place ? in->teacher_patch_rw : in->teacher_patch,
+                                              teacher_temp, in->n_masked, Kp, 3, l->ws, red);
     }
+    const float *patch_targets = c->patch_targets_in_place ? in->teacher_patch_rw : l->ibot_targets;
     if (rc != 0)
         return -1;
 
@@ -471,7 +489,7 @@ int ssl_loss_step(ssl_loss *l, const ssl_loss_inputs *in, float teacher_temp, ss
     if (do_ibot) {
         /* forward_masked * loss_scales (2) * ibot_loss_scale (1 / n_global) = forward_masked */
         double ib = ibot_loss_forward_masked(g ? g->student_patch : NULL, c->ibot_weight, in->student_patch,
-                                             l->ibot_targets, in->masks_weight, in->n_masked, n_global * B, Kp, st,
+                                             patch_targets, in->masks_weight, in->n_masked, n_global * B, Kp, st,
                                              l->ws);
         out->total += c->ibot_weight * ib;
         out->ibot_loss = ib / 2.0;

@@ -55,14 +55,15 @@ int dino_sinkhorn_knopp_teacher(float *q, const float *t, float temp, int64_t n,
 
 /* DINOLoss.forward: the student s holds n_s crops and the teacher targets t n_t crops, each of b rows of k:
  *   L = - sum over student crops i, teacher crops j of mean over b of sum_k t_j[b] * log_softmax(s_i[b] / temp).
- * ds (n_s * b, k) += gscale * dL/ds unless NULL. ws: n_s * b doubles. Returns L. */
+ * ds (n_s * b, k) += gscale * dL/ds unless NULL; ds == s computes in place: s's rows are replaced by
+ * gscale * dL/ds. ws: n_s * b doubles. Returns L. */
 double dino_loss_xent(float *ds, double gscale, const float *s, int64_t n_s, const float *t, int64_t n_t,
                       int64_t b, int64_t k, float temp, double *ws);
 
 /* iBOTPatchLoss.forward_masked over m masked tokens: s (m, k) student logits, t (m, k) teacher targets,
  * w (m) masks_weight (1 / masked tokens of the token's image), n_images = masks.shape[0]:
  *   L = - sum over tokens of w * sum_k t * log_softmax(s / temp) / n_images.
- * ds (m, k) += gscale * dL/ds unless NULL. ws: m doubles. Returns L. */
+ * ds (m, k) += gscale * dL/ds unless NULL (ds == s: in place, as dino_loss_xent). ws: m doubles. Returns L. */
 double ibot_loss_forward_masked(float *ds, double gscale, const float *s, const float *t, const float *w,
                                 int64_t m, int64_t n_images, int64_t k, float temp, double *ws);
 
@@ -103,6 +104,8 @@ typedef struct ssl_loss_config {
     float ibot_weight;     /* ibot.loss_weight 1.0; 0 turns iBOT off */
     float koleo_weight;    /* dino.koleo_loss_weight 0.1; 0 turns KoLeo off */
     ssl_centering centering;
+    int patch_targets_in_place; /* the iBOT targets overwrite the teacher's patch logits (teacher_patch_rw) instead
+                                 * of a (max_masked, ibot_k) buffer of their own: the trainer's memory saving */
 } ssl_loss_config;
 
 /* The recipe's values (dinov2-recipe.md §3) for the given sizes; centering softmax. */
@@ -114,7 +117,9 @@ typedef struct ssl_loss {
     float *dino_center;   /* (dino_k) DINOLoss.center, starts at 0 */
     float *ibot_center;   /* (ibot_k) iBOTPatchLoss.center, starts at 0 */
     float *dino_targets;  /* (2B, dino_k) the teacher targets of the last step, crop order */
-    float *ibot_targets;  /* (max_masked, ibot_k) the masked tokens' teacher targets of the last step */
+    float *ibot_targets;  /* (max_masked, ibot_k) the masked tokens' teacher targets of the last step (NULL with
+                           * patch_targets_in_place: they are then in the inputs' teacher_patch_rw) */
+    float *center_prev;   /* (ibot_k) the iBOT center before this step's update (in-place targets) */
     float *koleo_ws;      /* koleo_workspace_floats(B, cls_dim) */
     double *ws;           /* max(n_local * B, 2B, max_masked, max(dino_k, ibot_k) + 1) doubles */
     void *arena;          /* the one allocation behind all of the above */
@@ -132,9 +137,13 @@ typedef struct ssl_loss_inputs {
     const float *teacher_patch;  /* (n_masked, ibot_k) teacher iBOT logits of the same tokens */
     const float *masks_weight;   /* (n_masked) ibot_mask_select's weights */
     int64_t n_masked;            /* 0 ... max_masked */
+    float *teacher_patch_rw;     /* with cfg.patch_targets_in_place: the same logits, writable; they are replaced
+                                  * by the targets (teacher_patch is then not read) */
 } ssl_loss_inputs;
 
-/* Gradient buffers, each += d total / d input; NULL skips one. */
+/* Gradient buffers, each += d total / d input; NULL skips one. A logits gradient may also be the logits
+ * buffer itself (student_global == the inputs' student_global, and so on): its rows are then replaced by
+ * the gradient, as dino_loss_xent in place, and the logits are consumed. */
 typedef struct ssl_loss_grads {
     float *student_global; /* (2B, dino_k) */
     float *student_local;  /* (n_local * B, dino_k) */

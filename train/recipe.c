@@ -53,7 +53,7 @@ static const key keys[] = {
     {"train.OFFICIAL_EPOCH_LENGTH", K_I32, OFF(train.official_epoch_length), 1, 1 << 30, NULL},
     {"train.centering", K_CENTERING, OFF(train.centering), 0, 1, NULL},
     {"train.threads", K_I32, OFF(train.threads), 0, 1024, NULL},
-    {"train.recompute_activations", K_BOOL, OFF(train.recompute_activations), 0, 1, NULL},
+    {"train.recompute_blocks", K_I32, OFF(train.recompute_blocks), -1, 4096, NULL},
     {"student.arch", K_STR, OFF(student.arch), 0, 0, arch_choices},
     {"student.patch_size", K_I32, OFF(student.patch_size), 1, 1024, NULL},
     {"student.drop_path_rate", K_F64, OFF(student.drop_path_rate), 0, 1, NULL},
@@ -126,7 +126,7 @@ void recipe_defaults(recipe *r)
     r->train.official_epoch_length = 1250;
     r->train.centering = RECIPE_CENTERING;
     r->train.threads = 0;
-    r->train.recompute_activations = 1;
+    r->train.recompute_blocks = -1;
     snprintf(r->student.arch, RECIPE_STR, "vit_large");
     r->student.patch_size = 16;
     r->student.drop_path_rate = 0.3;

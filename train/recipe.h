@@ -48,8 +48,9 @@ typedef struct recipe {
         int32_t official_epoch_length;  /* OFFICIAL_EPOCH_LENGTH: iterations per epoch */
         recipe_centering centering;
         int32_t threads;                /* lvd: compute threads (0: all CPUs) */
-        int recompute_activations;      /* lvd: the student recomputes each block in the backward pass instead
-                                         * of keeping its activations (vit.h; default on) */
+        int32_t recompute_blocks;       /* lvd: the student's first n blocks (-1, the default: all; 0: none)
+                                         * are computed again in the backward pass instead of keeping their
+                                         * activations (vit.h, vit_run_opts.recompute) */
     } train;
     struct {
         char arch[RECIPE_STR];          /* vit_small, vit_base, vit_large, vit_giant2, vit_tiny, vit_pico */

@@ -177,6 +177,7 @@ static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t
     lc.ibot_weight = (float)r->ibot.loss_weight;
     lc.koleo_weight = (float)r->dino.koleo_loss_weight;
     lc.centering = r->train.centering == RECIPE_SINKHORN_KNOPP ? SSL_CENTERING_SINKHORN : SSL_CENTERING_SOFTMAX;
+    lc.patch_targets_in_place = 1; /* the teacher's masked-token logits become the iBOT targets */
     if (ssl_loss_init(&m->loss, &lc) != 0)
         return -1;
 
@@ -206,7 +207,7 @@ static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t
     if (!r->student.drop_path_uniform && r->student.drop_path_rate > 0.0)
         return lvd_fail("student.drop_path_uniform false (a rate rising over the blocks) is not supported: the ViT "
                         "core applies student.drop_path_rate to every block");
-    const int32_t rc = r->train.recompute_activations;
+    const int32_t rc = r->train.recompute_blocks;
     vit_run_opts ro = {.batch = (int32_t)b2, .height = r->crops.global_crops_size,
                        .width = r->crops.global_crops_size, .train = 1, .recompute = rc};
     if (vit_run_create(m->student, &ro, &m->s_run_g) != 0)
@@ -234,14 +235,15 @@ static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t
         return -1;
     const int64_t kd = hd.prototypes;
     size_t fl = sizeof(float);
-    size_t sizes[12] = {
+    /* The logits' gradients replace the logits (ssl_loss_step in place): one (rows, K) buffer each. */
+    size_t sizes[10] = {
         (size_t)(t_rows * d) * fl, (size_t)(t_head * kd) * fl,
         (size_t)(m->separate_ibot ? mm * ibot_k : 0) * fl,
-        (size_t)(s_rows * d) * fl, (size_t)(s_head * kd) * fl, (size_t)(s_head * kd) * fl, (size_t)(s_rows * d) * fl,
-        (size_t)(m->separate_ibot ? mm * ibot_k : 0) * fl, (size_t)(m->separate_ibot ? mm * ibot_k : 0) * fl,
+        (size_t)(s_rows * d) * fl, (size_t)(s_head * kd) * fl, (size_t)(s_rows * d) * fl,
+        (size_t)(m->separate_ibot ? mm * ibot_k : 0) * fl,
         (size_t)(b2 * n * d) * fl, (size_t)(b2 * n) * sizeof(int64_t), (size_t)(b2 * n) * fl};
     size_t total = 0;
-    for (int i = 0; i < 12; i++)
+    for (int i = 0; i < 10; i++)
         total += (sizes[i] + 63) & ~(size_t)63;
     m->arena = aligned_alloc(64, total);
     if (!m->arena)
@@ -251,14 +253,12 @@ static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t
     m->t_out = carve(&cur, sizes[1]);
     m->t_iout = carve(&cur, sizes[2]);
     m->s_in = carve(&cur, sizes[3]);
-    m->s_out = carve(&cur, sizes[4]);
-    m->s_dout = carve(&cur, sizes[5]);
-    m->s_din = carve(&cur, sizes[6]);
-    m->s_iout = carve(&cur, sizes[7]);
-    m->s_idout = carve(&cur, sizes[8]);
-    m->d_patch_g = carve(&cur, sizes[9]);
-    m->masked_idx = carve(&cur, sizes[10]);
-    m->masked_w = carve(&cur, sizes[11]);
+    m->s_out = m->s_dout = carve(&cur, sizes[4]);
+    m->s_din = carve(&cur, sizes[5]);
+    m->s_iout = m->s_idout = carve(&cur, sizes[6]);
+    m->d_patch_g = carve(&cur, sizes[7]);
+    m->masked_idx = carve(&cur, sizes[8]);
+    m->masked_w = carve(&cur, sizes[9]);
     m->d_cls_g = m->s_din + bl * d;
     return 0;
 }
@@ -375,7 +375,6 @@ int train_step(train_model *m, const float *global, const float *local, const ui
     sched_recipe_at(&m->sched, it, &rep->sched);
     const int64_t d = m->vc.dim, b2 = 2 * (int64_t)m->batch, bl = (int64_t)m->n_local * m->batch;
     const int64_t n = m->n_tokens, kd = m->s_dino.cfg.prototypes;
-    const int64_t ki = m->separate_ibot ? m->s_ibot.cfg.prototypes : kd;
 
     /* The collate's mask bookkeeping; the student sees the masks even when iBOT is off, as in the code. */
     int64_t nm = 0;
@@ -392,7 +391,7 @@ int train_step(train_model *m, const float *global, const float *local, const ui
         return -1;
     memcpy(m->t_in, vit_out_cls(m->t_run_g), (size_t)(b2 * d) * sizeof(float));
     gather(m->t_in + b2 * d, vit_out_patch(m->t_run_g), m->masked_idx, nm, d);
-    const float *t_patch;
+    float *t_patch;
     if (m->separate_ibot) {
         if (dino_head_forward(&m->t_dino, &m->t_hrun, m->t_out, m->t_in, b2) != 0 ||
             (nm > 0 && dino_head_forward(&m->t_ibot, &m->t_irun, m->t_iout, m->t_in + b2 * d, nm) != 0))
@@ -422,23 +421,24 @@ int train_step(train_model *m, const float *global, const float *local, const ui
     if (m->separate_ibot && nm > 0 && dino_head_forward(&m->s_ibot, &m->s_irun, m->s_iout, s_tok, nm) != 0)
         return -1;
 
-    /* Losses and their gradients with respect to the head outputs (and KoLeo's to the global CLS). */
-    memset(m->s_dout, 0, (size_t)(s_head * kd) * sizeof(float));
+    /* Losses and their gradients with respect to the head outputs (and KoLeo's to the global CLS). The
+     * gradients replace the logits in place; rows of a term that is off get a zero gradient. */
     memset(m->s_din, 0, (size_t)(s_rows * d) * sizeof(float));
-    if (m->separate_ibot && nm > 0)
-        memset(m->s_idout, 0, (size_t)(nm * ki) * sizeof(float));
     float *s_patch = m->separate_ibot ? m->s_iout : m->s_out + (bl + b2) * kd;
     float *ds_patch = m->separate_ibot ? m->s_idout : m->s_dout + (bl + b2) * kd;
     ssl_loss_inputs in = {
         .student_global = m->s_out + bl * kd, .student_local = bl > 0 ? m->s_out : NULL,
         .teacher_global = m->t_out, .student_cls = m->s_in + bl * d,
-        .student_patch = s_patch, .teacher_patch = t_patch, .masks_weight = m->masked_w, .n_masked = nm};
+        .student_patch = s_patch, .teacher_patch = t_patch, .masks_weight = m->masked_w, .n_masked = nm,
+        .teacher_patch_rw = t_patch};
     ssl_loss_grads g = {.student_global = m->s_dout + bl * kd, .student_local = bl > 0 ? m->s_dout : NULL,
                         .student_cls = m->d_cls_g, .student_patch = ds_patch};
     if (ssl_loss_step(&m->loss, &in, (float)rep->sched.teacher_temp, &rep->terms, &g) != 0)
         return -1;
     if (finite_terms(&rep->terms, rep) != 0)
         return -1;
+    if (!(m->loss.cfg.dino_weight > 0.0f))
+        memset(m->s_dout, 0, (size_t)((bl + b2) * kd) * sizeof(float));
 
     /* Backward: heads, then the backbone's two runs (their parameter gradients add up). */
     vit_zero_grads(m->student);

@@ -22,7 +22,7 @@
  * drop_add_residual_stochastic_depth, a batch subset, above 0.1: the same expectation, another draw).
  *
  * Memory: one arena for every step buffer, sized at creation for the batch geometry; the student's backbone
- * runs keep B * T * D-sized activations (vit.h), only each block's input with train.recompute_activations (the
+ * runs keep B * T * D-sized activations (vit.h), only the input of the first train.recompute_blocks blocks (all by
  * default: one more forward pass of the student), and the heads' logits take (rows, K) floats for rows =
  * n_local * B + 2B + the collate's upperbound of masked tokens (mask_upperbound).
  */
@@ -82,10 +82,13 @@ typedef struct train_model {
     vit_run *s_run_g, *s_run_l, *t_run_g;
     dino_head_run s_hrun, t_hrun, s_irun, t_irun;
     void *arena;                /* the step buffers below */
-    float *t_in, *t_out;        /* (2B + max_masked, D), (2B + max_masked, K): teacher head rows */
+    float *t_in, *t_out;        /* (2B + max_masked, D), (2B + max_masked, K): teacher head rows (the masked
+                                 * tokens' logits become their iBOT targets in place) */
     float *t_iout;              /* (max_masked, K_ibot) separate teacher iBOT logits */
-    float *s_in, *s_out, *s_dout, *s_din; /* (rows, D), (rows, K), (rows, K), (rows, D): student head rows */
-    float *s_iout, *s_idout;    /* (max_masked, K_ibot) separate student iBOT logits and their gradient */
+    float *s_in, *s_out, *s_dout, *s_din; /* (rows, D), (rows, K), (rows, K), (rows, D): student head rows; s_dout
+                                 * is s_out (the losses replace the logits by their gradient) */
+    float *s_iout, *s_idout;    /* (max_masked, K_ibot) separate student iBOT logits and their gradient (the same
+                                 * buffer) */
     float *d_cls_g, *d_patch_g; /* (2B, D), (2B, N, D): d total / d the student's global outputs */
     int64_t *masked_idx;        /* (2B * N) */
     float *masked_w;            /* (2B * N) */

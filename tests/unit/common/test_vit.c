@@ -67,17 +67,18 @@ static void expect_close(const char *cfg, const char *what, int threads, const f
         fail_msg("%s: %s with %d threads differs from PyTorch by %.3g (tolerance %.0e)", cfg, what, threads, e, tol);
 }
 
-/* A train run with recompute (activation checkpointing) gives the same outputs, gradients and dL/dx bit for bit
- * as one that keeps every activation, with drop path on and off. */
+/* Train runs that recompute the first block or every block (activation checkpointing) give the same outputs,
+ * gradients and dL/dx bit for bit as one that keeps every activation, with drop path on and off. */
 static void check_recompute(const char *name, vit_model *m, int b, int h, int w, const float *x, const uint8_t *masks,
                             const float *dcls, const float *dreg, const float *dpatch)
 {
     size_t nx = (size_t)b * 3 * (size_t)h * (size_t)w;
-    float *grads[2], *gxs[2], *cls[2];
+    float *grads[3], *gxs[3], *cls[3];
     size_t nc = (size_t)b * (size_t)m->cfg.dim;
+    const int32_t variants[3] = {0, 1, -1}; /* keep all, recompute the first block, recompute every block */
     for (int dp = 0; dp < 2; dp++) {
-        for (int rc = 0; rc < 2; rc++) {
-            vit_run_opts o = {.batch = b, .height = h, .width = w, .train = 1, .recompute = rc};
+        for (int rc = 0; rc < 3; rc++) {
+            vit_run_opts o = {.batch = b, .height = h, .width = w, .train = 1, .recompute = variants[rc]};
             vit_run *r;
             if (vit_run_create(m, &o, &r) != 0)
                 fail_msg("%s", lvd_errmsg());
@@ -92,11 +93,12 @@ static void check_recompute(const char *name, vit_model *m, int b, int h, int w,
             memcpy(grads[rc], m->grad_mem, m->n_params * sizeof(float));
             vit_run_free(r);
         }
-        if (memcmp(cls[0], cls[1], nc * sizeof(float)) || memcmp(gxs[0], gxs[1], nx * sizeof(float)) ||
-            memcmp(grads[0], grads[1], m->n_params * sizeof(float)))
-            fail_msg("%s: the recomputing train run differs from the keeping one (drop path %s)", name,
-                     dp ? "0.25" : "off");
-        for (int rc = 0; rc < 2; rc++) {
+        for (int rc = 1; rc < 3; rc++)
+            if (memcmp(cls[0], cls[rc], nc * sizeof(float)) || memcmp(gxs[0], gxs[rc], nx * sizeof(float)) ||
+                memcmp(grads[0], grads[rc], m->n_params * sizeof(float)))
+                fail_msg("%s: the train run recomputing %d blocks differs from the keeping one (drop path %s)",
+                         name, (int)variants[rc], dp ? "0.25" : "off");
+        for (int rc = 0; rc < 3; rc++) {
             free(cls[rc]);
             free(gxs[rc]);
             free(grads[rc]);

@@ -443,6 +443,60 @@ static void run_step(const step_case *c)
         .student_patch = c->separate ? dplog : dlog + (nlb + ng) * K,
     };
     ssl_loss_terms terms;
+    /* The trainer's in-place variant on copies, before the step moves the centers: the iBOT targets over the
+     * teacher's patch logits, each logits gradient over its logits. Same values (== per element: 0 + x and x
+     * differ only in the sign of a zero). */
+    {
+        ssl_loss_config ic2 = lc;
+        ic2.patch_targets_in_place = 1;
+        ssl_loss L2;
+        assert_int_equal(ssl_loss_init(&L2, &ic2), 0);
+        assert_null(L2.ibot_targets);
+        memcpy(L2.dino_center, c0, (size_t)K * sizeof(float));
+        memcpy(L2.ibot_center, ci0, (size_t)Kp * sizeof(float));
+        float *lg2 = malloc((size_t)(rows * K) * sizeof(float)), *pl2 = malloc((size_t)(M * Kp) * sizeof(float));
+        float *tp2 = malloc((size_t)(M * Kp) * sizeof(float)), *dg2 = calloc((size_t)(ng * D), sizeof(float));
+        assert_true(lg2 && pl2 && tp2 && dg2);
+        memcpy(lg2, logits, (size_t)(rows * K) * sizeof(float));
+        memcpy(pl2, plog, (size_t)(M * Kp) * sizeof(float));
+        memcpy(tp2, c->separate ? tplog : tlog + ng * K, (size_t)(M * Kp) * sizeof(float));
+        ssl_loss_inputs in2 = in;
+        in2.student_global = lg2 + nlb * K;
+        in2.student_local = lg2;
+        in2.student_patch = c->separate ? pl2 : lg2 + (nlb + ng) * K;
+        in2.teacher_patch = NULL;
+        in2.teacher_patch_rw = tp2;
+        ssl_loss_grads g2 = {.student_global = lg2 + nlb * K, .student_local = lg2, .student_cls = dg2,
+                             .student_patch = c->separate ? pl2 : lg2 + (nlb + ng) * K};
+        ssl_loss_terms t2, t1;
+        ssl_loss L1;
+        assert_int_equal(ssl_loss_init(&L1, &lc), 0);
+        memcpy(L1.dino_center, c0, (size_t)K * sizeof(float));
+        memcpy(L1.ibot_center, ci0, (size_t)Kp * sizeof(float));
+        float *d1 = calloc((size_t)(rows * K), sizeof(float)), *dp1 = calloc((size_t)(M * Kp), sizeof(float));
+        float *dc1 = calloc((size_t)(ng * D), sizeof(float));
+        ssl_loss_grads g1 = {.student_global = d1 + nlb * K, .student_local = d1, .student_cls = dc1,
+                             .student_patch = c->separate ? dp1 : d1 + (nlb + ng) * K};
+        assert_int_equal(ssl_loss_step(&L1, &in, c->teacher_temp, &t1, &g1), 0);
+        assert_int_equal(ssl_loss_step(&L2, &in2, c->teacher_temp, &t2, &g2), 0);
+        assert_memory_equal(&t1, &t2, sizeof t1);
+        assert_memory_equal(L1.dino_center, L2.dino_center, (size_t)K * sizeof(float));
+        assert_memory_equal(L1.ibot_center, L2.ibot_center, (size_t)Kp * sizeof(float));
+        for (int64_t i = 0; i < rows * K; i++)
+            if (!(lg2[i] == d1[i]))
+                fail_msg("%s: in-place logits gradient %lld: %g, not %g", c->name, (long long)i, lg2[i], d1[i]);
+        if (c->separate)
+            for (int64_t i = 0; i < M * Kp; i++)
+                if (!(pl2[i] == dp1[i]))
+                    fail_msg("%s: in-place iBOT gradient %lld differs", c->name, (long long)i);
+        for (int64_t i = 0; i < M * Kp; i++)
+            if (!(tp2[i] == L1.ibot_targets[i]))
+                fail_msg("%s: in-place iBOT target %lld: %g, not %g", c->name, (long long)i, tp2[i],
+                         L1.ibot_targets[i]);
+        free(lg2), free(pl2), free(tp2), free(dg2), free(d1), free(dp1), free(dc1);
+        ssl_loss_free(&L1);
+        ssl_loss_free(&L2);
+    }
     assert_int_equal(ssl_loss_step(&L, &in, c->teacher_temp, &terms, &gr), 0);
 
     char path[4096];
@@ -548,7 +602,7 @@ static void test_bad_args(void **state)
     float s[4 * 16] = {0}, cls[4 * 8];
     for (int i = 0; i < 32; i++)
         cls[i] = (float)(i % 7) - 3.0f;
-    ssl_loss_inputs in = {s, NULL, s, cls, s, s, NULL, 5};
+    ssl_loss_inputs in = {s, NULL, s, cls, s, s, NULL, 5, NULL};
     ssl_loss_terms t;
     assert_int_equal(ssl_loss_step(&L, &in, 0.04f, &t, NULL), -1); /* more masked tokens than max_masked */
     in.n_masked = 0;
