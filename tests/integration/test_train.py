@@ -262,6 +262,25 @@ class TrainTest(WorkTestCase):
         for k in ta:
             self.assertEqual(ta[k].tobytes(), tb[k].tobytes(), k)
 
+    def test_sigterm_saves(self):
+        """SIGTERM (a scheduler's preemption) ends the run after the current iteration with its state saved."""
+        out = os.path.join(self.tmp, "run")
+        cmd = [exe("lvd-train"), "--config", PRESET, "--manifest", self.db, "--out", out, "--max-iter", "100000",
+               "--save-every", "100000", "--threads", "1", "optim.epochs=5000"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        mpath = os.path.join(out, "metrics.jsonl")
+        deadline = time.time() + 120
+        while time.time() < deadline and not (os.path.exists(mpath) and sum(1 for _ in open(mpath)) >= 5):
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertIn("interrupted, state saved", err)
+        n = len(metrics(out))
+        _, meta = read_safetensors(os.path.join(out, "training_state.safetensors"))
+        self.assertEqual(int(meta["iteration"]), n)
+        self.assertTrue(os.path.isfile(os.path.join(out, "teacher_checkpoint.safetensors")))
+
     def test_errors(self):
         out = os.path.join(self.tmp, "run")
         # An unknown key on the command line, and in a file (named with its line).
