@@ -148,10 +148,10 @@ int main(int argc, char **argv)
     }
     struct rusage u;
     getrusage(RUSAGE_SELF, &u);
-    fprintf(stderr, "activations: student global %.1f MB, student local %.1f MB, teacher %.1f MB; parameters "
-            "(student, gradient, teacher, 2 moments) %.1f MB\n", vit_run_bytes(m->s_run_g) / 1e6,
-            m->s_run_l ? vit_run_bytes(m->s_run_l) / 1e6 : 0.0, vit_run_bytes(m->t_run_g) / 1e6,
-            5.0 * (double)m->opt.n_floats * 4 / 1e6);
+    fprintf(stderr, "activations: student global %.1f MB, student local %.1f MB, shared (backward scratch, "
+            "teacher) %.1f MB; parameters (student, gradient, teacher, 2 moments) %.1f MB\n",
+            vit_run_bytes(m->s_run_g) / 1e6, m->s_run_l ? vit_run_bytes(m->s_run_l) / 1e6 : 0.0,
+            m->shared_bytes / 1e6, 5.0 * (double)m->opt.n_floats * 4 / 1e6);
     double step_s = t_steps / iters;
     printf("{\"side\": \"lvd\", \"arch\": \"%s\", \"batch\": %d, \"global\": %d, \"local\": %d, \"locals\": %d, "
            "\"prototypes\": %d, \"recompute\": %d, \"threads\": %d, \"iters\": %d, \"step_s\": %.2f, \"images_per_s\": %.3f, "

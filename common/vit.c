@@ -380,8 +380,9 @@ static float *take(bump *bp, int64_t n)
 }
 
 
-/* Assigns every buffer of r (sizes only when bp->base is NULL). */
-static void run_layout(vit_run *r, bump *bp)
+/* Assigns every buffer of r (sizes only when the bases are NULL): the backward pass's scratch from sp, the rest
+ * from bp (the same bump when the run owns its scratch). */
+static void run_layout(vit_run *r, bump *bp, bump *sp)
 {
     int64_t bt = r->b * r->t, btd = bt * r->d;
     int train = r->o.train;
@@ -440,18 +441,19 @@ static void run_layout(vit_run *r, bump *bp)
         }
         r->xfinal = prev;
         r->ds = take(bp, 2 * (int64_t)r->depth * r->b);
-        r->g_x = take(bp, btd);
-        r->g_x2 = take(bp, btd);
-        r->g_ln = take(bp, btd);
-        r->g_qkv = take(bp, 3 * btd);
-        r->g_ao = take(bp, btd);
-        r->g_po = take(bp, btd);
-        r->g_f1 = take(bp, bt * r->f1);
-        r->g_f2a = take(bp, bt * r->hd);
-        r->g_fo = take(bp, btd);
-        r->g_pe = take(bp, r->b * r->n * r->d);
-        r->g_cols = take(bp, r->b * r->n * 3 * r->p * r->p);
-        r->g_pos = take(bp, r->n * r->d);
+        /* Only vit_backward reads or writes these (vit_run_opts.scratch). */
+        r->g_x = take(sp, btd);
+        r->g_x2 = take(sp, btd);
+        r->g_ln = take(sp, btd);
+        r->g_qkv = take(sp, 3 * btd);
+        r->g_ao = take(sp, btd);
+        r->g_po = take(sp, btd);
+        r->g_f1 = take(sp, bt * r->f1);
+        r->g_f2a = take(sp, bt * r->hd);
+        r->g_fo = take(sp, btd);
+        r->g_pe = take(sp, r->b * r->n * r->d);
+        r->g_cols = take(sp, r->b * r->n * 3 * r->p * r->p);
+        r->g_pos = take(sp, r->n * r->d);
     } else {
         /* One set of buffers reused by every block; x is updated in place; GELU runs in place. */
         layer_acts a = {0};
@@ -476,7 +478,8 @@ static void run_layout(vit_run *r, bump *bp)
     r->mask = (uint8_t *)take(bp, (r->b * r->n + 3) / 4);
 }
 
-int vit_run_create(const vit_model *m, const vit_run_opts *o, vit_run **out)
+/* A run's dimensions and its (empty) layer table, no buffers yet. */
+static int vit_run_create_shape(const vit_model *m, const vit_run_opts *o, vit_run **out)
 {
     *out = NULL;
     const vit_config *c = &m->cfg;
@@ -508,20 +511,46 @@ int vit_run_create(const vit_model *m, const vit_run_opts *o, vit_run **out)
         free(r);
         return lvd_fail("out of memory");
     }
-    bump bp = {0};
-    run_layout(r, &bp);
+    *out = r;
+    return 0;
+}
+
+int vit_run_create(const vit_model *m, const vit_run_opts *o, vit_run **out)
+{
+    vit_run *r;
+    if (vit_run_create_shape(m, o, &r) != 0)
+        return -1;
+    *out = NULL;
+    bump bp = {0}, sp = {0};
+    run_layout(r, &bp, o->scratch ? &sp : &bp);
     r->bytes = bp.used * sizeof(float);
-    r->mem = alloc_floats(bp.used);
-    if (!r->mem) {
+    r->mem = o->arena ? NULL : alloc_floats(bp.used);
+    if (!o->arena && !r->mem) {
         double mb = (double)r->bytes / 1e6;
         vit_run_free(r);
         return lvd_fail("out of memory for %.1f MB of activations (batch %d, %d x %d%s)", mb, o->batch, o->height,
                         o->width, o->train ? ", train" : "");
     }
-    bp.base = r->mem;
+    bp.base = o->arena ? o->arena : r->mem;
     bp.used = 0;
-    run_layout(r, &bp);
+    sp.base = o->scratch;
+    sp.used = 0;
+    run_layout(r, &bp, o->scratch ? &sp : &bp);
     *out = r;
+    return 0;
+}
+
+int vit_run_sizes(const vit_model *m, const vit_run_opts *o, size_t *arena_floats, size_t *scratch_floats)
+{
+    vit_run *r;
+    if (vit_run_create_shape(m, o, &r) != 0)
+        return -1;
+    bump bp = {0}, sp = {0};
+    run_layout(r, &bp, &sp);
+    *arena_floats = bp.used;
+    *scratch_floats = sp.used;
+    free(r->layers);
+    free(r);
     return 0;
 }
 

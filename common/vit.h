@@ -139,7 +139,17 @@ typedef struct vit_run_opts {
                                    * their input and are computed again in the backward pass (activation
                                    * checkpointing): about 1 D instead of 12 D floats per token for each, for one
                                    * more forward pass of those blocks; the same results bit for bit */
+    float *scratch;               /* train runs: NULL, or a caller buffer of vit_run_sizes' scratch_floats for the
+                                   * buffers only vit_backward uses, so that runs whose backward passes never
+                                   * overlap (and inference runs placed there, see arena) can share it */
+    float *arena;                 /* NULL, or a caller buffer of arena_floats for every other buffer of the run
+                                   * (it must outlive the run; vit_run_free leaves it) */
 } vit_run_opts;
+
+/* The floats a run of o takes: arena_floats for its own buffers, scratch_floats for the backward pass's
+ * scratch (0 for inference runs); the run allocates both together unless o->scratch / o->arena give them.
+ * 0 or -1 (a bad shape). */
+int vit_run_sizes(const vit_model *m, const vit_run_opts *o, size_t *arena_floats, size_t *scratch_floats);
 
 int vit_run_create(const vit_model *m, const vit_run_opts *o, vit_run **out);
 void vit_run_free(vit_run *r);

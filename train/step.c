@@ -207,21 +207,30 @@ static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t
     if (!r->student.drop_path_uniform && r->student.drop_path_rate > 0.0)
         return lvd_fail("student.drop_path_uniform false (a rate rising over the blocks) is not supported: the ViT "
                         "core applies student.drop_path_rate to every block");
+    /* The student's two backward passes run one after the other, and the teacher's buffers are dead once its
+     * outputs are copied (before the student's forward): one buffer serves as both backward scratches and as
+     * the teacher run's arena. */
     const int32_t rc = r->train.recompute_blocks;
-    vit_run_opts ro = {.batch = (int32_t)b2, .height = r->crops.global_crops_size,
+    vit_run_opts go = {.batch = (int32_t)b2, .height = r->crops.global_crops_size,
                        .width = r->crops.global_crops_size, .train = 1, .recompute = rc};
-    if (vit_run_create(m->student, &ro, &m->s_run_g) != 0)
+    vit_run_opts lo = {.batch = (int32_t)bl, .height = r->crops.local_crops_size,
+                       .width = r->crops.local_crops_size, .train = 1, .recompute = rc};
+    vit_run_opts to = {.batch = (int32_t)b2, .height = r->crops.global_crops_size,
+                       .width = r->crops.global_crops_size};
+    size_t a_g, s_g, a_l = 0, s_l = 0, a_t, s_t;
+    if (vit_run_sizes(m->student, &go, &a_g, &s_g) != 0 || vit_run_sizes(m->teacher, &to, &a_t, &s_t) != 0 ||
+        (m->n_local > 0 && vit_run_sizes(m->student, &lo, &a_l, &s_l) != 0))
         return -1;
-    ro.train = 0;
-    ro.recompute = 0;
-    if (vit_run_create(m->teacher, &ro, &m->t_run_g) != 0)
+    size_t shared = s_g > s_l ? s_g : s_l;
+    shared = shared > a_t ? shared : a_t;
+    m->shared_bytes = shared * sizeof(float);
+    m->shared = aligned_alloc(64, (m->shared_bytes + 63) & ~(size_t)63);
+    if (!m->shared)
+        return lvd_fail("out of memory: %zu bytes of backward scratch", m->shared_bytes);
+    go.scratch = lo.scratch = to.arena = m->shared;
+    if (vit_run_create(m->student, &go, &m->s_run_g) != 0 || vit_run_create(m->teacher, &to, &m->t_run_g) != 0 ||
+        (m->n_local > 0 && vit_run_create(m->student, &lo, &m->s_run_l) != 0))
         return -1;
-    if (m->n_local > 0) {
-        vit_run_opts lo = {.batch = (int32_t)bl, .height = r->crops.local_crops_size,
-                           .width = r->crops.local_crops_size, .train = 1, .recompute = rc};
-        if (vit_run_create(m->student, &lo, &m->s_run_l) != 0)
-            return -1;
-    }
 
     /* Head rows: the teacher's [global CLS ; masked tokens], the student's [local CLS ; global CLS ; masked
      * tokens]; with a separate iBOT head the masked tokens go through it instead. */
@@ -304,6 +313,7 @@ void train_model_free(train_model *m)
     vit_free(m->student);
     vit_free(m->teacher);
     free(m->arena);
+    free(m->shared);
     free(m->shapes);
     free(m);
 }

@@ -80,6 +80,8 @@ typedef struct train_model {
 
     /* Backbone runs: student on global and local crops, teacher on global crops (inference). */
     vit_run *s_run_g, *s_run_l, *t_run_g;
+    float *shared;              /* the student runs' backward scratch and the teacher run's arena (one buffer) */
+    size_t shared_bytes;
     dino_head_run s_hrun, t_hrun, s_irun, t_irun;
     void *arena;                /* the step buffers below */
     float *t_in, *t_out;        /* (2B + max_masked, D), (2B + max_masked, K): teacher head rows (the masked

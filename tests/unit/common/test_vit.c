@@ -73,12 +73,28 @@ static void check_recompute(const char *name, vit_model *m, int b, int h, int w,
                             const float *dcls, const float *dreg, const float *dpatch)
 {
     size_t nx = (size_t)b * 3 * (size_t)h * (size_t)w;
-    float *grads[3], *gxs[3], *cls[3];
+    float *grads[4], *gxs[4], *cls[4];
     size_t nc = (size_t)b * (size_t)m->cfg.dim;
-    const int32_t variants[3] = {0, 1, -1}; /* keep all, recompute the first block, recompute every block */
+    /* keep all, recompute the first block, recompute every block; keep all with the backward scratch and the
+     * arena in caller buffers that start as NaN (so a buffer missed by the layout would show) */
+    const int32_t variants[4] = {0, 1, -1, 0};
+    float *ext_a = NULL, *ext_s = NULL;
     for (int dp = 0; dp < 2; dp++) {
-        for (int rc = 0; rc < 3; rc++) {
+        for (int rc = 0; rc < 4; rc++) {
             vit_run_opts o = {.batch = b, .height = h, .width = w, .train = 1, .recompute = variants[rc]};
+            if (rc == 3) {
+                size_t na, ns;
+                assert_int_equal(vit_run_sizes(m, &o, &na, &ns), 0);
+                assert_true(ns > 0);
+                ext_a = malloc(na * sizeof(float));
+                ext_s = malloc(ns * sizeof(float));
+                for (size_t i = 0; i < na; i++)
+                    ext_a[i] = NAN;
+                for (size_t i = 0; i < ns; i++)
+                    ext_s[i] = NAN;
+                o.arena = ext_a;
+                o.scratch = ext_s;
+            }
             vit_run *r;
             if (vit_run_create(m, &o, &r) != 0)
                 fail_msg("%s", lvd_errmsg());
@@ -92,13 +108,16 @@ static void check_recompute(const char *name, vit_model *m, int b, int h, int w,
             grads[rc] = malloc(m->n_params * sizeof(float));
             memcpy(grads[rc], m->grad_mem, m->n_params * sizeof(float));
             vit_run_free(r);
+            free(ext_a);
+            free(ext_s);
+            ext_a = ext_s = NULL;
         }
-        for (int rc = 1; rc < 3; rc++)
+        for (int rc = 1; rc < 4; rc++)
             if (memcmp(cls[0], cls[rc], nc * sizeof(float)) || memcmp(gxs[0], gxs[rc], nx * sizeof(float)) ||
                 memcmp(grads[0], grads[rc], m->n_params * sizeof(float)))
                 fail_msg("%s: the train run recomputing %d blocks differs from the keeping one (drop path %s)",
                          name, (int)variants[rc], dp ? "0.25" : "off");
-        for (int rc = 0; rc < 3; rc++) {
+        for (int rc = 0; rc < 4; rc++) {
             free(cls[rc]);
             free(gxs[rc]);
             free(grads[rc]);
