@@ -4,12 +4,12 @@
 # in one run, at the same thread count and sizes: ViT-S/14, batch 16, 2 global crops of 224 and 8 local crops
 # (98 pixels by default: patch 14 needs a multiple of 14; PyTorch's patch embedding would silently drop the last
 # 12 pixels of 96), heads of 65,536 prototypes, no drop path. The C step is measured three times: recomputing
-# every student block in the backward pass (train.recompute_blocks=-1, lvd-train's default), half of them
-# (--half-blocks, 6 of ViT-S's 12) and none (every activation kept).
+# every student block in the backward pass (train.recompute_blocks=-1, lvd-train's default), the first
+# --blocks N (4 of ViT-S's 12) and none (every activation kept).
 # Prints each side's JSON line, then the ratios against PyTorch and whether the goals are met:
 #   images/s >= 1.5x PyTorch's, peak RSS <= 0.5x PyTorch's.
 #
-# Usage: benchmarks/train_step.sh [--quick] [--batch 16] [--local-size 98] [--half-blocks 6] [--threads N]
+# Usage: benchmarks/train_step.sh [--quick] [--batch 16] [--local-size 98] [--blocks 4] [--threads N]
 #                                 [--iters 2]
 #   --quick     vit_pico on 56/28-pixel crops, 1024 prototypes (a smoke run of a few seconds)
 # Environment: LVD_BUILD (default build) is the meson build directory that is built and measured.
@@ -24,11 +24,11 @@ protos=65536
 batch=16
 iters=2
 threads=$(nproc)
-half=6
+half=4
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) arch=vit_pico; gsize=56; lsize=28; locals=4; protos=1024; half=2; shift ;;
-    --half-blocks) half=$2; shift 2 ;;
+    --blocks) half=$2; shift 2 ;;
     --batch) batch=$2; shift 2 ;;
     --local-size) lsize=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "scratch.h"
+#include "relerr.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -27,20 +28,6 @@
 static char g_script[4096];
 static char g_dir[256];
 static char g_gen[512];
-
-/* ||got - want||_max / ||want||_max (NaN fails). */
-static double rel_err(const float *got, const float *want, size_t n)
-{
-    double err = 0.0, scale = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - (double)want[i]);
-        if (!(e <= err))
-            err = e;
-        if (fabs((double)want[i]) > scale)
-            scale = fabs((double)want[i]);
-    }
-    return err / (scale > 0.0 ? scale : 1.0);
-}
 
 /* Loads <case>/<name>.npy, checks it holds count floats with the given leading dims (d1 0: 1-D). */
 static float *load(const char *cs, const char *name, int64_t d0, int64_t d1)

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "scratch.h"
+#include "relerr.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -36,25 +37,6 @@ static char g_script[4096];
 static char g_dir[256];
 static char g_gen[512];
 static double g_worst_val, g_worst_grad, g_worst_center;
-
-static double rel_err(const float *got, const float *want, size_t n)
-{
-    double err = 0.0, scale = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - (double)want[i]);
-        if (!(e <= err))
-            err = e;
-        if (fabs((double)want[i]) > scale)
-            scale = fabs((double)want[i]);
-    }
-    return err / (scale > 0.0 ? scale : 1.0);
-}
-
-static double rel1(double got, double want)
-{
-    double e = fabs(got - want) / (fabs(want) > 0.0 ? fabs(want) : 1.0);
-    return e == e ? e : INFINITY;
-}
 
 /* Checks one comparison against its tolerance, prints it and keeps the worst per kind. */
 static void check(const char *what, double e, double tol, double *worst)
