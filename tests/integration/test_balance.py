@@ -312,3 +312,26 @@ class BalanceTest(WorkTestCase):
             self.assertEqual(balance_state(con), before)
             self.assertEqual(con.execute("SELECT status FROM runs WHERE stage = 'balance' ORDER BY id DESC"
                                          " LIMIT 1").fetchone()[0], "failed")
+
+    def test_manifest_weights_are_copies(self):
+        self.pool(Data(17, n_centers=5), 200, 0)
+        run("lvd-decode", "--work", self.work, "--size", "16", "--min-side", "8", "--quiet")
+        _, out = self.balance("--config", self.config, "--target", "260")
+        m = os.path.join(self.tmp, "bal.db")
+        run("lvd-manifest", "build", "--work", self.work, "--out", m, "--from", "balance")
+        with db(self.work) as con:
+            want = {sha: (c, cl) for sha, c, cl in con.execute(
+                "SELECT i.sha256, b.copies, b.cluster FROM balance_sample b JOIN images i ON i.id = b.image_id")}
+        mc = sqlite3.connect(m)
+        got = {k: w for k, w in mc.execute("SELECT key, weight FROM samples")}
+        self.assertEqual(got, {k: c for k, (c, _) in want.items()})
+        self.assertEqual(sum(got.values()), 260)
+        self.assertGreater(max(got.values()), 1, "the target needs copies")
+        src = {k: (row, cl) for k, row, cl in mc.execute(
+            "SELECT s.key, x.row, x.cluster FROM sample_sources x JOIN samples s ON s.id = x.sample_id")}
+        self.assertEqual(src, {k: ("balance", cl) for k, (_, cl) in want.items()})
+        info = dict(mc.execute("SELECT key, value FROM info"))
+        mc.close()
+        self.assertEqual(info["source"], "balance")
+        bal = json.loads(info["balance"])
+        self.assertEqual((bal["sample"], bal["total"], bal["target"]), (out["sample"]["id"], 260, 260))
