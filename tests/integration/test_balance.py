@@ -335,3 +335,58 @@ class BalanceTest(WorkTestCase):
         self.assertEqual(info["source"], "balance")
         bal = json.loads(info["balance"])
         self.assertEqual((bal["sample"], bal["total"], bal["target"]), (out["sample"]["id"], 260, 260))
+
+    def test_audit_section(self):
+        self.pool(Data(18, n_centers=5), 240, 0)
+        run("lvd-decode", "--work", self.work, "--size", "16", "--min-side", "8", "--quiet")
+        self.balance("--config", self.config, "--target", "120")
+        rep = json.loads(run("lvd-audit", "--work", self.work, "--json").stdout)
+        b = rep["balance"]
+        with db(self.work) as con:
+            _, labels = self.check_tree(con)
+            copies = {i: c for i, c in con.execute("SELECT image_id, copies FROM balance_sample")}
+            sha = dict(con.execute("SELECT id, sha256 FROM images"))
+        self.assertEqual((b["model"], b["tree"]["points"], b["sample"]["total"]), (MODEL, len(labels), 120))
+        for lv in b["levels"]:
+            l = lv["level"] - 1
+            sizes, quota = {}, {}
+            for i, lab in labels.items():
+                sizes[lab[l]] = sizes.get(lab[l], 0) + 1
+                quota[lab[l]] = quota.get(lab[l], 0) + copies.get(i, 0)
+            s = np.sort(list(sizes.values()))
+            q = np.sort([quota[c] for c in sizes])
+            for name, v in (("before", s), ("after", q)):
+                want = {k: int(v[int((len(v) - 1) * f)]) for k, f in
+                        (("min", 0), ("p25", 0.25), ("median", 0.5), ("p90", 0.9), ("max", 1))}
+                self.assertEqual({k: lv[name][k] for k in want}, want, (lv["level"], name))
+            self.assertEqual(lv["clusters"], len(sizes))
+        # Largest / smallest top-level clusters, with sampled images of their own.
+        top = {}
+        for i, lab in labels.items():
+            top[lab[-1]] = top.get(lab[-1], 0) + 1
+        by = sorted(top, key=lambda c: (-top[c], c))
+        self.assertEqual([c["cluster"] for c in b["largest"]], by[:3])
+        self.assertEqual([c["cluster"] for c in b["smallest"]], sorted(top, key=lambda c: (top[c], c))[:3])
+        for c in b["largest"] + b["smallest"]:
+            self.assertEqual(c["size"], top[c["cluster"]])
+            self.assertTrue(c["images"])
+            for im in c["images"]:
+                i = im["image"]["id"]
+                self.assertEqual(labels[i][-1], c["cluster"])
+                self.assertEqual(im["copies"], copies[i])
+        text = run("lvd-audit", "--work", self.work).stdout
+        self.assertIn("balance (model %s)" % MODEL, text)
+        self.assertIn("sample %d: 120 of target 120" % b["sample"]["id"], text)
+        html = os.path.join(self.tmp, "html")
+        run("lvd-audit", "--work", self.work, "--html", html, "--quiet")
+        with open(os.path.join(html, "index.html")) as f:
+            page = f.read()
+        sec = page[page.index('<section class="balance" id="balance">'):]
+        self.assertEqual(sec.count('data-kind="largest"'), 3)
+        self.assertEqual(sec.count('data-kind="smallest"'), 3)
+        self.assertEqual(sec.count("<tr data-level="), 2)
+        for c in b["largest"] + b["smallest"]:
+            for im in c["images"]:
+                thumb = sha[im["image"]["id"]][:16]
+                self.assertIn("thumbs/" + thumb, sec)
+                self.assertTrue(any(n.startswith(thumb) for n in os.listdir(os.path.join(html, "thumbs"))))
