@@ -4,7 +4,10 @@
 # balanced sample; timed end to end with GNU time (wall, CPU, peak RSS), with the tree's build time read from the
 # catalog. In the same run, the baseline: the same hierarchy (levels, n_iters, resampling steps and sizes) with
 # FAISS's k-means called from Python on the same vectors (benchmarks/balance_stage.py faiss). Prints the ratios,
-# and the concept entropy of the sample against that of the pool.
+# and the concept entropy of the sample against that of the pool. With --reference R, also the reference
+# implementation, ssl-data-curation's hierarchical_kmeans_with_resampling run on CPU with PyTorch
+# (benchmarks/balance_reference.py), with R resampling steps at every level on both sides (the reference takes
+# one number) and 50 iterations (the reference's fixed n_iters).
 #
 # THE CATALOG ROWS ARE SYNTHETIC; ONLY lvd-balance IS MEASURED. The vectors are balance_stage.py gen's.
 #
@@ -12,6 +15,8 @@
 #                                    [--resampling 1,10,10] [--sample-size 2,5,3] [--target N] [--keep]
 #   --quick      100,000 x 64, levels 1000,100,20 (the reference's timing in the issue), 10 iterations
 #   --keep       keep the work directory (printed) instead of deleting it
+#   --reference R  also run the reference (python3-torch, python3-sklearn, python3-tqdm); it is cloned once into
+#                benchmarks/.cache/ssl-data-curation from $LVD_SSL_DATA_CURATION_GIT (default its GitHub URL)
 # Environment: LVD_BUILD (default build) is the meson build directory that is built and measured; TMPDIR
 # (default /tmp) holds the work directory.
 set -euo pipefail
@@ -24,6 +29,7 @@ resampling=1,10,10
 sample_size=2,5,3
 target=0
 keep=0
+reference=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) n=100000; d=64; iters=10; shift ;;
@@ -35,11 +41,18 @@ while [ $# -gt 0 ]; do
     --sample-size) sample_size=$2; shift 2 ;;
     --target) target=$2; shift 2 ;;
     --keep) keep=1; shift ;;
+    --reference) reference=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "balance_stage.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ "$target" -gt 0 ] || target=$((n / 4))
+if [ "$reference" -gt 0 ]; then
+  iters=50
+  resampling=$(echo "$levels" | sed "s/[0-9]\+/$reference/g")
+  repo=benchmarks/.cache/ssl-data-curation
+  [ -d "$repo" ] || git clone -q "${LVD_SSL_DATA_CURATION_GIT:-https://github.com/facebookresearch/ssl-data-curation}" "$repo"
+fi
 bdir=${LVD_BUILD:-build}
 scripts/bootstrap.sh "$bdir" >/dev/null
 [ -x /usr/bin/time ] || { echo "balance_stage.sh: needs GNU time (apt-get install time)" >&2; exit 1; }
@@ -98,3 +111,15 @@ tree, wall = float(sys.argv[2]), float(sys.argv[3])
 print("== ratios: lvd tree / FAISS tree %.2fx (lvd includes greedy k-means++ init, FAISS random init);"
       " lvd whole stage %.1f s (FAISS tree alone %.1f s)" % (tree / f["tree_s"], wall, f["tree_s"]))
 PY
+if [ "$reference" -gt 0 ]; then
+  echo "== the reference (ssl-data-curation on CPU, PyTorch $($py -c 'import torch; print(torch.__version__)')): $resampling resampling steps, 50 iterations"
+  "$py" benchmarks/balance_reference.py --repo "$repo" --npy "$data" --levels "$levels" --sample-size "$sample_size" \
+    --resamples "$reference" --threads "$(nproc)" 2>/dev/null > "$tmp/ref.json"
+  cat "$tmp/ref.json"
+  "$py" - "$tmp/ref.json" "$tree_s" "$wall" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+tree, wall = float(sys.argv[2]), float(sys.argv[3])
+print("== ratios: reference tree / lvd tree %.1fx, reference tree / lvd whole stage %.1fx" % (r["tree_s"] / tree, r["tree_s"] / wall))
+PY
+fi
