@@ -40,6 +40,7 @@ def main():
     res = {"side": "ssl-data-curation", "torch": torch.__version__, "threads": torch.get_num_threads(),
            "n": int(x.shape[0]), "d": int(x.shape[1]), "resamples": a.resamples, "levels": []}
     items, total = x, 0.0
+    out_json, sys.stdout = sys.stdout, sys.stderr  # the reference's progress bars write to stdout
     for l, k in enumerate(ks):
         t0 = time.monotonic()
         out = hk.hierarchical_kmeans_with_resampling(items, [k], 1, [ss[l]], n_resamples=a.resamples,
@@ -51,6 +52,7 @@ def main():
         items = c if torch.is_tensor(c) else torch.from_numpy(np.asarray(c))
         print(json.dumps(res["levels"][-1]), file=sys.stderr, flush=True)
     res["tree_s"] = round(total, 1)
+    sys.stdout = out_json
     print(json.dumps(res))
 
 
