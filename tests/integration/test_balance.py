@@ -390,3 +390,22 @@ class BalanceTest(WorkTestCase):
                 thumb = sha[im["image"]["id"]][:16]
                 self.assertIn("thumbs/" + thumb, sec)
                 self.assertTrue(any(n.startswith(thumb) for n in os.listdir(os.path.join(html, "thumbs"))))
+
+    def test_failed_build_commits_nothing(self):
+        self.pool(Data(19), 120, 0)
+        # The centroids cannot be written (a file where their folder goes): the run fails and records no tree.
+        os.makedirs(os.path.join(self.work, "balance"))
+        blocker = os.path.join(self.work, "balance", MODEL)
+        write(blocker, "not a folder\n")
+        p, _ = self.balance("--config", self.config, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(blocker, p.stderr)
+        with db(self.work) as con:
+            self.assertEqual(balance_state(con), [[]] * 7)
+            self.assertEqual(con.execute("SELECT status FROM runs WHERE stage = 'balance'").fetchall(), [("failed",)])
+        os.remove(blocker)
+        _, out = self.balance("--config", self.config)
+        self.assertTrue(out["tree"]["built_now"])
+        with db(self.work) as con:
+            _, labels = self.check_tree(con)
+            self.check_sample(con, labels, 150, 2)
