@@ -24,6 +24,7 @@ packages=(
   python3-torch                                   # the PyTorch reference the ViT is checked against
   python3-torchvision                             # the reference the trainer's augmentation is checked against
   python3-faiss                                   # baselines in benchmarks
+  python3-sklearn python3-tqdm                    # what the ssl-data-curation reference of balance_stage.sh imports
   dataset-fashion-mnist                           # real pictures for tests and the demo
   chromium chromium-driver                        # headless browser: tests load lvd-audit's HTML page
 )

@@ -3,8 +3,9 @@
 # and coloured, as JPEG/PNG/WebP, with exact and near duplicates and a handful of hostile files), serves it
 # from a loopback HTTP server, crawls it, decodes it, embeds it with a random model, shows lvd-status, and
 # shows that a rerun does nothing; then decontaminates it against a benchmark, deduplicates it, retrieves
-# pool images near two seed datasets, writes the audit page, and ends with the curated corpus as a manifest
-# (lvd-manifest build) and its stats.
+# pool images near two seed datasets, balances the deduplicated pool by hierarchical k-means (lvd-balance),
+# writes the audit page, and ends with the curated corpus as a manifest (lvd-manifest build) and its stats,
+# and the balanced sample as a second manifest.
 # Usage: scripts/demo.sh [DIR]   (default build/demo; it is recreated)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -134,6 +135,23 @@ for row, want in (("trouser-sample", 1), ("bag-cluster", 8)):
 PY
 echo "== rerunning lvd-retrieve: nothing new"
 build/lvd-retrieve --work "$work" --model pixel-hog --registry "$dir/registry.yaml" --scale none
+echo "== balance (lvd-balance): a 2-level hierarchical k-means of the deduplicated pool (30 / 5 clusters, with"
+echo "   resampling, as ssl-data-curation), then a balanced sample of 1000 with up to 2 copies of an image"
+cat > "$dir/balance.yaml" <<'YAML'
+n_levels: 2
+n_iters: 20
+n_clusters: [30, 5]
+n_splits: [1, 1]
+n_resampling_steps: [2, 2]
+sample_size: [20, 3]
+sampling_strategy: c
+target_size: 1000
+multiplier: 2
+sampling: r
+YAML
+build/lvd-balance --work "$work" --model pixel-hog --config "$dir/balance.yaml" --json
+echo "== rerunning lvd-balance: nothing new"
+build/lvd-balance --work "$work" --model pixel-hog --config "$dir/balance.yaml"
 if [ -x build/lvd-audit ]; then
     build/lvd-audit --work "$work" --html "$work/reports/audit"
     echo "== audit report: $work/reports/audit/index.html"
@@ -145,6 +163,9 @@ echo "== lvd-manifest verify --deep: every sample's bytes against its SHA-256, d
 build/lvd-manifest verify --deep "$dir/lvd-demo.db"
 echo "== lvd-manifest stats $dir/lvd-demo.db"
 build/lvd-manifest stats "$dir/lvd-demo.db"
+echo "== the balanced sample as a manifest (--from balance: weight = copies in the sample)"
+build/lvd-manifest build --work "$work" --out "$dir/lvd-balanced.db" --from balance
+build/lvd-manifest stats "$dir/lvd-balanced.db"
 echo "== lvd-train: DINOv2 pretraining (DINO + iBOT + KoLeo, EMA teacher) of the tiny CPU preset on the manifest,"
 echo "   40 iterations; RUN/metrics.jsonl has every loss term and schedule value per iteration"
 rm -rf "$dir/run"

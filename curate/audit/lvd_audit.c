@@ -1,5 +1,5 @@
 /* lvd_audit.c — lvd-audit: what lvd-dedup removed and why, per benchmark and for self-dedup, and what
- * lvd-retrieve selected, per registry row.
+ * lvd-retrieve selected, per registry row, and how lvd-balance sampled its tree, per level.
  *
  * Read-only: the catalog is opened with CATALOG_READONLY (never created, migrated or locked for writing), and
  * every query runs inside one read transaction, so an audit taken while lvd-dedup commits sees one consistent
@@ -9,6 +9,7 @@
  * curate/audit/:
  *   lvd_audit.c options and the text and CSV renderings
  *   report.[ch] the report, built from SELECTs over the dedup and retrieval tables
+ *   breport.[ch] its balance part (catalog-007.sql)
  *   page.[ch]   the self-contained HTML page
  *   html.[ch]   escaped HTML text and inline SVG histograms
  *   thumb.[ch]  thumbnails of working images for the page
@@ -23,6 +24,7 @@
 #include <sys/stat.h>
 
 #include "atomic_file.h"
+#include "breport.h"
 #include "page.h"
 #include "report.h"
 #include "catalog.h"
@@ -33,8 +35,8 @@
 #define KEY_SHOWN 40 /* characters of an image key in a text table */
 
 static const char usage[] =
-    "Usage: lvd-audit --work DIR [--model NAME] [--retrieve-model NAME] [--top N] [--json] [--csv FILE]\n"
-    "                 [--html DIR]\n"
+    "Usage: lvd-audit --work DIR [--model NAME] [--retrieve-model NAME] [--balance-model NAME] [--top N]\n"
+    "                 [--json] [--csv FILE] [--html DIR]\n"
     "Shows what lvd-dedup removed and why: per benchmark collection, the pool images removed by similarity\n"
     "band and the top pairs (pool image, benchmark image, similarity) with the threshold used; for self-dedup,\n"
     "the components by size, the largest, those with the weakest links (transitive chaining), and the\n"
@@ -43,10 +45,14 @@ static const char usage[] =
     "the one used would flag. When lvd-retrieve ran, a retrieval section follows: per registry row the seeds,\n"
     "retrieved images, collisions and final count against the paper's, the similarity of the selections, the\n"
     "seeds beside their nearest retrieved image (sample rows) and the chosen clusters (cluster rows).\n"
+    "When lvd-balance ran, a balance section follows: per level of its tree the cluster sizes before and after\n"
+    "sampling, and the sampled images of the largest and smallest top-level clusters.\n"
     "Read-only: it never writes the catalog.\n\n"
     "  --model NAME      the embedding model whose dedup to audit (default: the only one with dedup results)\n"
     "  --retrieve-model NAME  the model whose retrieval to audit (default: the only one with retrieval\n"
     "                    results; none: no retrieval section)\n"
+    "  --balance-model NAME  the model whose balance sample to audit (default: the only one with one; none:\n"
+    "                    no balance section)\n"
     "  --top N           pairs per list and components per table (50); each section lists the N pairs of\n"
     "                    highest similarity, then up to N more nearest the threshold; retrieval rows list\n"
     "                    N seeds with their nearest retrieved image, or N chosen clusters\n"
@@ -60,7 +66,8 @@ static const char usage[] =
     "  --thumb-size PX   longest side of the thumbnails (192)\n"
     "  --config FILE.yaml  --quiet | --verbose  --version  --help\n";
 
-enum { OPT_MODEL = OPT_FIRST_STAGE_OPTION, OPT_RETRIEVE_MODEL, OPT_TOP, OPT_CSV, OPT_HTML, OPT_THUMB };
+enum { OPT_MODEL = OPT_FIRST_STAGE_OPTION, OPT_RETRIEVE_MODEL, OPT_TOP, OPT_CSV, OPT_HTML, OPT_THUMB,
+       OPT_BALANCE_MODEL };
 
 /* ---- text ---- */
 
@@ -423,6 +430,60 @@ static void print_dedup(FILE *f, const cJSON *r)
     print_self(f, audit_get(r, "self"));
 }
 
+/* ---- balance ---- */
+
+/* "min / median / max" of a quantiles object. */
+static void put_spread(FILE *f, const cJSON *q)
+{
+    fprintf(f, "%6" PRId64 " %6" PRId64 " %6" PRId64 " %6" PRId64 " %6" PRId64, audit_int(q, "min"),
+            audit_int(q, "p25"), audit_int(q, "median"), audit_int(q, "p75"), audit_int(q, "max"));
+}
+
+static void print_balance_clusters(FILE *f, const cJSON *list, const char *what)
+{
+    const cJSON *o, *im;
+    cJSON_ArrayForEach(o, list)
+    {
+        fprintf(f, "  %s cluster %" PRId64 ": %" PRId64 " points, quota %" PRId64 ":", what, audit_int(o, "cluster"),
+                audit_int(o, "size"), audit_int(o, "quota"));
+        cJSON_ArrayForEach(im, audit_get(o, "images"))
+        {
+            fputc(' ', f);
+            put_clean(f, audit_text(audit_get(im, "image"), "key"), KEY_SHOWN);
+            if (audit_int(im, "copies") > 1)
+                fprintf(f, " x%" PRId64, audit_int(im, "copies"));
+        }
+        fputc('\n', f);
+    }
+}
+
+/* The balance section: the tree and the sample, then per level the cluster sizes before and after sampling. */
+static void print_balance(FILE *f, const cJSON *b)
+{
+    const cJSON *tr = audit_get(b, "tree"), *sm = audit_get(b, "sample"), *l;
+    fputs("\nbalance (model ", f);
+    put_clean(f, audit_text(b, "model"), 200);
+    fprintf(f, "): tree %" PRId64 " of %" PRId64 " levels over the %s pool, built on %" PRId64 " images, %" PRId64
+               " now\n", audit_int(tr, "id"), audit_int(tr, "n_levels"), audit_text(tr, "source"),
+            audit_int(tr, "built_points"), audit_int(tr, "points"));
+    fprintf(f, "  sample %" PRId64 ": %" PRId64 " of target %" PRId64 " (%" PRId64 " distinct images, at most %" PRId64
+               " copies each, leaf remainder %s)\n", audit_int(sm, "id"), audit_int(sm, "total"),
+            audit_int(sm, "target"), audit_int(sm, "distinct"), audit_int(sm, "multiplier"), audit_text(sm, "sampling"));
+    fprintf(f, "  %-5s %7s %8s  %-34s  %-34s\n", "level", "k", "clusters", "points: min p25 median p75 max",
+            "sampled: min p25 median p75 max");
+    cJSON_ArrayForEach(l, audit_get(b, "levels"))
+    {
+        fprintf(f, "  %-5" PRId64 " %7" PRId64 " %8" PRId64 "  ", audit_int(l, "level"), audit_int(l, "k"),
+                audit_int(l, "clusters"));
+        put_spread(f, audit_get(l, "before"));
+        fputs("    ", f);
+        put_spread(f, audit_get(l, "after"));
+        fputc('\n', f);
+    }
+    print_balance_clusters(f, audit_get(b, "largest"), "largest");
+    print_balance_clusters(f, audit_get(b, "smallest"), "smallest");
+}
+
 static void print_text(FILE *f, const cJSON *r)
 {
     fputs("catalog  ", f);
@@ -433,6 +494,8 @@ static void print_text(FILE *f, const cJSON *r)
         fputs("\ndedup    no dedup results\n", f);
     if (cJSON_IsObject(audit_get(r, "retrieval")))
         print_retrieval(f, audit_get(r, "retrieval"));
+    if (cJSON_IsObject(audit_get(r, "balance")))
+        print_balance(f, audit_get(r, "balance"));
 }
 
 /* ---- main ---- */
@@ -461,12 +524,13 @@ int main(int argc, char **argv)
         CLI_COMMON_OPTIONS,
         {"model", required_argument, NULL, OPT_MODEL},
         {"retrieve-model", required_argument, NULL, OPT_RETRIEVE_MODEL},
+        {"balance-model", required_argument, NULL, OPT_BALANCE_MODEL},
         {"top", required_argument, NULL, OPT_TOP},
         {"csv", required_argument, NULL, OPT_CSV},
         {"html", required_argument, NULL, OPT_HTML},
         {"thumb-size", required_argument, NULL, OPT_THUMB},
         {NULL, 0, NULL, 0}};
-    const char *work = NULL, *model = NULL, *rmodel = NULL, *csv = NULL, *html = NULL;
+    const char *work = NULL, *model = NULL, *rmodel = NULL, *bmodel = NULL, *csv = NULL, *html = NULL;
     int json = 0, opt;
     int64_t top = 50, thumb = 192;
     opterr = 0;
@@ -477,6 +541,7 @@ int main(int argc, char **argv)
         switch (opt) {
         case OPT_MODEL: model = optarg; break;
         case OPT_RETRIEVE_MODEL: rmodel = optarg; break;
+        case OPT_BALANCE_MODEL: bmodel = optarg; break;
         case OPT_TOP: bad = opt_int("--top", optarg, 0, 1000000, &top); break;
         case OPT_CSV: csv = optarg; break;
         case OPT_HTML: html = optarg; break;
@@ -511,8 +576,8 @@ int main(int argc, char **argv)
     }
     catalog *c = NULL;
     cJSON *report = NULL;
-    char *name = NULL, *rname = NULL;
-    int64_t model_id = 0, rmodel_id = 0, rows = 0;
+    char *name = NULL, *rname = NULL, *bname = NULL;
+    int64_t model_id = 0, rmodel_id = 0, bmodel_id = 0, rows = 0;
     int rc = EXIT_OK;
     /* Dedup results may be missing when retrieval results exist (lvd-retrieve --no-dedup): the report then
      * holds the retrieval part alone. With neither, the audit fails as it always did. */
@@ -531,6 +596,20 @@ int main(int argc, char **argv)
         log_error("%s", lvd_errmsg());
         rc = EXIT_FAIL;
         goto done;
+    }
+    if (audit_balance_model(c, bmodel, &bmodel_id, &bname) != 0) {
+        log_error("%s", lvd_errmsg());
+        rc = EXIT_FAIL;
+        goto done;
+    }
+    if (bmodel_id) {
+        cJSON *bal = audit_balance(c, bmodel_id, bname);
+        if (!bal) {
+            log_error("%s", lvd_errmsg());
+            rc = EXIT_FAIL;
+            goto done;
+        }
+        cJSON_AddItemToObject(report, "balance", bal);
     }
     if (csv) {
         if (write_csv(c, model_id, csv, &rows) != 0) {
@@ -575,6 +654,7 @@ done:
     cJSON_Delete(report);
     free(name);
     free(rname);
+    free(bname);
     catalog_close(c);
     free(path);
     return rc;

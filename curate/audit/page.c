@@ -636,6 +636,86 @@ static int put_retrieval(page *p, const cJSON *rt)
     return 0;
 }
 
+/* ---- balance ---- */
+
+/* One <td> per quantile of q. */
+static void put_quantile_cells(FILE *f, const cJSON *q)
+{
+    static const char *const keys[] = {"min", "p10", "p25", "median", "p75", "p90", "max"};
+    for (int i = 0; i < 7; i++)
+        fprintf(f, "<td class=\"n\">%" PRId64 "</td>", audit_int(q, keys[i]));
+}
+
+/* The listed top-level clusters (largest or smallest) with their sampled images. */
+static int put_balance_clusters(page *p, const cJSON *list, const char *what)
+{
+    FILE *f = p->f;
+    const cJSON *cl, *im;
+    fprintf(f, "<h3>The %s top-level clusters</h3>\n<div class=\"clusters\">\n", what);
+    cJSON_ArrayForEach(cl, list)
+    {
+        fprintf(f, "<div class=\"cluster balance-cluster\" data-kind=\"%s\" data-cluster=\"%" PRId64 "\" data-size=\"%"
+                   PRId64 "\" data-quota=\"%" PRId64 "\"><p class=\"cluster-facts\">cluster %" PRId64 ": <b>%" PRId64
+                   " points</b>, %" PRId64 " in the sample</p><div class=\"members\">",
+                what, audit_int(cl, "cluster"), audit_int(cl, "size"), audit_int(cl, "quota"), audit_int(cl, "cluster"),
+                audit_int(cl, "size"), audit_int(cl, "quota"));
+        cJSON_ArrayForEach(im, audit_get(cl, "images"))
+        {
+            char note[48];
+            snprintf(note, sizeof note, "%" PRId64 " cop%s", audit_int(im, "copies"),
+                     audit_int(im, "copies") == 1 ? "y" : "ies");
+            if (put_figure(p, audit_get(im, "image"), "member", "sampled", note) != 0)
+                return -1;
+        }
+        fputs("</div></div>\n", f);
+        p->stats->clusters++;
+    }
+    fputs("</div>\n", f);
+    return 0;
+}
+
+/* <section class="balance" id="balance"> from the report's balance object (breport.h): the tree and the
+ * sample, a table class="balance-levels" with one <tr data-level="L"> per level holding the quantiles of the
+ * clusters' sizes before and after sampling, then the largest and smallest top-level clusters
+ * (<div class="cluster balance-cluster" data-kind="largest|smallest">) with their sampled images. */
+static int put_balance(page *p, const cJSON *b)
+{
+    FILE *f = p->f;
+    const cJSON *tr = audit_get(b, "tree"), *sm = audit_get(b, "sample"), *l;
+    fputs("<section class=\"balance\" id=\"balance\">\n<h2>Balance: model ", f);
+    html_text(f, audit_text(b, "model"));
+    fprintf(f, "</h2>\n<p class=\"facts\">Tree %" PRId64 " of %" PRId64 " levels over the ", audit_int(tr, "id"),
+            audit_int(tr, "n_levels"));
+    html_text(f, audit_text(tr, "source"));
+    fputs(" pool (config <code>", f);
+    html_text(f, audit_text(tr, "config_path"));
+    fprintf(f, "</code>), built on %" PRId64 " images, %" PRId64 " now. Sample %" PRId64 ": <b>%" PRId64
+               "</b> of target %" PRId64 ", %" PRId64 " distinct images, at most %" PRId64 " copies each.</p>\n",
+            audit_int(tr, "built_points"), audit_int(tr, "points"), audit_int(sm, "id"), audit_int(sm, "total"),
+            audit_int(sm, "target"), audit_int(sm, "distinct"), audit_int(sm, "multiplier"));
+    fputs("<table class=\"balance-levels\"><thead><tr><th rowspan=\"2\">level</th><th rowspan=\"2\">k</th>"
+          "<th rowspan=\"2\">clusters with points</th><th colspan=\"7\">points per cluster (before sampling)</th>"
+          "<th colspan=\"7\">sampled per cluster (after)</th></tr><tr>", f);
+    for (int i = 0; i < 2; i++)
+        fputs("<th>min</th><th>p10</th><th>p25</th><th>median</th><th>p75</th><th>p90</th><th>max</th>", f);
+    fputs("</tr></thead>\n<tbody>\n", f);
+    cJSON_ArrayForEach(l, audit_get(b, "levels"))
+    {
+        fprintf(f, "<tr data-level=\"%" PRId64 "\"><td>%" PRId64 "</td><td class=\"n\">%" PRId64 "</td><td class=\"n\">%"
+                   PRId64 "</td>", audit_int(l, "level"), audit_int(l, "level"), audit_int(l, "k"),
+                audit_int(l, "clusters"));
+        put_quantile_cells(f, audit_get(l, "before"));
+        put_quantile_cells(f, audit_get(l, "after"));
+        fputs("</tr>\n", f);
+    }
+    fputs("</tbody></table>\n", f);
+    if (put_balance_clusters(p, audit_get(b, "largest"), "largest") != 0 ||
+        put_balance_clusters(p, audit_get(b, "smallest"), "smallest") != 0)
+        return -1;
+    fputs("</section>\n", f);
+    return 0;
+}
+
 /* Added to the page's style only when it has a retrieval section (a dedup-only page stays as it was). */
 static const char RETRIEVAL_CSS[] =
     "td.skipped{color:#a33}.rrow{margin-top:1.5em}.rrow h3 small{font-weight:normal;color:#555}"
@@ -692,7 +772,7 @@ static void put_header(page *p, const cJSON *r)
         html_text(f, audit_text(rt, "model"));
     }
     fprintf(f, "</title>\n<style>%s</style>\n", CSS);
-    if (cJSON_IsObject(rt))
+    if (cJSON_IsObject(rt) || cJSON_IsObject(audit_get(r, "balance")))
         fprintf(f, "<style>%s</style>\n", RETRIEVAL_CSS);
     if (!dedup) {
         fputs("</head>\n<body>\n<h1>What retrieval selected: model ", f);
@@ -752,6 +832,10 @@ static int put_page(page *p, const cJSON *r)
                    " distinct)</li>\n",
                 audit_int(tot, "rows"), audit_int(tot, "final"), audit_int(tot, "distinct_images"));
     }
+    const cJSON *bal = audit_get(r, "balance");
+    if (cJSON_IsObject(bal))
+        fprintf(f, "<li><a href=\"#balance\">balance</a>: a sample of %" PRId64 " (%" PRId64 " distinct images)</li>\n",
+                audit_int(audit_get(bal, "sample"), "total"), audit_int(audit_get(bal, "sample"), "distinct"));
     fputs("</ul></nav>\n", f);
     if (audit_text(r, "model")) {
         const cJSON *b;
@@ -765,6 +849,8 @@ static int put_page(page *p, const cJSON *r)
             return -1;
     }
     if (cJSON_IsObject(rt) && put_retrieval(p, rt) != 0)
+        return -1;
+    if (cJSON_IsObject(bal) && put_balance(p, bal) != 0)
         return -1;
     fprintf(f, "<script>\n%s</script>\n</body>\n</html>\n", SCRIPT);
     return 0;

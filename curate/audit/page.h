@@ -24,6 +24,12 @@
  * (the dedup sections' pairs are the .pair elements inside section.benchmark and section.self), for cluster
  * rows one <div class="cluster" data-cluster="..."> per chosen cluster listed, with its images nearest the
  * centroid. Without dedup results the page holds the retrieval section alone.
+ *
+ * When the report has a balance part (breport.h), a <section class="balance" id="balance"> follows: the tree
+ * and the sample, a table class="balance-levels" with one <tr data-level="L"> per level (the quantiles of the
+ * clusters' point counts before sampling and of their quotas after), then the largest and the smallest
+ * top-level clusters as <div class="cluster balance-cluster" data-kind="largest|smallest" data-cluster="..."
+ * data-size="..." data-quota="...">, each with thumbnails of its sampled images.
  */
 #ifndef LVD_AUDIT_HTML_H
 #define LVD_AUDIT_HTML_H
@@ -36,7 +42,7 @@
 typedef struct audit_html_stats {
     int64_t pairs;       /* <div class="pair"> elements of the dedup sections written */
     int64_t retrieved_pairs; /* <div class="pair retrieved-pair"> elements (seed | nearest retrieved image) */
-    int64_t clusters;    /* <div class="cluster"> elements (chosen clusters of retrieval rows) */
+    int64_t clusters;    /* <div class="cluster"> elements (chosen clusters of retrieval rows, balance clusters) */
     int64_t thumbs;      /* thumbnail files written */
     int64_t thumbs_failed; /* images shown as a placeholder (no readable working image) */
 } audit_html_stats;

@@ -5,7 +5,8 @@
  *                    registry row of that model with status 'done' (LVD-142M: the retrieved images are the
  *                    curated set);
  *   --from dedup     every pool image one dedup model kept (the uncurated baseline of the paper's Table 2);
- *   --from balance   lvd-balance's sample: not available yet, a clear error.
+ *   --from balance   the current sample of lvd-balance for one model (the newest balance_samples row of its
+ *                    trees), each image with weight = its copies in the sample (catalog-007.sql).
  *
  * The catalog is opened read-only (catalog.h: no lock, no migration) and read inside one read transaction,
  * so a stage writing meanwhile cannot make the manifest mix two states. The selection and its first
@@ -68,7 +69,8 @@ static const char usage[] =
     "  --out M.db              the manifest to write; it must not exist unless --force\n"
     "  --from SOURCE           retrieve (default): the union of the latest lvd-retrieve results;\n"
     "                          dedup: every pool image lvd-dedup kept; balance: lvd-balance's sample\n"
-    "  --model NAME            the retrieval model (--from retrieve) or dedup model (--from dedup);\n"
+    "  --model NAME            the retrieval model (--from retrieve), dedup model (--from dedup) or\n"
+    "                          balanced model (--from balance);\n"
     "                          default: the only model with results\n"
     "  --name NAME             info.name (default: the file name of --out without .db)\n"
     "  --absolute              shard paths absolute (default: relative to the folder of --out)\n"
@@ -103,7 +105,9 @@ typedef struct build {
     sqlite3 *db;        /* the manifest being written */
     int64_t model_id;
     char *model_name;
-    int64_t dedup_model_id; /* retrieve: the pool's dedup model (0: --no-dedup); dedup: = model_id */
+    int64_t dedup_model_id; /* retrieve: the pool's dedup model (0: --no-dedup); dedup: = model_id; balance:
+                               the tree's (0: a tree of the retrieval results) */
+    int64_t balance_sample; /* balance: the balance_samples.id taken */
     bshard *shards;     /* sorted by manifest path; ids are index + 1 */
     size_t nshards;
     size_t *by_cat;     /* shard indices sorted by cat_id */
@@ -235,20 +239,24 @@ static int select_images(build *b)
 {
     /* smap: images.id -> samples.id, filled as samples are written (a TEMP table, not memory: it scales with
      * the corpus), so that sources are read in sample order by a join. */
-    if (catalog_exec(b->cat, "CREATE TEMP TABLE sel (image_id INTEGER PRIMARY KEY);"
+    /* weight: the copies of an image in a balance sample, else 1 (schemas/manifest-001.sql). */
+    if (catalog_exec(b->cat, "CREATE TEMP TABLE sel (image_id INTEGER PRIMARY KEY, weight INTEGER NOT NULL DEFAULT 1);"
                              "CREATE TEMP TABLE smap (image_id INTEGER PRIMARY KEY, sample_id INTEGER NOT NULL)") != 0)
         return -1;
     const char *sql;
     if (b->source == SRC_RETRIEVE)
         sql = "INSERT INTO temp.sel(image_id) SELECT DISTINCT s.image_id FROM retrieve_selections s"
               " JOIN retrieve_rows r ON r.id = s.row_id WHERE r.model_id = ?1 AND r.status = 'done'";
+    else if (b->source == SRC_BALANCE)
+        sql = "INSERT INTO temp.sel(image_id, weight) SELECT image_id, copies FROM balance_sample"
+              " WHERE sample_id = ?1";
     else
         sql = "INSERT INTO temp.sel(image_id) SELECT image_id FROM dedup_decisions"
               " WHERE model_id = ?1 AND decision = 'kept'";
     sqlite3_stmt *st = catalog_stmt(b->cat, sql);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, b->model_id);
+    sqlite3_bind_int64(st, 1, b->source == SRC_BALANCE ? b->balance_sample : b->model_id);
     if (catalog_step_done(b->cat, st) != 0)
         return -1;
     if (q_int(b, "SELECT count(*) FROM temp.sel", 0, &b->selected) != 0)
@@ -506,6 +514,7 @@ static int write_shards(build *b)
 /* One selected image that is a sample: where its bytes are, and what its row gets. */
 typedef struct job {
     int64_t image_id, off, size, w, h, ow, oh, obytes;
+    int64_t weight; /* samples.weight */
     bshard *shard;
     char key[SHA256_HEX], hex[SHA256_HEX];
     char *text[7]; /* format, orig_format, collection, member_key, url, caption, label; NULL = SQL NULL */
@@ -640,6 +649,7 @@ static int job_fill(job *j, sqlite3_stmt *q, bshard *s)
     j->h = sqlite3_column_int64(q, 10);
     j->ow = sqlite3_column_int64(q, 11);
     j->oh = sqlite3_column_int64(q, 12);
+    j->weight = sqlite3_column_int64(q, 18);
     for (int i = 0; i < 7; i++) {
         j->text[i] = NULL;
         if (sqlite3_column_type(q, cols[i]) != SQLITE_NULL && !(j->text[i] = strdup(mfile_col_text(q, cols[i])))) {
@@ -687,6 +697,7 @@ static int insert_batch(build *b, sqlite3_stmt *ins, job *jobs, size_t n)
         sqlite3_bind_int64(ins, 13, j->obytes);
         for (int t = 2; t < 7; t++)
             bind_opt(ins, 12 + t, j->text[t]);
+        sqlite3_bind_int64(ins, 19, j->weight);
         if (db_done(b, ins, "cannot insert a sample") != 0)
             return -1;
     }
@@ -700,8 +711,8 @@ static int write_samples(build *b)
     sqlite3_stmt *q = catalog_stmt(
         b->cat,
         "SELECT s.image_id, i.sha256, i.format, i.bytes, d.status, d.shard_id, d.offset, d.size, d.out_format,"
-        " d.out_width, d.out_height, d.width, d.height, fm.collection, fm.key, fm.label, fu.url, fu.caption"
-        " FROM temp.sel s JOIN images i ON i.id = s.image_id LEFT JOIN decodes d ON d.image_id = s.image_id"
+        " d.out_width, d.out_height, d.width, d.height, fm.collection, fm.key, fm.label, fu.url, fu.caption,"
+        " s.weight FROM temp.sel s JOIN images i ON i.id = s.image_id LEFT JOIN decodes d ON d.image_id = s.image_id"
         " LEFT JOIN temp.fmem fm ON fm.image_id = s.image_id LEFT JOIN temp.furl fu ON fu.image_id = s.image_id"
         " ORDER BY i.sha256");
     if (!q)
@@ -711,7 +722,7 @@ static int write_samples(build *b)
                    "INSERT INTO samples(id, key, image_sha256, data_sha256, shard_id, offset, length, format, width,"
                    " height, orig_width, orig_height, orig_format, orig_bytes, collection, member_key, url, caption,"
                    " label, weight) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
-                   " ?16, ?17, ?18, 1)",
+                   " ?16, ?17, ?18, ?19)",
                    &ins) != 0)
         return -1;
     job *jobs = calloc(BATCH, sizeof *jobs);
@@ -812,11 +823,15 @@ static int write_sources(build *b)
                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                    &ins) != 0)
         return -1;
+    /* balance: the cluster is the image's leaf (level-1) cluster of the tree. */
     const char *sql = b->source == SRC_RETRIEVE
                           ? "SELECT s.sample_id, r.name, r.method, si.sha256, x.rank, x.sim, x.cluster, x.collisions"
                             " FROM retrieve_selections x JOIN retrieve_rows r ON r.id = x.row_id"
                             " JOIN temp.smap s ON s.image_id = x.image_id LEFT JOIN images si ON si.id = x.seed_image_id"
                             " WHERE r.model_id = ?1 AND r.status = 'done' ORDER BY s.sample_id, r.name"
+                          : b->source == SRC_BALANCE
+                          ? "SELECT s.sample_id, 'balance', 'balance', NULL, NULL, NULL, x.cluster, 0 FROM temp.smap s"
+                            " JOIN balance_sample x ON x.image_id = s.image_id AND x.sample_id = ?1 ORDER BY s.sample_id"
                           : "SELECT sample_id, 'dedup', 'kept', NULL, NULL, NULL, NULL, 0 FROM temp.smap"
                             " WHERE ?1 = ?1 ORDER BY sample_id";
     sqlite3_stmt *q = catalog_stmt(b->cat, sql);
@@ -824,7 +839,7 @@ static int write_sources(build *b)
         sqlite3_finalize(ins);
         return -1;
     }
-    sqlite3_bind_int64(q, 1, b->model_id);
+    sqlite3_bind_int64(q, 1, b->source == SRC_BALANCE ? b->balance_sample : b->model_id);
     int rc, err = 0;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         for (int i = 0; i < 8; i++) {
@@ -954,6 +969,49 @@ static cJSON *dedup_json(build *b, int64_t model_id)
     return o;
 }
 
+/* info.balance: the sample taken and the tree it was drawn from (catalog-007.sql). */
+static int balance_info(build *b)
+{
+    sqlite3_stmt *st = catalog_stmt(
+        b->cat, "SELECT s.id, s.tree_id, s.target, s.multiplier, s.sampling, s.seed, s.points, s.total,"
+                " s.distinct_images, s.created_at, t.source, t.n_levels, t.params, t.config_path, t.built_points"
+                " FROM balance_samples s JOIN balance_trees t ON t.id = s.tree_id WHERE s.id = ?1");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, b->balance_sample);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        if (rc == SQLITE_DONE)
+            lvd_fail("%s: balance sample %" PRId64 " vanished", b->cat_path, b->balance_sample);
+        else
+            step_fail(b, st);
+        sqlite3_reset(st);
+        return -1;
+    }
+    cJSON *o = cJSON_CreateObject(), *m = o ? model_json(b, b->model_id) : NULL;
+    if (!m) {
+        cJSON_Delete(o);
+        sqlite3_reset(st);
+        return o ? -1 : oom();
+    }
+    cJSON_AddItemToObject(o, "model", m);
+    static const char *const ints[] = {"sample", "tree", "target", "multiplier", NULL, "seed", "points", "total",
+                                       "distinct"};
+    for (int i = 0; i < 9; i++)
+        if (ints[i])
+            cJSON_AddNumberToObject(o, ints[i], (double)sqlite3_column_int64(st, i));
+    cJSON_AddStringToObject(o, "sampling", mfile_col_text(st, 4));
+    cJSON_AddStringToObject(o, "sampled_at", mfile_col_text(st, 9));
+    cJSON_AddStringToObject(o, "from", mfile_col_text(st, 10));
+    cJSON_AddNumberToObject(o, "n_levels", (double)sqlite3_column_int64(st, 11));
+    cJSON *tp = cJSON_Parse(mfile_col_text(st, 12));
+    cJSON_AddItemToObject(o, "tree_params", tp ? tp : cJSON_CreateString(mfile_col_text(st, 12)));
+    cJSON_AddStringToObject(o, "config_path", mfile_col_text(st, 13));
+    cJSON_AddNumberToObject(o, "built_points", (double)sqlite3_column_int64(st, 14));
+    sqlite3_reset(st);
+    return put_json(b, "balance", o);
+}
+
 /* info.registry and info.retrieval from the model's latest retrieve_runs row and its registry rows. */
 static int retrieval_info(build *b)
 {
@@ -1061,6 +1119,8 @@ static int write_info(build *b)
     if (!c || put_json(b, "catalog", c) != 0)
         return -1;
     if (b->source == SRC_RETRIEVE && retrieval_info(b) != 0)
+        return -1;
+    if (b->source == SRC_BALANCE && balance_info(b) != 0)
         return -1;
     if (b->dedup_model_id) {
         cJSON *d = dedup_json(b, b->dedup_model_id);
@@ -1198,12 +1258,21 @@ static int choose_source(build *b)
 {
     if (b->source == SRC_BALANCE) {
         int64_t n = 0;
-        if (q_int(b, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'balance\\_%' ESCAPE '\\'",
-                  0, &n) != 0)
+        if (q_int(b, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'balance_samples'", 0, &n) != 0)
             return -1;
-        if (n == 0)
-            return lvd_fail("no lvd-balance results in %s (lvd-balance is not available yet)", b->work);
-        return lvd_fail("%s: holds lvd-balance tables, but this lvd-manifest cannot read them yet", b->work);
+        if (n == 0) /* a catalog no lvd of schema 7 has opened for writing yet */
+            return lvd_fail("no lvd-balance results in %s; run lvd-balance first", b->work);
+        if (pick_model(b,
+                       "SELECT m.id, m.name FROM models m WHERE EXISTS (SELECT 1 FROM balance_samples s JOIN"
+                       " balance_trees t ON t.id = s.tree_id WHERE t.model_id = m.id) ORDER BY m.name",
+                       "lvd-balance") != 0)
+            return -1;
+        /* The model's current sample: the newest of its trees' (each (model, source) keeps one). */
+        if (q_int(b, "SELECT s.id FROM balance_samples s JOIN balance_trees t ON t.id = s.tree_id WHERE"
+                     " t.model_id = ?1 ORDER BY s.id DESC LIMIT 1", b->model_id, &b->balance_sample) != 0)
+            return -1;
+        return q_int(b, "SELECT coalesce(t.dedup_model_id, 0) FROM balance_samples s JOIN balance_trees t ON"
+                        " t.id = s.tree_id WHERE s.id = ?1", b->balance_sample, &b->dedup_model_id);
     }
     if (b->source == SRC_DEDUP) {
         if (pick_model(b,

@@ -476,11 +476,12 @@ class ManifestTest(WorkTestCase):
         self.assertNotIn("registry", info)
         self.assertEqual(json.loads(info["counts"])["rows"], {"dedup": len(samples)})
 
-    def test_from_balance_is_a_clear_error(self):
+    def test_from_balance_without_results_is_a_clear_error(self):
         out = os.path.join(self.tmp, "m", "b.db")
         p = self.build(out, "--from", "balance", check=False)
         self.assertEqual(p.returncode, 1)
-        self.assertIn("no lvd-balance results in %s (lvd-balance is not available yet)" % self.work, p.stderr)
+        self.assertIn("no lvd-balance results", p.stderr)
+        self.assertIn("run lvd-balance first", p.stderr)
         self.assertFalse(os.path.exists(out))
         self.assertEqual(tmp_files(os.path.dirname(out)), [])
 
