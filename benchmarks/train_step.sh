@@ -5,11 +5,11 @@
 # (98 pixels by default: patch 14 needs a multiple of 14; PyTorch's patch embedding would silently drop the last
 # 12 pixels of 96), heads of 65,536 prototypes, no drop path. The C step is measured three times: recomputing
 # every student block in the backward pass (train.recompute_blocks=-1, lvd-train's default), the first
-# --blocks N (4 of ViT-S's 12) and none (every activation kept).
+# --blocks N (5 of ViT-S's 12) and none (every activation kept).
 # Prints each side's JSON line, then the ratios against PyTorch and whether the goals are met:
 #   images/s >= 1.5x PyTorch's, peak RSS <= 0.5x PyTorch's.
 #
-# Usage: benchmarks/train_step.sh [--quick] [--batch 16] [--local-size 98] [--blocks 4] [--threads N]
+# Usage: benchmarks/train_step.sh [--quick] [--batch 16] [--local-size 98] [--blocks 5] [--threads N]
 #                                 [--iters 2]
 #   --quick     vit_pico on 56/28-pixel crops, 1024 prototypes (a smoke run of a few seconds)
 # Environment: LVD_BUILD (default build) is the meson build directory that is built and measured.
@@ -24,7 +24,7 @@ protos=65536
 batch=16
 iters=2
 threads=$(nproc)
-half=4
+half=5
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) arch=vit_pico; gsize=56; lsize=28; locals=4; protos=1024; half=2; shift ;;
