@@ -488,3 +488,45 @@ int catalog_collection(catalog *c, const char *name, const char *role, int64_t *
     *id = sqlite3_last_insert_rowid(c->db);
     return 0;
 }
+
+int catalog_model(catalog *c, const char *name, int64_t *id, char sha[65], int32_t *dim)
+{
+    *id = 0;
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT id, sha256, dim FROM models WHERE name = ?1");
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        if (sha)
+            snprintf(sha, 65, "%s", sqlite3_column_text(st, 1) ? (const char *)sqlite3_column_text(st, 1) : "");
+        if (dim)
+            *dim = (int32_t)sqlite3_column_int64(st, 2);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_fail(c, "reading models");
+}
+
+int catalog_dedup_models(catalog *c, int64_t only_id, int *count, int64_t *first_id, char *names, size_t cap)
+{
+    *count = 0;
+    *first_id = 0;
+    if (cap)
+        names[0] = '\0';
+    sqlite3_stmt *st = catalog_stmt(c, "SELECT m.id, m.name FROM models m WHERE (?1 = 0 OR m.id = ?1) AND EXISTS "
+                                       "(SELECT 1 FROM dedup_decisions d WHERE d.model_id = m.id) ORDER BY m.id");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, only_id);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((*count)++ == 0)
+            *first_id = sqlite3_column_int64(st, 0);
+        size_t len = cap ? strlen(names) : 0;
+        if (len + 1 < cap)
+            snprintf(names + len, cap - len, "%s%s", len ? ", " : "", (const char *)sqlite3_column_text(st, 1));
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : db_fail(c, "reading dedup models");
+}

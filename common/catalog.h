@@ -10,6 +10,7 @@
 #define LVD_CATALOG_H
 
 #include <sqlite3.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct catalog catalog;
@@ -75,6 +76,15 @@ int catalog_check_collection_name(const char *name);
  * existing collections are looked up by any name). An existing collection with another role is an error naming
  * both roles. role NULL: look up only (-1 with a message if missing). */
 int catalog_collection(catalog *c, const char *name, const char *role, int64_t *id);
+
+/* Model `name`: its id (0 when there is none), SHA-256 (sha: 65 bytes, may be NULL) and dim (may be NULL).
+ * 0 or -1 (a database error). */
+int catalog_model(catalog *c, const char *name, int64_t *id, char sha[65], int32_t *dim);
+
+/* The models that have dedup decisions (whose dedup-kept pool a stage can read): *count of them, *first_id
+ * the lowest id (0 if none), names their names in id order, ", "-separated (cut to cap bytes). With only_id
+ * non-zero, that model alone is considered (*count 0 or 1). 0 or -1. */
+int catalog_dedup_models(catalog *c, int64_t only_id, int *count, int64_t *first_id, char *names, size_t cap);
 
 /* Current time as ISO 8601 UTC with milliseconds, e.g. "2026-11-26T10:38:05.123Z". */
 void catalog_now(char buf[32]);

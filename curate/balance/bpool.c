@@ -27,28 +27,10 @@ void bal_ctx_release(bal_ctx *x)
     x->ids = NULL;
 }
 
-/* The id (0: none) and dim of model `name`. */
-static int model_lookup(catalog *c, const char *name, int64_t *id, int32_t *dim)
-{
-    *id = 0;
-    sqlite3_stmt *st = catalog_stmt(c, "SELECT id, dim FROM models WHERE name = ?1");
-    if (!st)
-        return -1;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *id = sqlite3_column_int64(st, 0);
-        if (dim)
-            *dim = (int32_t)sqlite3_column_int64(st, 1);
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : bal_db_error(c, "reading models");
-}
-
 int bal_pool_load_models(bal_ctx *x)
 {
     catalog *c = x->st.cat;
-    if (model_lookup(c, x->o.model, &x->model_id, &x->dim) != 0)
+    if (catalog_model(c, x->o.model, &x->model_id, NULL, &x->dim) != 0)
         return -1;
     if (!x->model_id)
         return lvd_fail("%s: no embeddings of model '%s' (embed the pool first: lvd-embed --name %s)",
@@ -59,38 +41,23 @@ int bal_pool_load_models(bal_ctx *x)
     if (strcmp(x->source, "dedup") != 0)
         return 0;
     if (x->o.dedup_model) {
-        if (model_lookup(c, x->o.dedup_model, &x->dedup_model_id, NULL) != 0)
+        if (catalog_model(c, x->o.dedup_model, &x->dedup_model_id, NULL, NULL) != 0)
             return -1;
         if (!x->dedup_model_id)
             return lvd_fail("%s: no model named '%s' (--dedup-model)", catalog_path(c), x->o.dedup_model);
-        int64_t n = 0;
-        sqlite3_stmt *st = catalog_stmt(c, "SELECT count(*) FROM dedup_decisions WHERE model_id = ?1");
-        if (!st)
+        int n;
+        int64_t first;
+        if (catalog_dedup_models(c, x->dedup_model_id, &n, &first, NULL, 0) != 0)
             return -1;
-        sqlite3_bind_int64(st, 1, x->dedup_model_id);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            n = sqlite3_column_int64(st, 0);
-        sqlite3_reset(st);
         if (n == 0)
             return lvd_fail("%s: model '%s' has no dedup results (run lvd-dedup --model %s first)", catalog_path(c),
                             x->o.dedup_model, x->o.dedup_model);
         return 0;
     }
-    sqlite3_stmt *st = catalog_stmt(c, "SELECT m.id, m.name FROM models m WHERE EXISTS (SELECT 1 FROM "
-                                       "dedup_decisions d WHERE d.model_id = m.id) ORDER BY m.id");
-    if (!st)
+    char names[512];
+    int n;
+    if (catalog_dedup_models(c, 0, &n, &x->dedup_model_id, names, sizeof names) != 0)
         return -1;
-    char names[512] = "";
-    int n = 0, rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n++ == 0)
-            x->dedup_model_id = sqlite3_column_int64(st, 0);
-        size_t len = strlen(names);
-        snprintf(names + len, sizeof names - len, "%s%s", len ? ", " : "", (const char *)sqlite3_column_text(st, 1));
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return bal_db_error(c, "reading dedup models");
     if (n == 0)
         return lvd_fail("%s: no model has dedup results: run lvd-dedup first (the default pool is what it kept), "
                         "or balance the retrieval results with --from retrieve", catalog_path(c));

@@ -11,30 +11,10 @@
 #include "log.h"
 #include "sha256.h"
 
-/* The id of model `name` in c, or 0 if none; sha/dim when wanted. */
-static int model_lookup(catalog *c, const char *name, int64_t *id, char sha[65], int32_t *dim)
-{
-    *id = 0;
-    sqlite3_stmt *st = catalog_stmt(c, "SELECT id, sha256, dim FROM models WHERE name = ?1");
-    if (!st)
-        return -1;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *id = sqlite3_column_int64(st, 0);
-        if (sha)
-            snprintf(sha, 65, "%s", (const char *)sqlite3_column_text(st, 1));
-        if (dim)
-            *dim = (int32_t)sqlite3_column_int64(st, 2);
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : rt_db_error(c, "reading models");
-}
-
 int rt_pool_load_models(rt_ctx *x)
 {
     catalog *c = x->src;
-    if (model_lookup(c, x->o.model, &x->model_id, x->model_sha, &x->dim) != 0)
+    if (catalog_model(c, x->o.model, &x->model_id, x->model_sha, &x->dim) != 0)
         return -1;
     if (!x->model_id)
         return lvd_fail("%s: no model named '%s' (embed the pool and the seed collections first: lvd-embed --name "
@@ -45,39 +25,24 @@ int rt_pool_load_models(rt_ctx *x)
     if (x->o.no_dedup)
         return 0;
     if (x->o.dedup_model) {
-        if (model_lookup(c, x->o.dedup_model, &x->dedup_model_id, NULL, NULL) != 0)
+        if (catalog_model(c, x->o.dedup_model, &x->dedup_model_id, NULL, NULL) != 0)
             return -1;
         if (!x->dedup_model_id)
             return lvd_fail("%s: no model named '%s' (--dedup-model)", catalog_path(c), x->o.dedup_model);
-        int64_t n = 0;
-        sqlite3_stmt *st = catalog_stmt(c, "SELECT count(*) FROM dedup_decisions WHERE model_id = ?1");
-        if (!st)
+        int n;
+        int64_t first;
+        if (catalog_dedup_models(c, x->dedup_model_id, &n, &first, NULL, 0) != 0)
             return -1;
-        sqlite3_bind_int64(st, 1, x->dedup_model_id);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            n = sqlite3_column_int64(st, 0);
-        sqlite3_reset(st);
         if (n == 0)
             return lvd_fail("%s: model '%s' has no dedup results (run lvd-dedup --model %s first, or pass "
                             "--no-dedup to retrieve from the whole pool)", catalog_path(c), x->o.dedup_model,
                             x->o.dedup_model);
         return 0;
     }
-    sqlite3_stmt *st = catalog_stmt(c, "SELECT m.id, m.name FROM models m WHERE EXISTS (SELECT 1 FROM "
-                                       "dedup_decisions d WHERE d.model_id = m.id) ORDER BY m.id");
-    if (!st)
+    char names[512];
+    int n;
+    if (catalog_dedup_models(c, 0, &n, &x->dedup_model_id, names, sizeof names) != 0)
         return -1;
-    char names[512] = "";
-    int n = 0, rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n++ == 0)
-            x->dedup_model_id = sqlite3_column_int64(st, 0);
-        size_t len = strlen(names);
-        snprintf(names + len, sizeof names - len, "%s%s", len ? ", " : "", (const char *)sqlite3_column_text(st, 1));
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return rt_db_error(c, "reading dedup models");
     if (n == 0)
         return lvd_fail("%s: no model has dedup results: run lvd-dedup first, or pass --no-dedup to retrieve from "
                         "the whole pool", catalog_path(c));
