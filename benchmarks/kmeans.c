@@ -1,12 +1,13 @@
 /* kmeans.c — common/kmeans measured (driven by benchmarks/kmeans.sh).
  *
- *   kmeans run --npy X.npy --k K [--iterations 20] [--mppc 256] [--seed S] [--threads T] [--init random|plusplus]
+ *   kmeans run --npy X.npy --k K [--iterations 20] [--mppc 256] [--seed S] [--threads T] [--init random|plusplus|greedy]
  *              [--batch 65536] [--out-centroids C.npy] [--out-labels L.i32]
  *       Reads X (n, d) float32, trains K centroids with kmeans_train (spherical, max_points_per_centroid
  *       --mppc, so n_train = min(n, K * mppc)), then assigns all n rows with kmeans_assign in batches of
  *       --batch rows, as lvd-retrieve streams its pool. Prints one JSON line: phase times (wall and CPU), the
  *       per-iteration objective (mean cosine of the training rows), the mean cosine of all n rows to their
- *       centroid, and the cluster sizes of the assignment. Writes the centroids and the labels (int32) when asked.
+ *       centroid ("mean_cos"; with --init greedy, lvd-balance's k-means: squared L2, exactly --iterations
+ *       updates, an empty cluster keeping its centroid, and "mean_cos" is the mean squared distance), and the cluster sizes of the assignment. Writes the centroids and the labels (int32) when asked.
  *   kmeans assign --npy X.npy --centroids C.npy [--threads T] [--batch 65536] --labels L.i32
  *       Assigns X to the centroids of C (e.g. FAISS's) and prints the time and the share of rows whose label
  *       equals the one in L (e.g. FAISS's search of the same centroids): a check of kmeans_assign at scale.
@@ -26,7 +27,7 @@
 typedef struct args {
     const char *npy, *out_centroids, *out_labels, *centroids, *labels;
     int64_t mppc, batch;
-    int32_t k, iterations, threads, plusplus;
+    int32_t k, iterations, threads, init;
     uint64_t seed;
 } args;
 
@@ -56,12 +57,12 @@ static int load_x(const char *path, npy_array *a)
 }
 
 /* Assigns all rows of x (n, d) in batches; labels (n), scores (n). Returns 0 or -1. */
-static int assign_batches(const float *x, int64_t n, int32_t d, const float *c, int32_t k, int32_t threads,
-                          int64_t batch, int32_t *labels, float *scores)
+static int assign_batches(const float *x, int64_t n, int32_t d, const float *c, int32_t k, int spherical,
+                          int32_t threads, int64_t batch, int32_t *labels, float *scores)
 {
     for (int64_t at = 0; at < n; at += batch) {
         int64_t b = n - at < batch ? n - at : batch;
-        if (kmeans_assign(x + at * d, b, d, c, k, 1, threads, labels + at, scores + at) != 0)
+        if (kmeans_assign(x + at * d, b, d, c, k, spherical, threads, labels + at, scores + at) != 0)
             return -1;
     }
     return 0;
@@ -89,7 +90,12 @@ static int cmd_run(const args *a)
     o.seed = a->seed;
     o.max_points_per_centroid = a->mppc;
     o.threads = a->threads;
-    o.init = a->plusplus ? KMEANS_INIT_PLUSPLUS : KMEANS_INIT_RANDOM;
+    o.init = a->init == 1 ? KMEANS_INIT_PLUSPLUS : a->init == 3 ? KMEANS_INIT_GREEDY : KMEANS_INIT_RANDOM;
+    if (o.init == KMEANS_INIT_GREEDY) { /* lvd-balance's k-means: squared L2, fixed iterations, empty kept */
+        o.spherical = 0;
+        o.fixed_iterations = 1;
+        o.empty = KMEANS_EMPTY_KEEP;
+    }
     float *c = malloc((size_t)k * (size_t)d * sizeof *c);
     double *obj = calloc((size_t)(a->iterations > 0 ? a->iterations : 1), sizeof *obj);
     int32_t *labels = malloc((size_t)n * sizeof *labels);
@@ -103,7 +109,7 @@ static int cmd_run(const args *a)
     if (kmeans_train(xa.data, n, d, &o, c, &st) != 0)
         return die("kmeans_train");
     double w1 = now(CLOCK_MONOTONIC), c1 = now(CLOCK_PROCESS_CPUTIME_ID);
-    if (assign_batches(xa.data, n, d, c, k, a->threads, a->batch, labels, scores) != 0)
+    if (assign_batches(xa.data, n, d, c, k, o.spherical, a->threads, a->batch, labels, scores) != 0)
         return die("kmeans_assign");
     double w2 = now(CLOCK_MONOTONIC), c2 = now(CLOCK_PROCESS_CPUTIME_ID);
 
@@ -163,7 +169,7 @@ static int cmd_assign(const args *a)
     }
     fclose(f);
     double w0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
-    if (assign_batches(xa.data, n, d, c, k, a->threads, a->batch, labels, scores) != 0)
+    if (assign_batches(xa.data, n, d, c, k, 1, a->threads, a->batch, labels, scores) != 0)
         return die("kmeans_assign");
     double w1 = now(CLOCK_MONOTONIC), c1 = now(CLOCK_PROCESS_CPUTIME_ID);
     int64_t same = 0;
@@ -186,7 +192,7 @@ static int cmd_assign(const args *a)
 static int usage(void)
 {
     fprintf(stderr, "usage: kmeans run --npy X.npy --k K [--iterations 20] [--mppc 256] [--seed S] [--threads T]\n"
-                    "                  [--init random|plusplus] [--batch 65536] [--out-centroids C.npy]\n"
+                    "                  [--init random|plusplus|greedy] [--batch 65536] [--out-centroids C.npy]\n"
                     "                  [--out-labels L.i32]\n"
                     "       kmeans assign --npy X.npy --centroids C.npy --labels L.i32 [--threads T] [--batch B]\n");
     return 2;
@@ -215,7 +221,7 @@ int main(int argc, char **argv)
         else if (!strcmp(o, "--threads"))
             a.threads = (int32_t)atol(v);
         else if (!strcmp(o, "--init"))
-            a.plusplus = !strcmp(v, "plusplus");
+            a.init = !strcmp(v, "plusplus") ? 1 : !strcmp(v, "greedy") ? 3 : 0;
         else if (!strcmp(o, "--batch"))
             a.batch = atoll(v);
         else if (!strcmp(o, "--out-centroids"))

@@ -608,21 +608,39 @@ static void init_plusplus(const float *x, const int64_t *rows, int64_t n, int32_
     }
 }
 
+/* Rows per SGEMM tile of the greedy k-means++ candidate pass (a divisor of KPP_CHUNK). */
+#define GREEDY_TILE 512
+
 /* Greedy k-means++ into c (k, d), squared L2, exactly as KMEANS_GREEDY_DRAWS in kmeans.h: L candidates per
- * centre, the one of lowest potential kept. Memory: (L + 2) * n float64 and n bytes, allocated here. Candidate
- * distances run over rows in parallel; potentials are per-chunk float64 sums (KPP_CHUNK rows, row order) added
- * in chunk order, so the result does not depend on the thread count. */
+ * centre, the one of lowest potential kept.
+ *
+ * Each step's candidate distances are one SGEMM per tile of GREEDY_TILE rows against the L candidates (the
+ * (tile, d) x (d, L) product: one read of the rows per centre, near the memory-bandwidth floor), and
+ * |x - c|^2 = |x|^2 + |c|^2 - 2 x.c in float64 from the float32 product. That value is within
+ * e = 2 (d + 2) 2^-24 |x| |c| (the product's error, any summation order) + 8 (d + 2) 2^-53 (|x|^2 + |c|^2)
+ * (the float64 norms and the sum) of the true distance; a row whose value exceeds D by more than e keeps D
+ * (min(D, exact) = D: nothing to compute), and every other row gets the exact float64 distance (dist2_f64,
+ * as the scalar definition). So the result is that of the plain float64 definition, bit for bit, whatever
+ * OpenBLAS's kernels: only rows near a candidate (about L n ln k of the n k L in a run) are computed exactly.
+ *
+ * Potentials are per-chunk float64 sums (KPP_CHUNK rows, row order) added in chunk order, so the result does
+ * not depend on the thread count. Memory: (L + 4) * n float64, n bytes, and per thread a tile of
+ * GREEDY_TILE x (d + L) floats, allocated here. */
 static int init_greedy(const float *x, const int64_t *rows, int64_t n, int32_t d, int32_t k, uint64_t seed,
                        int32_t nt, float *c)
 {
     const int32_t L = 2 + (int32_t)floor(log((double)k));
     int64_t nchunks = (n + KPP_CHUNK - 1) / KPP_CHUNK;
+    size_t tile = (size_t)GREEDY_TILE * ((size_t)d + (size_t)L);
     double *D = malloc((size_t)n * sizeof *D), *C = malloc((size_t)n * sizeof *C);
+    double *xn2 = malloc((size_t)n * sizeof *xn2);
     double *cd = malloc((size_t)L * n * sizeof *cd), *part = malloc((size_t)L * nchunks * sizeof *part);
     unsigned char *taken = calloc((size_t)n, 1);
     int64_t *cand = malloc((size_t)L * sizeof *cand);
+    float *cm = malloc((size_t)L * d * sizeof *cm), *scr = malloc((size_t)nt * tile * sizeof *scr);
+    double cn2[64];
     int rc = 0;
-    if (!D || !C || !cd || !part || !taken || !cand) {
+    if (L > 64 || !D || !C || !xn2 || !cd || !part || !taken || !cand || !cm || !scr) {
         rc = lvd_fail("kmeans_train: out of memory for greedy k-means++ (%" PRId64 " rows, %" PRId32
                       " candidates)", n, L);
         goto done;
@@ -633,8 +651,12 @@ static int init_greedy(const float *x, const int64_t *rows, int64_t n, int32_t d
         pick = n - 1;
     const float *p0 = train_row(x, rows, pick, d);
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        D[i] = dist2_f64(train_row(x, rows, i, d), p0, d);
+    for (int64_t i = 0; i < n; i++) {
+        const float *xi = train_row(x, rows, i, d);
+        D[i] = dist2_f64(xi, p0, d);
+        xn2[i] = norm2(xi, d);
+    }
+    const double eu = 2.0 * (d + 2) * 0x1.0p-24 * (1.0 + 0x1.0p-10), ev = 8.0 * (d + 2) * 0x1.0p-53;
     for (int32_t ci = 0;; ci++) {
         taken[pick] = 1;
         memcpy(c + (size_t)ci * d, train_row(x, rows, pick, d), (size_t)d * sizeof(float));
@@ -666,19 +688,48 @@ static int init_greedy(const float *x, const int64_t *rows, int64_t n, int32_t d
                     lo = mid + 1;
             }
             cand[j] = lo;
+            memcpy(cm + (size_t)j * d, train_row(x, rows, lo, d), (size_t)d * sizeof(float));
+            cn2[j] = norm2(cm + (size_t)j * d, d);
         }
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-        for (int64_t t = 0; t < nchunks; t++) {
-            int64_t r0 = t * KPP_CHUNK, r1 = r0 + KPP_CHUNK < n ? r0 + KPP_CHUNK : n;
-            for (int32_t j = 0; j < L; j++) {
-                const float *pc = train_row(x, rows, cand[j], d);
-                double *dj = cd + (size_t)j * n, sum = 0;
-                for (int64_t i = r0; i < r1; i++) {
-                    double v = dist2_f64(train_row(x, rows, i, d), pc, d);
-                    dj[i] = v < D[i] ? v : D[i];
-                    sum += dj[i];
+#pragma omp parallel num_threads(nt)
+        {
+            blas_single_threaded();
+            float *g = scr + (size_t)omp_get_thread_num() * tile, *ip = g + (size_t)GREEDY_TILE * d;
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t t = 0; t < nchunks; t++) {
+                int64_t r0 = t * KPP_CHUNK, r1 = r0 + KPP_CHUNK < n ? r0 + KPP_CHUNK : n;
+                double sum[64];
+                for (int32_t j = 0; j < L; j++)
+                    sum[j] = 0;
+                for (int64_t b = r0; b < r1; b += GREEDY_TILE) {
+                    int64_t m = r1 - b < GREEDY_TILE ? r1 - b : GREEDY_TILE;
+                    const float *xt = x + b * d;
+                    if (rows) {
+                        for (int64_t i = 0; i < m; i++)
+                            memcpy(g + i * d, x + rows[b + i] * d, (size_t)d * sizeof(float));
+                        xt = g;
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, L, d, 1.0f, xt, d, cm, d, 0.0f,
+                                ip, L);
+                    for (int64_t i = 0; i < m; i++) {
+                        int64_t row = b + i;
+                        double Di = D[row], xx = xn2[row], xn = sqrt(xx);
+                        for (int32_t j = 0; j < L; j++) {
+                            double v = xx + cn2[j] - 2.0 * (double)ip[i * L + j];
+                            double e = eu * xn * sqrt(cn2[j]) + ev * (xx + cn2[j]);
+                            if (!(v - e > Di)) { /* near: the exact distance decides */
+                                double w = dist2_f64(xt + i * d, cm + (size_t)j * d, d);
+                                v = w < Di ? w : Di;
+                            } else {
+                                v = Di;
+                            }
+                            cd[(size_t)j * n + row] = v;
+                            sum[j] += v;
+                        }
+                    }
                 }
-                part[(size_t)j * nchunks + t] = sum;
+                for (int32_t j = 0; j < L; j++)
+                    part[(size_t)j * nchunks + t] = sum[j];
             }
         }
         int32_t best = 0;
@@ -698,10 +749,13 @@ static int init_greedy(const float *x, const int64_t *rows, int64_t n, int32_t d
 done:
     free(D);
     free(C);
+    free(xn2);
     free(cd);
     free(part);
     free(taken);
     free(cand);
+    free(cm);
+    free(scr);
     return rc;
 }
 

@@ -46,8 +46,8 @@
  * label, then one sum per centroid: no per-thread partial sums to merge), and every other sum has a fixed
  * order. This is stronger than determinism for a given thread count, and tests check both. Nor do the
  * results depend on OpenBLAS's kernels, hence on the CPU model: SGEMM only shortlists, and the shortlist always
- * holds the float64 winner. The exception is k-means++, whose distances come from SGEMV, so that another CPU
- * model may draw other initial rows. The seed fixes the sample and the initial centroids.
+ * holds the float64 winner. The exception is KMEANS_INIT_PLUSPLUS, whose distances come from SGEMV, so that
+ * another CPU model may draw other initial rows. The seed fixes the sample and the initial centroids.
  *
  * Non-finite values. A NaN or infinity in x (the training sample, or the rows given to kmeans_assign), in the
  * given initial centroids or in the centroids given to kmeans_assign is an error naming the row and column;
@@ -77,9 +77,10 @@ typedef enum kmeans_init {
                                  probability proportional to their squared distance to the nearest centre so
                                  far and keeps the one that lowers the potential (the float64 sum of those
                                  distances) most. Draws exactly as below (KMEANS_GREEDY_DRAWS), so that an
-                                 independent implementation reproduces the centres. Cost: k * L float64 passes
-                                 over the training rows (scalar, O(n k L d)): meant for hierarchical k-means on
-                                 a few hundred thousand rows; a GEMM path is needed beyond */
+                                 independent implementation reproduces the centres. Cost: k passes over the
+                                 training rows, each one SGEMM of the rows against the L candidates (bound by
+                                 memory bandwidth: 2 cores, 200,000 x 384 rows, k 1,000: 29 s), the float64
+                                 distance computed only for rows the float32 product cannot decide */
 } kmeans_init;
 
 /* KMEANS_GREEDY_DRAWS — the greedy k-means++ draw, specified so that a test can replay it.
@@ -97,7 +98,9 @@ typedef enum kmeans_init {
  * When pot is 0 (fewer distinct rows than centres), no draw: the next centre is the first row, in row order,
  * that is not a centre yet.
  * Distances are exact float64 sums of float64 differences (4 interleaved lanes), so a float64 reimplementation
- * agrees to rounding, i.e. on every draw that does not fall within ~1e-15 relative of a boundary of C. */
+ * agrees to rounding, i.e. on every draw that does not fall within ~1e-15 relative of a boundary of C. (The
+ * SGEMM pass only rules out rows whose distance is certainly above D[i]; every other distance is that float64
+ * sum, so the result does not depend on OpenBLAS's kernels or the CPU.) */
 
 /* What an iteration does with a cluster left without rows. */
 typedef enum kmeans_empty {

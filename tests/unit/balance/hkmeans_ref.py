@@ -222,6 +222,10 @@ CASES = {
 }
 
 
+# name: (n, d, k, seed, offset added to every coordinate); test_hkmeans.c repeats it
+GREEDY_CASES = {"mid": (6000, 48, 150, 7, 0.0), "far": (2000, 24, 40, 11, 5000.0)}
+
+
 def save(d, name, arr, dtype):
     np.ascontiguousarray(arr, dtype=dtype).tofile(f"{d}/{name}")
 
@@ -242,6 +246,17 @@ def gen(d):
     c = kmeans(x, k, T, seed)
     save(d, "greedy_c.f32", c, "<f4")
     save(d, "greedy_labels.i32", assign(x, c)[0], "<i4")
+    # greedy k-means++ where the float32 product alone cannot decide: a larger case with exact duplicates, and
+    # one far from the origin (|x|^2 ~ 6e8 against squared distances ~ 50: the float32 product's error is
+    # larger than the distances, so every decision falls to the exact float64 distance). Own generator, so
+    # that the cases below keep their data.
+    g2 = np.random.default_rng(314159)
+    for name, (n, dim, k, seed, offset) in GREEDY_CASES.items():
+        x = blobs(g2, n, dim, 30)
+        x[n - 60:] = x[:60]
+        x = (x + np.float32(offset)).astype(np.float32)
+        save(d, f"greedy_{name}_x.f32", x, "<f4")
+        save(d, f"greedy_{name}_init.i32", greedy_init(x, k, seed), "<i4")
     # trees and samples
     for name, (n, dim, seed, iters, levels, target, mult, strat) in CASES.items():
         x = blobs(rng, n, dim, 25)

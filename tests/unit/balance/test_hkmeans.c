@@ -127,6 +127,44 @@ static void test_greedy_vs_numpy(void **state)
     free(c_ref);
 }
 
+/* Greedy k-means++ where the SGEMM pass must hand rows to the exact float64 distance: 6000 x 48 with 60
+ * duplicated rows (k 150), and 2000 x 24 offset by 5000 in every coordinate (k 40), where the float32 product's
+ * error exceeds the distances. The drawn rows equal numpy's float64 definition, every one. */
+static void test_greedy_gemm_exact(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        int64_t n;
+        int32_t d, k;
+        uint64_t seed;
+    } cases[] = {{"mid", 6000, 48, 150, 7}, {"far", 2000, 24, 40, 11}}; /* hkmeans_ref.py GREEDY_CASES */
+    for (size_t q = 0; q < sizeof cases / sizeof cases[0]; q++) {
+        char nx[64], ni[64];
+        snprintf(nx, sizeof nx, "greedy_%s_x.f32", cases[q].name);
+        snprintf(ni, sizeof ni, "greedy_%s_init.i32", cases[q].name);
+        int64_t n = cases[q].n;
+        int32_t d = cases[q].d, k = cases[q].k;
+        float *x = ref(nx, (size_t)n * d * 4);
+        int32_t *init = ref(ni, (size_t)k * 4);
+        float *c = malloc((size_t)k * d * 4);
+        kmeans_opts o = greedy_opts(k, 0, cases[q].seed);
+        for (int32_t th = 1; th <= 2; th++) {
+            o.threads = th;
+            assert_int_equal(kmeans_train(x, n, d, &o, c, NULL), 0);
+            int32_t differ = 0;
+            for (int32_t j = 0; j < k; j++)
+                differ += memcmp(c + (size_t)j * d, x + (size_t)init[j] * d, (size_t)d * 4) != 0;
+            printf("# greedy k-means++ %s (%lld x %d, k %d, %d threads): %d of %d centres differ from numpy's\n",
+                   cases[q].name, (long long)n, d, k, th, differ, k);
+            assert_int_equal(differ, 0);
+        }
+        free(x);
+        free(init);
+        free(c);
+    }
+}
+
 static void test_greedy_deterministic(void **state)
 {
     (void)state;
@@ -568,6 +606,7 @@ int main(int argc, char **argv)
     snprintf(script, sizeof script, "%s/unit/balance/hkmeans_ref.py", srcroot);
     const struct CMUnitTest t[] = {
         cmocka_unit_test(test_greedy_vs_numpy),
+        cmocka_unit_test(test_greedy_gemm_exact),
         cmocka_unit_test(test_greedy_deterministic),
         cmocka_unit_test(test_greedy_duplicates),
         cmocka_unit_test(test_empty_keep_and_fixed),
