@@ -1,13 +1,14 @@
 /* kmeans.c — common/kmeans measured (driven by benchmarks/kmeans.sh).
  *
- *   kmeans run --npy X.npy --k K [--iterations 20] [--mppc 256] [--seed S] [--threads T] [--init random|plusplus|greedy]
- *              [--batch 65536] [--out-centroids C.npy] [--out-labels L.i32]
+ *   kmeans run --npy X.npy --k K [--iterations 20] [--mppc 256] [--seed S] [--threads T]
+ *              [--init random|plusplus|greedy] [--batch 65536] [--out-centroids C.npy] [--out-labels L.i32]
  *       Reads X (n, d) float32, trains K centroids with kmeans_train (spherical, max_points_per_centroid
  *       --mppc, so n_train = min(n, K * mppc)), then assigns all n rows with kmeans_assign in batches of
  *       --batch rows, as lvd-retrieve streams its pool. Prints one JSON line: phase times (wall and CPU), the
  *       per-iteration objective (mean cosine of the training rows), the mean cosine of all n rows to their
  *       centroid ("mean_cos"; with --init greedy, lvd-balance's k-means: squared L2, exactly --iterations
- *       updates, an empty cluster keeping its centroid, and "mean_cos" is the mean squared distance), and the cluster sizes of the assignment. Writes the centroids and the labels (int32) when asked.
+ *       updates, an empty cluster keeping its centroid, and "mean_cos" is the mean squared distance), and the
+ *       cluster sizes of the assignment. Writes the centroids and the labels (int32) when asked.
  *   kmeans assign --npy X.npy --centroids C.npy [--threads T] [--batch 65536] --labels L.i32
  *       Assigns X to the centroids of C (e.g. FAISS's) and prints the time and the share of rows whose label
  *       equals the one in L (e.g. FAISS's search of the same centroids): a check of kmeans_assign at scale.
