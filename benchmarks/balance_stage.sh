@@ -104,12 +104,17 @@ echo "== FAISS (python3-faiss): the same hierarchy, random init"
   --resampling "$resampling" --sample-size "$sample_size" > "$tmp/faiss.json"
 cat "$tmp/faiss.json"
 "$py" benchmarks/balance_stage.py entropy --work "$work" --model "$model" --labels "$data.labels"
-"$py" - "$tmp/faiss.json" "$tree_s" "$wall" <<'PY'
-import json, sys
+"$py" - "$tmp/faiss.json" "$tree_s" "$wall" "$tmp/lvd.log" <<'PY'
+import json, re, sys
 f = json.load(open(sys.argv[1]))
 tree, wall = float(sys.argv[2]), float(sys.argv[3])
-print("== ratios: lvd tree / FAISS tree %.2fx (lvd includes greedy k-means++ init, FAISS random init);"
-      " lvd whole stage %.1f s (FAISS tree alone %.1f s)" % (tree / f["tree_s"], wall, f["tree_s"]))
+log = open(sys.argv[4]).read()
+it = float(re.search(r"level 1: .*first run, on all items: ([0-9.]+) s per iteration", log).group(1))
+pp = float(re.search(r"level 1: .*k-means\+\+ ([0-9.]+) s", log).group(1))
+print("== ratios: lvd tree / FAISS tree %.2fx (lvd includes greedy k-means++ init, %.1f s at level 1; FAISS random"
+      " init); lvd whole stage %.1f s (FAISS tree alone %.1f s)" % (tree / f["tree_s"], pp, wall, f["tree_s"]))
+print("== one Lloyd iteration of level 1 on all %d points: lvd %.4f s, FAISS %.4f s (first run / n_iters): %.2fx"
+      % (f["n"], it, f["iteration_s"], it / f["iteration_s"]))
 PY
 if [ "$reference" -gt 0 ]; then
   echo "== the reference (ssl-data-curation on CPU, PyTorch $($py -c 'import torch; print(torch.__version__)')): $resampling resampling steps, 50 iterations"

@@ -967,6 +967,7 @@ int kmeans_train(const float *x, int64_t n, int32_t d, const kmeans_opts *o, flo
         goto done;
     }
 
+    double t0 = omp_get_wtime();
     if (o->init == KMEANS_INIT_RANDOM)
         init_random(x, m.rows, nt_rows, d, k, spherical, o->seed, m.order, centroids);
     else if (o->init == KMEANS_INIT_PLUSPLUS)
@@ -975,6 +976,7 @@ int kmeans_train(const float *x, int64_t n, int32_t d, const kmeans_opts *o, flo
     else if (o->init == KMEANS_INIT_GREEDY && init_greedy(x, m.rows, nt_rows, d, k, o->seed, nt, centroids) != 0)
         goto done;
 
+    double t1 = omp_get_wtime();
     assign_src s = {x, m.rows, nt_rows, d, centroids, spherical ? NULL : m.chalf, 0, k, 0};
     int64_t repaired = 0, repaired_last = 0;
     int32_t it = 0;
@@ -1003,6 +1005,8 @@ int kmeans_train(const float *x, int64_t n, int32_t d, const kmeans_opts *o, flo
         m.labels = t;
     }
     if (st) {
+        st->init_s = t1 - t0;
+        st->iterations_s = omp_get_wtime() - t1;
         st->iterations = it;
         st->n_train = nt_rows;
         st->repaired = repaired;

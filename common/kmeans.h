@@ -129,6 +129,8 @@ typedef struct kmeans_stats {
     double *objective;  /* in: NULL, or room for opts.iterations values set by the caller; out: entry t is the
                            mean similarity (spherical) or mean squared L2 distance of the training rows to the
                            centroids they were assigned in iteration t (entries past `iterations` untouched) */
+    double init_s;      /* wall seconds of the initialisation (timing only: the one field that varies by run) */
+    double iterations_s; /* wall seconds of the `iterations` Lloyd iterations, all together (timing only) */
 } kmeans_stats;
 
 /* Defaults above (k = 0: the caller sets it). */

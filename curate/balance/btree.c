@@ -138,8 +138,10 @@ static int build(bal_ctx *x)
     }
     double secs = progress_now() - t0;
     for (int32_t l = 0; l < L; l++)
-        log_info("level %d: %d clusters, objective %.6g, %d k-means runs", (int)l + 1, (int)t.level[l].k,
-                 t.level[l].objective, (int)t.level[l].runs);
+        log_info("level %d: %d clusters, objective %.6g, %d k-means runs: k-means++ %.2f s, %" PRId64
+                 " Lloyd iterations %.2f s (first run, on all items: %.4f s per iteration), assignments %.2f s",
+                 (int)l + 1, (int)t.level[l].k, t.level[l].objective, (int)t.level[l].runs, t.level[l].init_s,
+                 t.level[l].lloyd_iters, t.level[l].lloyd_s, t.level[l].first_iter_s, t.level[l].assign_s);
     log_info("tree built in %.1f s", secs);
     char *cfg_text = read_text(x->o.config_path);
     if (!cfg_text) {

@@ -2,6 +2,7 @@
 #include "hkmeans.h"
 
 #include <inttypes.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,7 +28,7 @@ static double d2(const float *a, const float *b, int32_t d)
 
 /* One k-means run (hkmeans.h) of k = min(k, m) centroids on items (m, d) into c (k, d); *k_out the k used. */
 static int run_kmeans(const float *items, int64_t m, int32_t d, int32_t k, int32_t n_iters, uint64_t seed,
-                      int32_t threads, float *c, int32_t *k_out)
+                      int32_t threads, float *c, int32_t *k_out, hkm_level *lv)
 {
     kmeans_opts o;
     kmeans_opts_default(&o);
@@ -41,7 +42,23 @@ static int run_kmeans(const float *items, int64_t m, int32_t d, int32_t k, int32
     o.fixed_iterations = 1;
     o.empty = KMEANS_EMPTY_KEEP;
     *k_out = o.k;
-    return kmeans_train(items, m, d, &o, c, NULL);
+    kmeans_stats st = {0};
+    if (kmeans_train(items, m, d, &o, c, &st) != 0)
+        return -1;
+    lv->init_s += st.init_s;
+    lv->lloyd_s += st.iterations_s;
+    lv->lloyd_iters += st.iterations;
+    return 0;
+}
+
+/* kmeans_assign (squared L2) of items (m, d) to c (k, d), its time added to lv->assign_s. */
+static int assign_timed(const float *items, int64_t m, int32_t d, const float *c, int32_t k, int32_t threads,
+                        int32_t *lab, hkm_level *lv)
+{
+    double t0 = omp_get_wtime();
+    int rc = kmeans_assign(items, m, d, c, k, 0, threads, lab, NULL);
+    lv->assign_s += omp_get_wtime() - t0;
+    return rc;
 }
 
 /* Members of each cluster, ascending: start (k + 1), mem (m), from labels (m). No scratch: start[c + 1]
@@ -95,9 +112,13 @@ static int cluster_level(const float *items, int64_t m, int32_t d, const hkm_opt
         goto done;
     }
     lv->runs = 0;
-    if (run_kmeans(items, m, d, lo->k, o->n_iters, hkm_run_seed(o->seed, level, 0, 0), o->threads, c, &k) != 0 ||
-        kmeans_assign(items, m, d, c, k, 0, o->threads, lab, NULL) != 0)
+    lv->init_s = lv->lloyd_s = lv->assign_s = lv->first_iter_s = 0;
+    lv->lloyd_iters = 0;
+    if (run_kmeans(items, m, d, lo->k, o->n_iters, hkm_run_seed(o->seed, level, 0, 0), o->threads, c, &k, lv) !=
+            0 ||
+        assign_timed(items, m, d, c, k, o->threads, lab, lv) != 0)
         goto fail;
+    lv->first_iter_s = lv->lloyd_iters > 0 ? lv->lloyd_s / (double)lv->lloyd_iters : 0.0;
     lv->runs++;
     if (lo->sample_size > 1)
         for (int32_t step = 1; step <= lo->n_resampling_steps; step++) {
@@ -129,12 +150,12 @@ static int cluster_level(const float *items, int64_t m, int32_t d, const hkm_opt
             for (int64_t q = 0; q < u; q++)
                 memcpy(ux + q * d, items + pick[q] * d, (size_t)d * sizeof *ux);
             int32_t k2;
-            int e = run_kmeans(ux, u, d, k, o->n_iters, seed, o->threads, c, &k2);
+            int e = run_kmeans(ux, u, d, k, o->n_iters, seed, o->threads, c, &k2, lv);
             free(ux);
             if (e != 0)
                 goto fail;
             k = k2;
-            if (kmeans_assign(items, m, d, c, k, 0, o->threads, lab, NULL) != 0)
+            if (assign_timed(items, m, d, c, k, o->threads, lab, lv) != 0)
                 goto fail;
             lv->runs++;
         }
@@ -161,8 +182,8 @@ static int cluster_level(const float *items, int64_t m, int32_t d, const hkm_opt
                 memcpy(sub + q * d, items + a[q] * d, (size_t)d * sizeof *sub);
             int32_t kk;
             if (run_kmeans(sub, s, d, lo->n_splits, o->n_iters, hkm_run_seed(o->seed, level, 0, 1 + (int64_t)ci),
-                           o->threads, sc, &kk) != 0 ||
-                kmeans_assign(sub, s, d, sc, kk, 0, o->threads, slab, NULL) != 0) {
+                           o->threads, sc, &kk, lv) != 0 ||
+                assign_timed(sub, s, d, sc, kk, o->threads, slab, lv) != 0) {
                 ok = 0;
                 break;
             }

@@ -56,6 +56,12 @@ typedef struct hkm_level {
     int64_t *size;      /* (k) points of x in each cluster */
     double objective;   /* mean squared L2 distance of the level's items to their centroids */
     int32_t runs;       /* k-means runs made (1 + resampling steps + splits) */
+    /* wall seconds, summed over the level's runs (timing only, not part of the tree): */
+    double init_s;        /* greedy k-means++ */
+    double lloyd_s;       /* Lloyd iterations, lloyd_iters of them */
+    int64_t lloyd_iters;
+    double first_iter_s;  /* seconds per Lloyd iteration of run 0, the run on all of the level's items */
+    double assign_s;      /* the assignments of all items after each run (and of each split's items) */
 } hkm_level;
 
 typedef struct hkm_tree {
