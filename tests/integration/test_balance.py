@@ -8,11 +8,15 @@ as the nearest next-level centroid of each centroid, and the sample is checked a
 Incremental runs are checked the same way, and against a rebuild."""
 import json
 import os
+import shutil
+import signal
 import sqlite3
+import subprocess
+import time
 
 import numpy as np
 
-from lvdtest import WorkTestCase, db, run
+from lvdtest import WorkTestCase, db, exe, run
 from test_retrieve import D, MODEL, Data, add_collection, stored_vectors
 
 CONFIG = """# two levels, resampling at both
@@ -34,6 +38,31 @@ def write(path, text):
     with open(path, "w") as f:
         f.write(text)
     return path
+
+
+HEAVY = """# enough k-means work to be interrupted
+n_levels: 2
+n_iters: 50
+n_clusters: [150, 8]
+n_splits: [1, 1]
+n_resampling_steps: [40, 10]
+sample_size: [10, 3]
+sampling_strategy: c
+target_size: 900
+multiplier: 1
+sampling: r
+seed: 3
+"""
+
+
+def result_state(con):
+    """What a balance run decides (the tree, its centroid files, the sample), without times and run ids."""
+    return [sorted(con.execute(q)) for q in (
+        "SELECT id, n_levels, built_points, fingerprint FROM balance_trees",
+        "SELECT tree_id, level, k, path, sha256, objective, runs FROM balance_levels",
+        "SELECT * FROM balance_clusters", "SELECT * FROM balance_points",
+        "SELECT id, tree_id, target, total, distinct_images, points FROM balance_samples",
+        "SELECT * FROM balance_sample", "SELECT * FROM balance_quotas")]
 
 
 def balance_state(con):
@@ -412,3 +441,56 @@ class BalanceTest(WorkTestCase):
         with db(self.work) as con:
             _, labels = self.check_tree(con)
             self.check_sample(con, labels, 150, 2)
+
+    def test_kill_9_and_rerun(self):
+        # kill -9 at spread times of a run: the catalog holds either no tree or the whole result, and the run
+        # after gives the uninterrupted run's tree, files and sample.
+        self.pool(Data(23), 1500, 0)
+        heavy = write(os.path.join(self.tmp, "heavy.yaml"), HEAVY)
+        ref = os.path.join(self.tmp, "ref-work")
+        shutil.copytree(self.work, ref)
+        t0 = time.monotonic()
+        self.balance("--config", heavy, work=ref)
+        took = time.monotonic() - t0
+        with db(ref) as con:
+            want = result_state(con)
+        self.assertTrue(want[0] and want[3] and want[5], "the reference run recorded a tree and a sample")
+        files = {row[3]: row[4] for row in want[1]}
+        args = [exe("lvd-balance"), "--work", self.work, "--model", MODEL, "--config", heavy, "--quiet"]
+        seen = set()
+        for frac in (0.1, 0.3, 0.5, 0.7, 0.85, 0.95):
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(frac * took)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            with db(self.work) as con:
+                got = result_state(con)
+            if got[0]:
+                self.assertEqual(got, want, "a committed tree is the whole result")
+                seen.add("committed")
+                break
+            self.assertEqual(got, [[]] * 7, "an interrupted run leaves nothing in the catalog")
+            seen.add("nothing")
+        if "committed" not in seen:
+            # Once more, killed as soon as the first centroid file appears: the files are written inside the
+            # catalog transaction, so the kill lands in it (or, if late, after the commit).
+            first = os.path.join(self.work, sorted(files)[0])
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            while not os.path.exists(first) and proc.poll() is None:
+                time.sleep(0.0005)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            with db(self.work) as con:
+                got = result_state(con)
+            self.assertIn(got, (want, [[]] * 7))
+            seen.add("in the transaction" if not got[0] else "committed")
+        print("# lvd-balance run %.2f s; states seen after the kills: %s" % (took, sorted(seen)))
+        self.assertIn("nothing", seen, "some kill landed before the commit")
+        _, out = self.balance("--config", heavy)
+        with db(self.work) as con:
+            self.assertEqual(result_state(con), want)
+            _, labels = self.check_tree(con)
+            self.check_sample(con, labels, 900, 1)
+        for rel, sha in files.items():
+            with open(os.path.join(self.work, rel), "rb") as f, open(os.path.join(ref, rel), "rb") as g:
+                self.assertEqual(f.read(), g.read(), rel)
