@@ -17,6 +17,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "err.h"
 #include "npy.h"
@@ -608,20 +611,143 @@ static void init_plusplus(const float *x, const int64_t *rows, int64_t n, int32_
     }
 }
 
-/* Rows per SGEMM tile of the greedy k-means++ candidate pass (a divisor of KPP_CHUNK). */
+/* The greedy pass's products: ip (m, L) = x (m, d) . cm (L, d)^T in float32, L <= GREEDY_MAX_L. A streaming
+ * kernel rather than SGEMM: with L about 8 the product is bound by reading x, and OpenBLAS's SGEMM packs x
+ * (another copy of it through memory) before it multiplies. Each row is read once, against the L candidates
+ * held in L1. Paths chosen at run time: AVX-512F, AVX2 + FMA, portable C. Any summation order keeps within the
+ * error bound init_greedy allows for, so the paths may differ in the last bits but not in the result. */
+#define GREEDY_MAX_L 64
+
+static void dots_c(const float *x, int64_t m, int32_t d, const float *cm, int32_t L, float *ip)
+{
+    for (int64_t i = 0; i < m; i++)
+        for (int32_t j = 0; j < L; j++) {
+            const float *a = x + i * d, *c = cm + (size_t)j * d;
+            float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            int32_t e = 0;
+            for (; e + 8 <= d; e += 8)
+                for (int l = 0; l < 8; l++)
+                    acc[l] += a[e + l] * c[e + l];
+            float t = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            for (; e < d; e++)
+                t += a[e] * c[e];
+            ip[i * L + j] = t;
+        }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static void dots_avx2(const float *x, int64_t m, int32_t d, const float *cm,
+                                                          int32_t L, float *ip)
+{
+    const int32_t tail = d % 8;
+    int32_t mk[8];
+    for (int l = 0; l < 8; l++)
+        mk[l] = l < tail ? -1 : 0;
+    const __m256i mask = _mm256_loadu_si256((const __m256i *)(const void *)mk);
+    for (int64_t i = 0; i < m; i++) {
+        const float *a = x + i * d;
+        for (int32_t j0 = 0; j0 < L; j0 += 4) {
+            int32_t nj = L - j0 < 4 ? L - j0 : 4;
+            const float *c0 = cm + (size_t)j0 * d, *c1 = nj > 1 ? c0 + d : c0, *c2 = nj > 2 ? c0 + 2 * d : c0,
+                        *c3 = nj > 3 ? c0 + 3 * d : c0;
+            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+            int32_t e = 0;
+            for (; e + 8 <= d; e += 8) {
+                __m256 v = _mm256_loadu_ps(a + e);
+                s0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(c0 + e), s0);
+                s1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(c1 + e), s1);
+                s2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(c2 + e), s2);
+                s3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(c3 + e), s3);
+            }
+            if (tail) {
+                __m256 v = _mm256_maskload_ps(a + e, mask);
+                s0 = _mm256_fmadd_ps(v, _mm256_maskload_ps(c0 + e, mask), s0);
+                s1 = _mm256_fmadd_ps(v, _mm256_maskload_ps(c1 + e, mask), s1);
+                s2 = _mm256_fmadd_ps(v, _mm256_maskload_ps(c2 + e, mask), s2);
+                s3 = _mm256_fmadd_ps(v, _mm256_maskload_ps(c3 + e, mask), s3);
+            }
+            __m256 s[4] = {s0, s1, s2, s3};
+            for (int32_t q = 0; q < nj; q++) {
+                __m128 h = _mm_add_ps(_mm256_castps256_ps128(s[q]), _mm256_extractf128_ps(s[q], 1));
+                h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+                ip[i * L + j0 + q] = _mm_cvtss_f32(h);
+            }
+        }
+    }
+}
+
+__attribute__((target("avx512f"))) static void dots_avx512(const float *x, int64_t m, int32_t d, const float *cm,
+                                                           int32_t L, float *ip)
+{
+    const __mmask16 mask = (__mmask16)((1u << (d % 16)) - 1u);
+    for (int64_t i = 0; i < m; i++) {
+        const float *a = x + i * d;
+        for (int32_t j0 = 0; j0 < L; j0 += 8) {
+            int32_t nj = L - j0 < 8 ? L - j0 : 8;
+            const float *c[8];
+            for (int32_t q = 0; q < 8; q++)
+                c[q] = cm + (size_t)(j0 + (q < nj ? q : 0)) * d;
+            __m512 s[8];
+            for (int q = 0; q < 8; q++)
+                s[q] = _mm512_setzero_ps();
+            int32_t e = 0;
+            for (; e + 16 <= d; e += 16) {
+                __m512 v = _mm512_loadu_ps(a + e);
+                for (int q = 0; q < 8; q++)
+                    s[q] = _mm512_fmadd_ps(v, _mm512_loadu_ps(c[q] + e), s[q]);
+            }
+            if (mask) {
+                __m512 v = _mm512_maskz_loadu_ps(mask, a + e);
+                for (int q = 0; q < 8; q++)
+                    s[q] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(mask, c[q] + e), s[q]);
+            }
+            for (int32_t q = 0; q < nj; q++)
+                ip[i * L + j0 + q] = _mm512_reduce_add_ps(s[q]);
+        }
+    }
+}
+#endif
+
+typedef void (*dots_fn)(const float *, int64_t, int32_t, const float *, int32_t, float *);
+
+/* The widest path this CPU runs; LVD_KMEANS_DOTS=c|avx2|avx512 narrows it (benchmarks, tests). */
+static dots_fn dots_pick(void)
+{
+    const char *force = getenv("LVD_KMEANS_DOTS");
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    int has512 = __builtin_cpu_supports("avx512f"), has2 = __builtin_cpu_supports("avx2") &&
+                                                         __builtin_cpu_supports("fma");
+    if (force && !strcmp(force, "c"))
+        return dots_c;
+    if (force && !strcmp(force, "avx2") && has2)
+        return dots_avx2;
+    if (has512 && !(force && !strcmp(force, "avx2")))
+        return dots_avx512;
+    if (has2)
+        return dots_avx2;
+#else
+    (void)force;
+#endif
+    return dots_c;
+}
+
+/* Rows per tile of the greedy k-means++ candidate pass (a divisor of KPP_CHUNK). */
 #define GREEDY_TILE 512
 
 /* Greedy k-means++ into c (k, d), squared L2, exactly as KMEANS_GREEDY_DRAWS in kmeans.h: L candidates per
  * centre, the one of lowest potential kept.
  *
- * Each step's candidate distances are one SGEMM per tile of GREEDY_TILE rows against the L candidates (the
- * (tile, d) x (d, L) product: one read of the rows per centre, near the memory-bandwidth floor), and
+ * Each step's candidate distances are one product per tile of GREEDY_TILE rows against the L candidates (the
+ * (tile, d) x (d, L) product of dots_pick's kernel: one read of the rows per centre, bound by memory
+ * bandwidth), and
  * |x - c|^2 = |x|^2 + |c|^2 - 2 x.c in float64 from the float32 product. That value is within
  * e = 2 (d + 2) 2^-24 |x| |c| (the product's error, any summation order) + 8 (d + 2) 2^-53 (|x|^2 + |c|^2)
  * (the float64 norms and the sum) of the true distance; a row whose value exceeds D by more than e keeps D
  * (min(D, exact) = D: nothing to compute), and every other row gets the exact float64 distance (dist2_f64,
  * as the scalar definition). So the result is that of the plain float64 definition, bit for bit, whatever
- * OpenBLAS's kernels: only rows near a candidate (about L n ln k of the n k L in a run) are computed exactly.
+ * the kernel: only rows near a candidate (about L n ln k of the n k L in a run) are computed exactly.
  *
  * Potentials are per-chunk float64 sums (KPP_CHUNK rows, row order) added in chunk order, so the result does
  * not depend on the thread count. Memory: (L + 4) * n float64, n bytes, and per thread a tile of
@@ -631,16 +757,17 @@ static int init_greedy(const float *x, const int64_t *rows, int64_t n, int32_t d
 {
     const int32_t L = 2 + (int32_t)floor(log((double)k));
     int64_t nchunks = (n + KPP_CHUNK - 1) / KPP_CHUNK;
-    size_t tile = (size_t)GREEDY_TILE * ((size_t)d + (size_t)L);
+    size_t tile = (size_t)GREEDY_TILE * ((size_t)d + (size_t)L); /* gathered rows (sampled runs), products */
     double *D = malloc((size_t)n * sizeof *D), *C = malloc((size_t)n * sizeof *C);
     double *xn2 = malloc((size_t)n * sizeof *xn2);
     double *cd = malloc((size_t)L * n * sizeof *cd), *part = malloc((size_t)L * nchunks * sizeof *part);
     unsigned char *taken = calloc((size_t)n, 1);
     int64_t *cand = malloc((size_t)L * sizeof *cand);
     float *cm = malloc((size_t)L * d * sizeof *cm), *scr = malloc((size_t)nt * tile * sizeof *scr);
-    double cn2[64];
+    double cn2[GREEDY_MAX_L];
+    dots_fn dots = dots_pick();
     int rc = 0;
-    if (L > 64 || !D || !C || !xn2 || !cd || !part || !taken || !cand || !cm || !scr) {
+    if (L > GREEDY_MAX_L || !D || !C || !xn2 || !cd || !part || !taken || !cand || !cm || !scr) {
         rc = lvd_fail("kmeans_train: out of memory for greedy k-means++ (%" PRId64 " rows, %" PRId32
                       " candidates)", n, L);
         goto done;
@@ -698,7 +825,7 @@ static int init_greedy(const float *x, const int64_t *rows, int64_t n, int32_t d
 #pragma omp for schedule(dynamic, 1)
             for (int64_t t = 0; t < nchunks; t++) {
                 int64_t r0 = t * KPP_CHUNK, r1 = r0 + KPP_CHUNK < n ? r0 + KPP_CHUNK : n;
-                double sum[64];
+                double sum[GREEDY_MAX_L];
                 for (int32_t j = 0; j < L; j++)
                     sum[j] = 0;
                 for (int64_t b = r0; b < r1; b += GREEDY_TILE) {
@@ -709,8 +836,7 @@ static int init_greedy(const float *x, const int64_t *rows, int64_t n, int32_t d
                             memcpy(g + i * d, x + rows[b + i] * d, (size_t)d * sizeof(float));
                         xt = g;
                     }
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, L, d, 1.0f, xt, d, cm, d, 0.0f,
-                                ip, L);
+                    dots(xt, m, d, cm, L, ip);
                     for (int64_t i = 0; i < m; i++) {
                         int64_t row = b + i;
                         double Di = D[row], xx = xn2[row], xn = sqrt(xx);

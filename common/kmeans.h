@@ -78,9 +78,10 @@ typedef enum kmeans_init {
                                  far and keeps the one that lowers the potential (the float64 sum of those
                                  distances) most. Draws exactly as below (KMEANS_GREEDY_DRAWS), so that an
                                  independent implementation reproduces the centres. Cost: k passes over the
-                                 training rows, each one SGEMM of the rows against the L candidates (bound by
-                                 memory bandwidth: 2 cores, 200,000 x 384 rows, k 1,000: 29 s), the float64
-                                 distance computed only for rows the float32 product cannot decide */
+                                 training rows, each one streaming product of the rows with the L candidates
+                                 (bound by memory bandwidth: 2 cores, 200,000 x 384 rows, k 1,000: 24 s, SGEMM
+                                 30 s), the float64 distance computed only for rows the float32 product cannot
+                                 decide. LVD_KMEANS_DOTS=c|avx2|avx512 forces a path (default: the widest) */
 } kmeans_init;
 
 /* KMEANS_GREEDY_DRAWS — the greedy k-means++ draw, specified so that a test can replay it.

@@ -223,7 +223,7 @@ CASES = {
 
 
 # name: (n, d, k, seed, offset added to every coordinate); test_hkmeans.c repeats it
-GREEDY_CASES = {"mid": (6000, 48, 150, 7, 0.0), "far": (2000, 24, 40, 11, 5000.0)}
+GREEDY_CASES = {"mid": (6000, 48, 150, 7, 0.0), "far": (2000, 24, 40, 11, 5000.0), "odd": (3000, 37, 60, 5, 0.0)}
 
 
 def save(d, name, arr, dtype):

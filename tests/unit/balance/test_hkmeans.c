@@ -138,7 +138,10 @@ static void test_greedy_gemm_exact(void **state)
         int64_t n;
         int32_t d, k;
         uint64_t seed;
-    } cases[] = {{"mid", 6000, 48, 150, 7}, {"far", 2000, 24, 40, 11}}; /* hkmeans_ref.py GREEDY_CASES */
+    } cases[] = {{"mid", 6000, 48, 150, 7}, {"far", 2000, 24, 40, 11}, {"odd", 3000, 37, 60, 5}}; /* GREEDY_CASES */
+    /* Every product path this CPU runs (kmeans.c dots_pick; an unsupported one falls back to a wider or the
+     * portable one): d 37 and 24 take the AVX2 and AVX-512 tails. */
+    static const char *paths[] = {"c", "avx2", "avx512"};
     for (size_t q = 0; q < sizeof cases / sizeof cases[0]; q++) {
         char nx[64], ni[64];
         snprintf(nx, sizeof nx, "greedy_%s_x.f32", cases[q].name);
@@ -149,16 +152,18 @@ static void test_greedy_gemm_exact(void **state)
         int32_t *init = ref(ni, (size_t)k * 4);
         float *c = malloc((size_t)k * d * 4);
         kmeans_opts o = greedy_opts(k, 0, cases[q].seed);
-        for (int32_t th = 1; th <= 2; th++) {
-            o.threads = th;
+        for (int32_t run = 0; run < 6; run++) {
+            o.threads = 1 + run % 2;
+            setenv("LVD_KMEANS_DOTS", paths[run / 2], 1);
             assert_int_equal(kmeans_train(x, n, d, &o, c, NULL), 0);
             int32_t differ = 0;
             for (int32_t j = 0; j < k; j++)
                 differ += memcmp(c + (size_t)j * d, x + (size_t)init[j] * d, (size_t)d * 4) != 0;
-            printf("# greedy k-means++ %s (%lld x %d, k %d, %d threads): %d of %d centres differ from numpy's\n",
-                   cases[q].name, (long long)n, d, k, th, differ, k);
+            printf("# greedy k-means++ %s (%lld x %d, k %d, %d threads, %s path): %d of %d centres differ from "
+                   "numpy's\n", cases[q].name, (long long)n, d, k, o.threads, paths[run / 2], differ, k);
             assert_int_equal(differ, 0);
         }
+        unsetenv("LVD_KMEANS_DOTS");
         free(x);
         free(init);
         free(c);
