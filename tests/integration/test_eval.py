@@ -1,5 +1,5 @@
-"""lvd-eval knn end to end: labelled Fashion-MNIST collections imported with lvd-import --label-from, decoded
-with lvd-decode, and a small deterministic random ViT (lvd-vit init).
+"""lvd-eval knn and lvd-eval linear end to end: labelled Fashion-MNIST collections imported with lvd-import
+--label-from, decoded with lvd-decode, and a small deterministic random ViT (lvd-vit init).
 
 Oracles, independent of lvd-eval:
 - features: the working image read back through the catalog, preprocessed here with Pillow (torchvision's
@@ -7,6 +7,10 @@ Oracles, independent of lvd-eval:
   forward` (itself checked against PyTorch in tests/vit), L2-normalised with NumPy;
 - the vote: DINOv2's KnnModule written here in PyTorch from dinov2/eval/knn.py (topk, softmax(sims / T) over
   max_k, one-hot weighted sums per k, torchmetrics-style top-1 / top-5), run on lvd-eval's own features.
+- linear features: the PyTorch DinoVisionTransformer of tests/vit/vit_ref.py (the official definitions) loaded
+  strictly from the checkpoint, get_intermediate_layers(norm=True) and dinov2's create_linear_input written here;
+- the classifiers: torch.optim.SGD (momentum, dampening 0) with CosineAnnealingLR on the full-batch
+  F.cross_entropy of lvd-eval's own features, in float64, and the accuracies of its weights by NumPy.
 """
 import io
 import json
@@ -146,6 +150,111 @@ class EvalTest(WorkTestCase):
         for r in b["results"]:
             self.assertEqual((r["top1_correct"], r["top5_correct"]), want[r["k"]], r)
         self.assertEqual(b["temperature"], 100)
+
+    def linear(self, *args, check=True):
+        p = run("lvd-eval", "linear", "--model", self.model, "--work", self.work, "--train", "fm-train", "--test",
+                "fm-test", "--resize", str(RESIZE), "--crop", str(CROP), "--json", "--quiet", *args, check=check)
+        return p, (json.loads(p.stdout) if p.returncode == 0 else None)
+
+    def test_linear_against_references(self):
+        import torch
+        sys.path.insert(0, os.path.join(lvdtest.TESTS, "vit"))
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import vit_ref
+        from test_train import read_safetensors
+        feat = os.path.join(self.tmp, "feat")
+        steps, lrs = 60, [0.01, 0.1, 1.0, 1e5]
+        _, out = self.linear("--blocks", "2", "--avgpool", "--steps", str(steps), "--lr",
+                             ",".join(str(v) for v in lrs), "--save-features", feat)
+        tr, trk, trl, trid = self.saved(feat, "train")
+        te, tek, tel, teid = self.saved(feat, "test")
+        self.assertEqual(tr.shape, (self.sets["fm-train"], 3 * 64))
+        # Features: Pillow preprocessing, the official model, create_linear_input(2 blocks, avgpool).
+        tensors, _ = read_safetensors(self.model)
+        cfg = {"dim": 64, "depth": 4, "heads": 4, "patch": 14, "pos_grid": 4, "n_reg": 0, "pos_mode": "offset",
+               "ffn": "mlp", "ffn_hidden": 256, "layerscale": True}
+        model = vit_ref.DinoVisionTransformer(cfg).double()
+        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()}, strict=True)
+        with db(self.work) as con:
+            def image(iid):
+                path, off, size = con.execute("SELECT s.path, d.offset, d.size FROM decodes d JOIN shards s"
+                                              " ON s.id = d.shard_id WHERE d.image_id = ?", (iid,)).fetchone()
+                with open(os.path.join(self.work, path), "rb") as f:
+                    f.seek(off)
+                    return Image.open(io.BytesIO(f.read(size))).convert("RGB")
+            x = torch.from_numpy(np.stack([preprocess(image(i)) for i in trid + teid])).double()
+        with torch.no_grad():
+            layers = model.intermediate(model.forward_features(x, keep=2)["kept"])
+            ref = torch.cat([c for _, c in layers] + [layers[-1][0].mean(dim=1)], dim=-1).numpy()
+        got = np.concatenate([tr, te]).astype(np.float64)
+        self.assertLess(np.abs(got - ref).max() / np.abs(ref).max(), 1e-4)
+        # The held-out split: every 10th train image of each class, in key order.
+        classes = sorted(set(trl))
+        y = np.array([classes.index(l) for l in trl])
+        yte = np.array([classes.index(l) for l in tel])
+        rank = np.zeros(len(y), int)
+        for c in range(len(classes)):
+            rank[y == c] = np.arange(1, (y == c).sum() + 1)
+        held = rank % 10 == 0
+        self.assertEqual(out["val_rows"], int(held.sum()))
+        self.assertEqual(out["fit_rows"], int((~held).sum()))
+        W = np.load(os.path.join(feat, "linear_weight.npy"))
+        b = np.load(os.path.join(feat, "linear_bias.npy"))
+        self.assertEqual(W.shape, (len(lrs), len(classes), 3 * 64))
+        xf = torch.from_numpy(tr[~held].astype(np.float64))
+        yf = torch.from_numpy(y[~held])
+        grid = out["grid"]
+        self.assertEqual([g["lr"] for g in grid], lrs)
+        for q, lr in enumerate(lrs):
+            lin = torch.nn.Linear(xf.shape[1], len(classes)).double()
+            torch.nn.init.zeros_(lin.weight)
+            torch.nn.init.zeros_(lin.bias)
+            opt = torch.optim.SGD(lin.parameters(), lr=lr, momentum=0.9, weight_decay=0)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0)
+            for _ in range(steps):
+                loss = torch.nn.functional.cross_entropy(lin(xf), yf)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+            rw, rb = lin.weight.detach().numpy(), lin.bias.detach().numpy()
+            # Diverged: a last loss above ln C, the zero start's (lr 1 here, and 1e5); set to 0, left out.
+            if loss.item() > np.log(len(classes)):
+                self.assertTrue(grid[q]["diverged"], (lr, loss.item(), grid[q]))
+                self.assertFalse(W[q].any() or b[q].any())
+                continue
+            self.assertFalse(grid[q]["diverged"], (lr, loss.item(), grid[q]))
+            err = max(np.abs(W[q] - rw).max(), np.abs(b[q] - rb).max()) / max(np.abs(rw).max(), 1e-30)
+            self.assertLess(err, 1e-3, (lr, err))
+            self.assertAlmostEqual(grid[q]["train_loss"], loss.item(), delta=1e-4 * max(1.0, loss.item()))
+            # Accuracies: NumPy argmax of lvd's own weights (float64 logits; ties are measure-zero here).
+            for rows, lab, key in ((tr[held], y[held], "val_correct"), (te, yte, "test_correct")):
+                pred = (rows.astype(np.float64) @ W[q].T.astype(np.float64) + b[q]).argmax(1)
+                self.assertLessEqual(abs(int((pred == lab).sum()) - grid[q][key]), 1, (lr, key))
+        self.assertEqual([g["diverged"] for g in grid], [False, False, True, True])
+        # The choice: the most right on the held-out rows, the first such in the grid.
+        val = [g["val_correct"] if not g["diverged"] else -1 for g in grid]
+        best = int(np.argmax(val))
+        self.assertEqual(out["best_lr"], lrs[best])
+        self.assertEqual(out["top1_correct"], grid[best]["test_correct"])
+        self.assertEqual(out["test"]["labelled"], self.sets["fm-test"])
+        print(f"\n  linear top-1 with a random vit_pico on Fashion-MNIST: {out['top1']:.3f} (lr {out['best_lr']})",
+              file=sys.stderr)
+        self.assertGreater(out["top1"], 0.3)
+
+    def test_linear_errors(self):
+        p, _ = self.linear("--blocks", "9", check=False)  # vit_pico has 4 blocks
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("4 blocks", p.stderr)
+        p, _ = self.linear("--lr", "0.1,x", check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--lr", p.stderr)
+        p, _ = self.linear("--val-every", "1000", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("nothing is held out", p.stderr)
+        p, _ = self.linear("--lr", "1e5", "--steps", "5", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("diverged", p.stderr)
 
     def test_errors(self):
         p, _ = self.evaluate("--k", "0", check=False)

@@ -52,6 +52,9 @@ typedef struct ctx {
     int32_t tail_n, batch;
     uint32_t crop;
     eval_set *out;
+    int32_t n_blocks, avgpool; /* linear features (features.h); 0: the normalised CLS */
+    float *patch, *cls;        /* linear features: vit_intermediate's (n_blocks, batch, N, D) and (n_blocks,
+                                  batch, D) */
     int64_t cap;
     strbuf keys, labels; /* of the rows kept (the output) */
     strbuf all;          /* keys and labels of every item */
@@ -193,7 +196,8 @@ static int run_slot(ctx *x, embed_load_slot *s, int64_t first)
         if (!x->run_tail || x->tail_n != s->n) {
             vit_run_free(x->run_tail);
             x->run_tail = NULL;
-            vit_run_opts ro = {.batch = s->n, .height = (int32_t)x->crop, .width = (int32_t)x->crop};
+            vit_run_opts ro = {.batch = s->n, .height = (int32_t)x->crop, .width = (int32_t)x->crop,
+                               .keep_layers = x->n_blocks};
             if (vit_run_create(x->m, &ro, &x->run_tail) != 0)
                 return -1;
             x->tail_n = s->n;
@@ -203,13 +207,35 @@ static int run_slot(ctx *x, embed_load_slot *s, int64_t first)
     if (vit_forward(x->m, r, s->x, NULL, 0.0f, 0) != 0)
         return -1;
     const float *cls = vit_out_cls(r);
-    const int32_t D = x->m->cfg.dim;
+    const int32_t D = x->m->cfg.dim, nb = x->n_blocks;
+    const int64_t N = (int64_t)(x->crop / (uint32_t)x->m->cfg.patch) * (x->crop / (uint32_t)x->m->cfg.patch);
+    if (nb > 0 && vit_intermediate(x->m, r, nb, 1, x->patch, x->cls) != 0)
+        return -1;
     eval_set *o = x->out;
     for (int i = 0; i < s->n; i++) {
         const item *it = &x->items[first + i];
         if (!s->items[i].ok) {
             log_warn("%s: not evaluated: %s", x->all.p + it->key, s->items[i].error);
             o->failed++;
+            continue;
+        }
+        if (nb > 0) { /* create_linear_input: [cls of the last nb blocks, oldest first ; mean patch token] */
+            float *row = o->x + (size_t)o->n * (size_t)o->dim;
+            for (int32_t l = 0; l < nb; l++)
+                memcpy(row + (size_t)l * D, x->cls + ((size_t)l * s->n + i) * D, (size_t)D * sizeof *row);
+            if (x->avgpool) {
+                const float *p = x->patch + (((size_t)(nb - 1) * s->n + i) * N) * D;
+                for (int32_t d = 0; d < D; d++) {
+                    double a = 0;
+                    for (int64_t t = 0; t < N; t++)
+                        a += p[t * D + d];
+                    row[(size_t)nb * D + d] = (float)(a / (double)N);
+                }
+            }
+            o->image_id[o->n] = it->image_id;
+            if (strbuf_add(&x->keys, x->all.p + it->key) != 0 || strbuf_add(&x->labels, x->all.p + it->label) != 0)
+                return -1;
+            o->n++;
             continue;
         }
         float *row = o->x + (size_t)o->n * (size_t)D;
@@ -240,13 +266,25 @@ int eval_features(catalog *c, const char *work, const char *name, vit_model *m, 
     sqlite3_reset(st);
     if (!coll)
         return lvd_fail("%s: no collection '%s' (lvd-import --collection %s ...)", catalog_path(c), name, name);
-    ctx x = {.m = m, .batch = o->batch, .crop = o->crop, .out = out};
+    ctx x = {.m = m, .batch = o->batch, .crop = o->crop, .out = out, .n_blocks = o->n_blocks,
+             .avgpool = o->n_blocks > 0 && o->avgpool};
+    if (o->n_blocks < 0 || o->n_blocks > m->cfg.depth)
+        return lvd_fail("%" PRId32 " last blocks asked of a model of %d blocks", o->n_blocks, (int)m->cfg.depth);
     embed_loader ld;
     memset(&ld, 0, sizeof ld);
     int rc = -1;
-    out->dim = m->cfg.dim;
+    out->dim = x.n_blocks > 0 ? (x.n_blocks + x.avgpool) * m->cfg.dim : m->cfg.dim;
     if (list_items(c, work, coll, &x) != 0)
         goto done;
+    if (x.n_blocks > 0) {
+        size_t np = (size_t)(o->crop / (uint32_t)m->cfg.patch) * (o->crop / (uint32_t)m->cfg.patch);
+        x.patch = malloc((size_t)x.n_blocks * (size_t)o->batch * np * (size_t)m->cfg.dim * sizeof *x.patch);
+        x.cls = malloc((size_t)x.n_blocks * (size_t)o->batch * (size_t)m->cfg.dim * sizeof *x.cls);
+        if (!x.patch || !x.cls) {
+            lvd_fail("out of memory for the intermediate layers of a batch of %d", (int)o->batch);
+            goto done;
+        }
+    }
     int64_t rows = x.nitems ? x.nitems : 1;
     out->x = malloc((size_t)rows * (size_t)out->dim * sizeof *out->x);
     out->image_id = malloc((size_t)rows * sizeof *out->image_id);
@@ -258,8 +296,10 @@ int eval_features(catalog *c, const char *work, const char *name, vit_model *m, 
         rc = 0;
         goto done;
     }
-    vit_run_opts ro = {.batch = o->batch, .height = (int32_t)o->crop, .width = (int32_t)o->crop};
-    if (vit_run_create(m, &ro, &x.run_full) != 0 || embed_loader_start(&ld, o->loaders, o->batch, o->resize, o->crop) != 0)
+    vit_run_opts ro = {.batch = o->batch, .height = (int32_t)o->crop, .width = (int32_t)o->crop,
+                       .keep_layers = x.n_blocks};
+    if (vit_run_create(m, &ro, &x.run_full) != 0 ||
+        embed_loader_start(&ld, o->loaders, o->batch, o->resize, o->crop) != 0)
         goto done;
     progress_init(&x.prog, name, (uint64_t)x.nitems);
     int k = embed_loader_next(&ld);
@@ -296,6 +336,8 @@ done:
     embed_loader_free(&ld);
     vit_run_free(x.run_full);
     vit_run_free(x.run_tail);
+    free(x.patch);
+    free(x.cls);
     free(x.items);
     free(x.all.p);
     free(x.shards.p);
