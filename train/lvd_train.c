@@ -5,6 +5,7 @@
  *   trainer.[ch]      the loop and RUN/'s files (metrics, state, checkpoint, resume)
  *   step.[ch]         one iteration: student, teacher, heads, losses, backward, AdamW, EMA
  *   state.[ch]        the training state and the teacher checkpoint on disk
+ *   dist.[ch]         the processes of a data-parallel run (MPI, optional at build time)
  *   recipe, schedule, optim, head, loss, masking, augment, loader: the recipe's parts, each with its header
  */
 #include <getopt.h>
@@ -16,6 +17,7 @@
 #include "err.h"
 #include "log.h"
 #include "opts.h"
+#include "train/dist.h"
 #include "train/recipe.h"
 #include "train/trainer.h"
 
@@ -30,6 +32,9 @@ static const char usage[] =
     "YAML keys and nesting (dinov2/configs/ssl_default_config.yaml): its defaults, then --config (an official\n"
     "file such as vitl14.yaml, or a preset of schemas/train/), then key=value arguments\n"
     "(train.batch_size_per_gpu=16, optim.base_lr=0.004, crops.local_crops_number=8, ...).\n"
+    "\n"
+    "Data parallel: mpirun -np N lvd-train ... runs N ranks, each on\n"
+    "batch_size_per_gpu images of a global batch of N times that; rank 0 writes RUN; --resume needs the same N.\n"
     "\n"
     "  --config C.yaml     the recipe (optional with --resume: RUN/config.yaml is used)\n"
     "  --manifest M.db     the samples (lvd-manifest build)\n"
@@ -52,6 +57,10 @@ static int usage_error(const char *msg)
     fprintf(stderr, "%s: %s\nTry '%s --help'.\n", PROG, msg, PROG);
     return EXIT_USAGE;
 }
+
+static int run(const char *config, const char *manifest, const char *out, int resume, int print,
+               int64_t save_every, int64_t max_iter, int threads_set, int64_t threads, int argc, char **argv,
+               train_dist *dist);
 
 int main(int argc, char **argv)
 {
@@ -98,6 +107,33 @@ int main(int argc, char **argv)
     if (!print && (!manifest || !out))
         return usage_error("--manifest and --out are required");
 
+    /* Under an MPI launcher: one rank of a data-parallel run (train/dist.h), known before the recipe is finished
+     * (its lr scaling rule sees the global batch). Rank 0 reports; the others say only warnings and errors,
+     * their lines marked with their rank. */
+    static train_dist dist;
+    if (train_dist_init(&dist, &argc, &argv) != 0) {
+        log_error("%s", lvd_errmsg());
+        return EXIT_FAIL;
+    }
+    static char prog[64];
+    if (dist.ranks > 1) {
+        snprintf(prog, sizeof prog, "%s[rank %d/%d]", PROG, dist.rank, dist.ranks);
+        log_set_program(prog);
+        if (dist.rank > 0 && log_get_level() > LOG_WARN)
+            log_set_level(LOG_WARN);
+    }
+    int rc = run(config, manifest, out, resume, print, save_every, max_iter, threads_set, threads, argc, argv,
+                 &dist);
+    train_dist_finalize(&dist);
+    return rc;
+}
+
+/* Everything after the options and the processes: the recipe, then the run. */
+static int run(const char *config, const char *manifest, const char *out, int resume, int print,
+               int64_t save_every, int64_t max_iter, int threads_set, int64_t threads, int argc, char **argv,
+               train_dist *dist)
+{
+
     /* The recipe: defaults, the file (or the run's own config.yaml when resuming without --config), then
      * key=value. */
     static recipe r;
@@ -121,7 +157,7 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    if (recipe_finish(&r, 1) != 0) {
+    if (recipe_finish(&r, dist->ranks) != 0) {
         log_error("%s", lvd_errmsg());
         return EXIT_USAGE;
     }
@@ -140,9 +176,9 @@ int main(int argc, char **argv)
     trainer_opts o = {.rc = &r, .manifest = manifest, .out = out, .resume = resume,
                       .save_every = save_every > 0 ? save_every : r.train.official_epoch_length,
                       .max_iter = max_iter, .threads = threads_set ? (int32_t)threads : r.train.threads};
+    o.dist = dist;
     trainer_result res;
-    int rc = trainer_run(&o, &res);
-    if (rc != 0) {
+    if (trainer_run(&o, &res) != 0) {
         log_error("%s", lvd_errmsg());
         return EXIT_FAIL;
     }

@@ -87,9 +87,29 @@ int train_state_save(const train_model *m, const train_state_meta *meta, const c
     snprintf(ep, sizeof ep, "%" PRIu64, meta->epoch);
     snprintf(pos, sizeof pos, "%" PRIu64, meta->position);
     snprintf(failed, sizeof failed, "%" PRIu64, meta->failed);
+    uint32_t ranks = meta->ranks ? meta->ranks : 1;
+    char nr[16], *rp = NULL;
+    snprintf(nr, sizeof nr, "%" PRIu32, ranks);
+    if (ranks > TRAIN_STATE_MAX_RANKS) {
+        rc = lvd_fail("%s: %" PRIu32 " ranks, at most %d", path, ranks, TRAIN_STATE_MAX_RANKS);
+        goto out;
+    }
+    if (ranks > 1) {
+        size_t cap = (size_t)ranks * 44 + 1, len = 0;
+        if (!(rp = malloc(cap))) {
+            rc = lvd_fail("out of memory");
+            goto out;
+        }
+        rp[0] = 0;
+        for (uint32_t r = 0; r < ranks; r++)
+            len += (size_t)snprintf(rp + len, cap - len, "%s%" PRIu64 ":%" PRIu64, r ? "," : "", meta->rank_epoch[r],
+                                    meta->rank_position[r]);
+    }
     const char *kv[] = {"format", STATE_FORMAT, "iteration", it, "epoch", ep, "position", pos,
-                        "failed", failed, "config_sha256", meta->config_sha256};
-    rc = st_write(path, w, k, kv, sizeof kv / sizeof kv[0] / 2);
+                        "failed", failed, "config_sha256", meta->config_sha256, "ranks", nr,
+                        "rank_positions", rp ? rp : ""};
+    rc = st_write(path, w, k, kv, sizeof kv / sizeof kv[0] / 2 - (rp ? 0 : 1));
+    free(rp);
 out:
     free(w);
     free(names);
@@ -142,6 +162,41 @@ int train_state_load(train_model *m, const char *path, train_state_meta *meta)
         goto out;
     const char *h = st_meta(f, "config_sha256");
     snprintf(meta->config_sha256, sizeof meta->config_sha256, "%s", h ? h : "");
+    /* ranks: absent in a one-process state of before data parallelism */
+    uint64_t nr = 1;
+    if (st_meta(f, "ranks") && meta_u64(f, path, "ranks", &nr) != 0)
+        goto out;
+    if (nr < 1 || nr > TRAIN_STATE_MAX_RANKS) {
+        lvd_fail("%s: metadata 'ranks' is %llu, not 1 to %d", path, (unsigned long long)nr, TRAIN_STATE_MAX_RANKS);
+        goto out;
+    }
+    meta->ranks = (uint32_t)nr;
+    meta->rank_epoch[0] = meta->epoch;
+    meta->rank_position[0] = meta->position;
+    if (nr > 1) {
+        const char *p = st_meta(f, "rank_positions");
+        for (uint64_t r = 0; r < nr; r++) {
+            char *end;
+            if (!p || (r > 0 && *p++ != ',')) {
+                p = NULL;
+                break;
+            }
+            meta->rank_epoch[r] = strtoull(p, &end, 10);
+            if (end == p || *end != ':') {
+                p = NULL;
+                break;
+            }
+            p = end + 1;
+            meta->rank_position[r] = strtoull(p, &end, 10);
+            p = end == p ? NULL : end;
+            if (!p)
+                break;
+        }
+        if (!p || *p) {
+            lvd_fail("%s: metadata 'rank_positions' is not %llu epoch:position pairs", path, (unsigned long long)nr);
+            goto out;
+        }
+    }
     char name[NAME_CAP];
     for (int a = 0; a < N_ARR; a++)
         for (size_t i = 0; i < m->opt.n_tensors; i++) {

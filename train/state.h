@@ -7,7 +7,8 @@
  *   adamw.exp_avg.<module>.<name>, adamw.exp_avg_sq.<module>.<name>   AdamW's moments
  *   dino_loss.center (1, K), ibot_patch_loss.center (1, K_ibot)       softmax centering's EMA centers
  * and as metadata: format "lvd-train-state", iteration (AdamW steps taken), the loader's epoch and position
- * where the next batch starts, the samples skipped so far, and config_sha256, the hash of the recipe's dump
+ * where the next batch starts (with ranks > 1 also "ranks" and "rank_positions", "epoch:position" of every
+ * rank, comma separated), the samples skipped so far (all ranks), and config_sha256, the hash of the recipe's dump
  * (RUN/config.yaml) so that a state is never resumed under another configuration. Every random draw of lvd-train
  * is a function of (train.seed, the iteration or the loader's stream position), so these are the whole state.
  *
@@ -22,9 +23,15 @@
 
 #include "train/step.h"
 
+#define TRAIN_STATE_MAX_RANKS 1024
+
 typedef struct train_state_meta {
     int64_t iteration;        /* AdamW steps taken (filled from the model on save) */
-    uint64_t epoch, position; /* the loader's stream position of the next batch */
+    uint64_t epoch, position; /* the loader's stream position of the next batch (rank 0's) */
+    uint32_t ranks;           /* the processes that wrote it (1, or the data-parallel ranks; 0 on save: 1) */
+    uint64_t rank_epoch[TRAIN_STATE_MAX_RANKS], rank_position[TRAIN_STATE_MAX_RANKS]; /* every rank's stream
+                              * position (ranks > 1: the ranks' parts of an epoch may differ by one entry, so
+                              * that their positions drift apart after an epoch boundary) */
     uint64_t failed;          /* samples skipped because they failed to read or decode */
     char config_sha256[65];   /* hex SHA-256 of the recipe's dump */
 } train_state_meta;

@@ -126,6 +126,8 @@ static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t
         m->vc = *vc;
     }
     const int64_t d = m->vc.dim;
+    m->ranks = ranks;
+    m->red.ranks = 1;
     m->batch = r->train.batch_size_per_gpu;
     m->n_local = r->crops.local_crops_number;
     const int64_t b = m->batch, b2 = 2 * b, bl = (int64_t)m->n_local * b;
@@ -335,6 +337,64 @@ void train_model_init_weights(train_model *m, uint64_t seed)
     train_model_sync_teacher(m);
 }
 
+int train_model_set_reduce(train_model *m, const train_reduce *r)
+{
+    if (!r || r->ranks == 1) {
+        memset(&m->red, 0, sizeof m->red);
+        m->red.ranks = 1;
+        memset(&m->loss.reduce, 0, sizeof m->loss.reduce);
+        return 0;
+    }
+    if (r->ranks != m->ranks || !r->sum_f32 || !r->f64.fn)
+        return lvd_fail("internal: a reduction over %d ranks for a model built for %d", r->ranks, m->ranks);
+    m->red = *r;
+    m->loss.reduce = r->f64;
+    return 0;
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+uint64_t train_model_hash(const train_model *m)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < m->opt.n_tensors; i++) {
+        const optim_tensor *t = &m->opt.tensors[i];
+        size_t bytes = t->count * sizeof(float);
+        h = fnv(h, t->param, bytes);
+        if (t->teacher)
+            h = fnv(h, t->teacher, bytes);
+        h = fnv(h, t->m, bytes);
+        h = fnv(h, t->v, bytes);
+    }
+    h = fnv(h, m->loss.dino_center, (size_t)m->loss.cfg.dino_k * sizeof(float));
+    if (m->loss.ibot_center)
+        h = fnv(h, m->loss.ibot_center, (size_t)m->loss.cfg.ibot_k * sizeof(float));
+    return h;
+}
+
+/* The gradients' all-reduce (train_reduce): one call per contiguous run of the optimizer's tensors. */
+static int reduce_grads(train_model *m)
+{
+    const float scale = 1.0f / (float)m->red.ranks;
+    size_t i = 0;
+    while (i < m->opt.n_tensors) {
+        float *start = m->opt.tensors[i].grad;
+        size_t n = m->opt.tensors[i].count, j = i + 1;
+        while (j < m->opt.n_tensors && m->opt.tensors[j].grad == start + n)
+            n += m->opt.tensors[j++].count;
+        if (m->red.sum_f32(start, n, scale, m->red.ctx) != 0)
+            return lvd_fail_ctx("iteration %lld", (long long)m->opt.steps);
+        i = j;
+    }
+    return 0;
+}
+
 int64_t train_model_iteration(const train_model *m)
 {
     return m->opt.steps;
@@ -445,6 +505,18 @@ int train_step(train_model *m, const float *global, const float *local, const ui
                         .student_cls = m->d_cls_g, .student_patch = ds_patch};
     if (ssl_loss_step(&m->loss, &in, (float)rep->sched.teacher_temp, &rep->terms, &g) != 0)
         return -1;
+    if (m->red.ranks > 1) { /* the mean over the ranks; a non-finite term anywhere makes every rank stop here */
+        ssl_loss_terms *t = &rep->terms;
+        double v[5] = {t->dino_local_crops_loss, t->dino_global_crops_loss, t->koleo_loss, t->ibot_loss, t->total};
+        if (m->red.f64.fn(v, 5, SSL_REDUCE_SUM, m->red.f64.ctx) != 0)
+            return lvd_fail_ctx("iteration %lld", (long long)it);
+        const double inv = 1.0 / (double)m->red.ranks;
+        t->dino_local_crops_loss = v[0] * inv;
+        t->dino_global_crops_loss = v[1] * inv;
+        t->koleo_loss = v[2] * inv;
+        t->ibot_loss = v[3] * inv;
+        t->total = v[4] * inv;
+    }
     if (finite_terms(&rep->terms, rep) != 0)
         return -1;
     if (!(m->loss.cfg.dino_weight > 0.0f))
@@ -467,6 +539,9 @@ int train_step(train_model *m, const float *global, const float *local, const ui
     if (vit_backward(m->student, m->s_run_g, m->d_cls_g, NULL, m->d_patch_g, NULL) != 0)
         return -1;
     if (bl > 0 && vit_backward(m->student, m->s_run_l, m->s_din, NULL, NULL, NULL) != 0)
+        return -1;
+
+    if (m->red.ranks > 1 && reduce_grads(m) != 0)
         return -1;
 
     /* Clipping per module (the norms are reported either way), AdamW, the teacher's EMA. */

@@ -63,8 +63,24 @@ typedef struct train_shape {
     int64_t shape[4];
 } train_shape;
 
+/* The collectives of a data-parallel step (train/dist.h provides them over MPI). ranks 1 with NULL functions: one
+ * process. Every rank makes the same calls in the same order:
+ *   f64     the losses' teacher statistics (ssl_loss.reduce), then the step's loss terms (summed: the report
+ *           holds their mean over the ranks) and a non-finite flag, so that every rank stops at the same step;
+ *   sum_f32 the gradients after the backward pass, each contiguous run of the optimizer's tensors replaced by
+ *           its sum over the ranks times 1 / ranks. Each rank's gradient is of its own batch's mean loss, so
+ *           this is the gradient of the mean over the global batch, as DDP's and FSDP's averaging gives. */
+typedef struct train_reduce {
+    int32_t ranks;
+    int (*sum_f32)(float *buf, size_t n, float scale, void *ctx);
+    ssl_reduce f64;
+    void *ctx;                  /* sum_f32's */
+} train_reduce;
+
 typedef struct train_model {
     recipe rc;                  /* the finished recipe (recipe_finish) */
+    train_reduce red;           /* one process unless train_model_set_reduce */
+    int32_t ranks;              /* the replicas the global batch (the lr scaling) was built for */
     vit_config vc;
     vit_model *student, *teacher;
     dino_head s_dino, t_dino;   /* student (with gradients) and teacher DINO heads */
@@ -109,6 +125,14 @@ void train_model_free(train_model *m);
 /* The official initialisation from seed: the student backbone (vit_init_random with layerscale as gamma),
  * the heads (dino_head_init_weights), and the teacher as an exact copy of the student. */
 void train_model_init_weights(train_model *m, uint64_t seed);
+
+/* Makes m one of r->ranks data-parallel replicas (r NULL: one process). The recipe's global batch must have
+ * been built for them (train_model_create's ranks). 0 or -1. */
+int train_model_set_reduce(train_model *m, const train_reduce *r);
+
+/* A 64-bit hash (FNV-1a) of the student's and teacher's parameters, the AdamW moments and the centers: equal on
+ * every rank of a healthy data-parallel run. */
+uint64_t train_model_hash(const train_model *m);
 
 /* Copies the student's parameters over the teacher's. */
 void train_model_sync_teacher(train_model *m);

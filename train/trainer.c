@@ -131,7 +131,7 @@ static int write_metrics(FILE *f, const train_model *m, const train_step_report 
     }
     fprintf(f, "},\"n_masked\":%" PRId64, r->n_masked);
     double total_s = step_s + load_s;
-    json_num(f, "images_per_s", total_s > 0 ? m->batch / total_s : 0.0);
+    json_num(f, "images_per_s", total_s > 0 ? (double)m->batch * m->ranks / total_s : 0.0);
     json_num(f, "step_s", step_s);
     json_num(f, "load_s", load_s);
     fprintf(f, ",\"failed\":%" PRIu64 "}\n", failed);
@@ -151,32 +151,96 @@ typedef struct run_ctx {
     FILE *metrics;
     int64_t saved_iter;     /* the iteration of the state on disk, -1 if none */
     uint64_t failed0;       /* samples skipped before this invocation (from the state) */
+    uint64_t failed;        /* samples skipped so far, every rank's */
+    train_dist one, *d;     /* the processes (one: a train_dist of one rank) */
+    int writer;             /* rank 0: writes RUN/'s files */
 } run_ctx;
 
+/* Whether any rank has `flag` set: every rank calls it at the same point. -1 if the all-reduce fails. */
+static int any_rank(run_ctx *c, int flag)
+{
+    int64_t any;
+    if (train_dist_max_i64(c->d, flag ? 1 : 0, &any) != 0)
+        return -1;
+    return any != 0;
+}
+
+/* The ranks' verdict on a step that each rank may have failed: 0 if none failed. A rank that did not fail
+ * reports the other's failure (whose message is in that rank's own log). */
+static int agree(run_ctx *c, int rc, const char *what)
+{
+    int any = any_rank(c, rc != 0);
+    if (any < 0)
+        return -1;
+    if (any && rc == 0)
+        return lvd_fail("%s failed on another rank (its message is above, from that rank)", what);
+    return rc;
+}
+
+/* Every rank calls it: the ranks' stream positions gathered, their parameters compared, rank 0 writes. */
 static int save(run_ctx *c)
 {
-    train_state_meta meta = {0};
-    train_loader_tell(c->loader, &meta.epoch, &meta.position);
-    meta.failed = c->failed0 + train_loader_failed(c->loader);
-    memcpy(meta.config_sha256, c->hash, sizeof meta.config_sha256);
-    /* The teacher first: a crash between the two leaves a state whose checkpoint is newer, never older. */
-    if (train_save_teacher(c->model, c->ckpt_path) != 0 || train_state_save(c->model, &meta, c->state_path) != 0)
-        return lvd_fail_ctx("saving iteration %" PRId64, train_model_iteration(c->model));
+    train_state_meta *meta = calloc(1, sizeof *meta);
+    uint64_t mine[2], *all = malloc((size_t)c->d->ranks * 2 * sizeof *all);
+    int rc = meta && all ? 0 : lvd_fail("out of memory");
+    rc = agree(c, rc, "saving");
+    if (rc == 0) {
+        train_loader_tell(c->loader, &mine[0], &mine[1]);
+        rc = train_dist_allgather_u64(c->d, mine, 2, all);
+    }
+    if (rc == 0)
+        rc = train_dist_check(c->d, train_model_hash(c->model), "parameters, moments or centers");
+    if (rc == 0 && c->writer) {
+        meta->epoch = mine[0];
+        meta->position = mine[1];
+        meta->ranks = (uint32_t)c->d->ranks;
+        for (int32_t r = 0; r < c->d->ranks; r++) {
+            meta->rank_epoch[r] = all[2 * r];
+            meta->rank_position[r] = all[2 * r + 1];
+        }
+        meta->failed = c->failed;
+        memcpy(meta->config_sha256, c->hash, sizeof meta->config_sha256);
+        /* The teacher first: a crash between the two leaves a state whose checkpoint is newer, never older. */
+        if (train_save_teacher(c->model, c->ckpt_path) != 0 || train_state_save(c->model, meta, c->state_path) != 0)
+            rc = lvd_fail_ctx("saving iteration %" PRId64, train_model_iteration(c->model));
+        rc = agree(c, rc, "saving");
+    } else if (rc == 0) {
+        rc = agree(c, rc, "saving the state (rank 0)");
+    }
+    free(meta);
+    free(all);
+    if (rc != 0)
+        return -1;
     c->saved_iter = train_model_iteration(c->model);
     log_debug("saved the state of iteration %" PRId64, c->saved_iter);
     return 0;
+}
+
+static int sum_f32(float *buf, size_t n, float scale, void *ctx)
+{
+    return train_dist_sum_f32(ctx, buf, n, scale);
 }
 
 static int setup(run_ctx *c, trainer_result *res)
 {
     const trainer_opts *o = c->o;
     const recipe *r = o->rc;
-    if (atomic_file_mkdirs(o->out) != 0 || join(c->state_path, o->out, "training_state.safetensors") != 0 ||
+    const int32_t rank = c->d->rank, ranks = c->d->ranks;
+    if ((c->writer && atomic_file_mkdirs(o->out) != 0) ||
+        join(c->state_path, o->out, "training_state.safetensors") != 0 ||
         join(c->ckpt_path, o->out, "teacher_checkpoint.safetensors") != 0 ||
         join(c->metrics_path, o->out, "metrics.jsonl") != 0 || join(c->config_path, o->out, "config.yaml") != 0 ||
         train_recipe_hash(r, c->hash) != 0)
         return -1;
     int have_state = file_exists(c->state_path);
+    if (ranks > 1) { /* every rank must see the same RUN */
+        int any = any_rank(c, have_state), all = any_rank(c, !have_state);
+        if (any < 0 || all < 0)
+            return -1;
+        if (any && all)
+            return lvd_fail("%s: some ranks see a training state and some do not: RUN must be on a file system "
+                            "every rank shares", o->out);
+    }
     if (have_state && !o->resume)
         return lvd_fail("%s holds a training state: pass --resume to continue it, or choose another --out",
                         o->out);
@@ -196,50 +260,67 @@ static int setup(run_ctx *c, trainer_result *res)
     lo.aug.paper_probabilities = r->crops.paper_probabilities;
     lo.seed = (uint64_t)r->train.seed;
     lo.batch = r->train.batch_size_per_gpu;
-    lo.rank = 0;
-    lo.ranks = 1;
+    lo.rank = (uint32_t)rank;
+    lo.ranks = (uint32_t)ranks;
     lo.patch = r->student.patch_size;
     memcpy(lo.mask_ratio, r->ibot.mask_ratio_min_max, sizeof lo.mask_ratio);
     lo.mask_probability = r->ibot.mask_sample_probability;
     lo.threads = r->train.num_workers > 0 ? r->train.num_workers : 1;
     if (train_loader_open(&c->loader, &lo) != 0 || train_batch_alloc(c->loader, &c->batch) != 0)
         return -1;
-    if (train_model_create(r, 1, &c->model) != 0)
+    if (train_model_create(r, ranks, &c->model) != 0)
         return -1;
+    if (ranks > 1) {
+        train_reduce red = {.ranks = ranks, .sum_f32 = sum_f32, .f64 = train_dist_ssl_reduce(c->d), .ctx = c->d};
+        if (train_model_set_reduce(c->model, &red) != 0)
+            return -1;
+    }
 
     if (have_state) {
-        train_state_meta meta;
-        if (train_state_load(c->model, c->state_path, &meta) != 0)
+        train_state_meta *meta = calloc(1, sizeof *meta);
+        if (!meta)
+            return lvd_fail("out of memory");
+        int rc = train_state_load(c->model, c->state_path, meta);
+        if (rc == 0 && (int32_t)meta->ranks != ranks)
+            rc = lvd_fail("%s was written by %" PRIu32 " process%s and this run has %" PRId32 ": resume with the "
+                          "same number (mpirun -np %" PRIu32 "), or start a new --out", c->state_path, meta->ranks,
+                          meta->ranks == 1 ? "" : "es", ranks, meta->ranks);
+        if (rc == 0 && strcmp(meta->config_sha256, c->hash) != 0)
+            rc = lvd_fail("%s was written under another configuration than this one (%s holds the run's): "
+                          "resume with the same --config and key=value settings, or without any",
+                          c->state_path, c->config_path);
+        if (rc == 0)
+            rc = train_loader_seek(c->loader, meta->rank_epoch[rank], meta->rank_position[rank]);
+        if (rc == 0) {
+            c->failed0 = c->failed = meta->failed;
+            c->saved_iter = meta->iteration;
+            if (c->writer)
+                rc = trim_metrics(c->metrics_path, meta->iteration);
+        }
+        if (rc == 0)
+            log_info("resuming %s at iteration %" PRId64 " (epoch %" PRIu64 ", position %" PRIu64 ")", o->out,
+                     meta->iteration, meta->rank_epoch[rank], meta->rank_position[rank]);
+        free(meta);
+        if (rc != 0)
             return -1;
-        if (strcmp(meta.config_sha256, c->hash) != 0)
-            return lvd_fail("%s was written under another configuration than this one (%s holds the run's): "
-                            "resume with the same --config and key=value settings, or without any",
-                            c->state_path, c->config_path);
-        if (train_loader_seek(c->loader, meta.epoch, meta.position) != 0)
-            return -1;
-        c->failed0 = meta.failed;
-        c->saved_iter = meta.iteration;
-        if (trim_metrics(c->metrics_path, meta.iteration) != 0)
-            return -1;
-        log_info("resuming %s at iteration %" PRId64 " (epoch %" PRIu64 ", position %" PRIu64 ")", o->out,
-                 meta.iteration, meta.epoch, meta.position);
     } else {
         train_model_init_weights(c->model, (uint64_t)r->train.seed);
         if (r->student.pretrained_weights[0] && train_load_weights(c->model, r->student.pretrained_weights) != 0)
             return lvd_fail_ctx("student.pretrained_weights");
-        if (write_config(r, c->config_path) != 0 || trim_metrics(c->metrics_path, 0) != 0)
+        if (c->writer && (write_config(r, c->config_path) != 0 || trim_metrics(c->metrics_path, 0) != 0))
             return -1;
     }
     res->start_iter = res->end_iter = train_model_iteration(c->model);
-    c->metrics = fopen(c->metrics_path, "a");
-    if (!c->metrics)
-        return lvd_fail_errno("%s", c->metrics_path);
+    if (c->writer) {
+        c->metrics = fopen(c->metrics_path, "a");
+        if (!c->metrics)
+            return lvd_fail_errno("%s", c->metrics_path);
+    }
     return 0;
 }
 
 static int loop(run_ctx *c, trainer_result *res)
 {
-    const uint64_t failed0 = c->failed0;
     const trainer_opts *o = c->o;
     const recipe *r = o->rc;
     int64_t total = (int64_t)r->optim.epochs * r->train.official_epoch_length;
@@ -255,8 +336,11 @@ static int loop(run_ctx *c, trainer_result *res)
     int rc = 0;
     while (it < end) {
         double a = progress_now();
-        if (train_loader_next(c->loader, &c->batch) != 0) {
-            rc = lvd_fail_ctx("iteration %" PRId64, it);
+        int lrc = train_loader_next(c->loader, &c->batch);
+        if (lrc != 0)
+            lvd_fail_ctx("iteration %" PRId64, it);
+        if (agree(c, lrc, "reading the batch") != 0) {
+            rc = -1;
             break;
         }
         double b = progress_now();
@@ -276,20 +360,30 @@ static int loop(run_ctx *c, trainer_result *res)
             break;
         }
         double e = progress_now();
-        uint64_t failed = failed0 + train_loader_failed(c->loader);
-        if (write_metrics(c->metrics, c->model, &rep, c->batch.epoch, e - b, b - a, failed) != 0) {
+        /* The ranks agree on a signal (one rank may get it an iteration before another) and sum their
+         * skipped samples. */
+        int stop = stop_requested;
+        double v[2] = {stop ? 1.0 : 0.0, (double)train_loader_failed(c->loader)};
+        if (train_dist_reduce_f64(v, 2, SSL_REDUCE_SUM, c->d) != 0) {
+            rc = -1;
+            break;
+        }
+        stop = v[0] > 0;
+        c->failed = c->failed0 + (uint64_t)v[1];
+        int wrc = c->writer ? write_metrics(c->metrics, c->model, &rep, c->batch.epoch, e - b, b - a, c->failed) : 0;
+        if (agree(c, wrc, "writing metrics.jsonl (rank 0)") != 0) {
             rc = -1;
             break;
         }
         it = train_model_iteration(c->model);
-        progress_update(&p, (uint64_t)(it - res->start_iter), failed);
-        if (it % o->save_every == 0 || it == end || stop_requested) {
+        progress_update(&p, (uint64_t)(it - res->start_iter), c->failed);
+        if (it % o->save_every == 0 || it == end || stop) {
             if (save(c) != 0) {
                 rc = -1;
                 break;
             }
         }
-        if (stop_requested) {
+        if (stop) {
             res->interrupted = 1;
             break;
         }
@@ -297,7 +391,7 @@ static int loop(run_ctx *c, trainer_result *res)
     progress_finish(&p);
     res->seconds = progress_now() - t0;
     res->end_iter = it;
-    res->failed = failed0 + train_loader_failed(c->loader);
+    res->failed = c->failed;
     return rc;
 }
 
@@ -311,6 +405,12 @@ int trainer_run(const trainer_opts *o, trainer_result *res)
     memset(&c, 0, sizeof c);
     c.o = o;
     c.saved_iter = -1;
+    c.d = o->dist;
+    if (!c.d) {
+        c.one.ranks = 1;
+        c.d = &c.one;
+    }
+    c.writer = c.d->rank == 0;
     stop_requested = 0;
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
@@ -318,6 +418,9 @@ int trainer_run(const trainer_opts *o, trainer_result *res)
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     int rc = setup(&c, res);
+    rc = agree(&c, rc, "setting up");
+    if (rc == 0)
+        rc = train_dist_check(c.d, train_model_hash(c.model), "initial parameters");
     if (rc == 0)
         rc = loop(&c, res);
     sigaction(SIGINT, &old_int, NULL);

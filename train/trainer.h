@@ -4,13 +4,19 @@
  *   config.yaml                     the whole recipe (recipe_dump), written at the start of a run
  *   metrics.jsonl                   one JSON object per iteration: iteration, epoch, every loss term, lr, wd,
  *                                   last_layer_lr, momentum, teacher_temp, grad_norm per module, n_masked,
- *                                   images_per_s (batch / the iteration's wall time), step_s, load_s, failed
+ *                                   images_per_s (global batch / the iteration's wall time), step_s, load_s, failed
  *   training_state.safetensors      the state for an exact resume (train/state.h), every save_every iterations
  *                                   and at the end
  *   teacher_checkpoint.safetensors  the teacher backbone, official names, written with the state
  * Files are replaced atomically; after a crash (kill -9) --resume loads the state, drops the metrics lines of
  * iterations it does not cover, puts the loader where the state says and continues: the parameters then equal
  * an uninterrupted run's bit for bit at a fixed thread count.
+ *
+ * Data parallel (o->dist with ranks > 1, train/dist.h): rank r reads part r of each epoch's order, the global
+ * batch is train.batch_size_per_gpu * ranks (the lr's scaling rule sees it), and only rank 0 writes RUN/'s
+ * files; every rank reads the state on --resume, which must be of the same number of ranks. The ranks agree
+ * every iteration on a read failure, a signal and the skipped-sample count, and at every save compare their
+ * parameters' hashes, so that they stop together and never drift apart unnoticed.
  *
  * A run ends at max_iter (default optim.epochs * train.OFFICIAL_EPOCH_LENGTH), on SIGINT/SIGTERM (after the
  * current iteration, with the state saved), on a non-finite loss or gradient (stopped before the optimizer,
@@ -21,6 +27,7 @@
 
 #include <stdint.h>
 
+#include "train/dist.h"
 #include "train/recipe.h"
 
 typedef struct trainer_opts {
@@ -31,6 +38,7 @@ typedef struct trainer_opts {
     int64_t save_every;        /* iterations between saves (> 0) */
     int64_t max_iter;          /* stop when this many iterations are done (<= 0: the recipe's total) */
     int32_t threads;           /* compute threads (<= 0: all CPUs) */
+    train_dist *dist;          /* the processes (NULL: one); every rank calls trainer_run with the same options */
 } trainer_opts;
 
 /* What a run did, for the caller's report. */

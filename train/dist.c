@@ -1,0 +1,179 @@
+/* dist.c — lvd-train's processes (dist.h). */
+#include "train/dist.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+#ifdef LVD_HAVE_MPI
+#include <mpi.h>
+#endif
+
+/* The variables a launcher sets in each process it starts: OpenMPI's mpirun, PMIx (srun --mpi=pmix, prterun),
+ * PMI (srun --mpi=pmi2, MPICH's hydra). */
+static const char *launcher_var(void)
+{
+    static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i]))
+            return vars[i];
+    return NULL;
+}
+
+int train_dist_built_with_mpi(void)
+{
+#ifdef LVD_HAVE_MPI
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+#ifdef LVD_HAVE_MPI
+static int mpi_fail(int code, const char *what)
+{
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(code, msg, &len) != MPI_SUCCESS)
+        snprintf(msg, sizeof msg, "error %d", code);
+    return lvd_fail("%s: %s", what, msg);
+}
+#endif
+
+int train_dist_init(train_dist *d, int *argc, char ***argv)
+{
+    memset(d, 0, sizeof *d);
+    d->ranks = 1;
+    const char *var = launcher_var();
+    if (!var)
+        return 0;
+#ifdef LVD_HAVE_MPI
+    int rc = MPI_Init(argc, argv);
+    if (rc != MPI_SUCCESS)
+        return lvd_fail("MPI_Init failed (started by a launcher: %s is set)", var);
+    d->mpi = 1;
+    /* Errors come back as codes (reported with their MPI message) instead of aborting every rank. */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    int rank = 0, size = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    d->rank = rank;
+    d->ranks = size;
+    return 0;
+#else
+    (void)argc, (void)argv;
+    const char *size = getenv("OMPI_COMM_WORLD_SIZE");
+    if (!size)
+        size = getenv("PMI_SIZE");
+    if (size && atoi(size) == 1)
+        return 0; /* a launcher's single process is one process */
+    return lvd_fail("started by an MPI launcher (%s is set) but this lvd was built without MPI: install "
+                    "libopenmpi-dev and rebuild (scripts/bootstrap.sh), or run one process without the launcher",
+                    var);
+#endif
+}
+
+void train_dist_finalize(train_dist *d)
+{
+#ifdef LVD_HAVE_MPI
+    if (d->mpi)
+        MPI_Finalize();
+#endif
+    d->mpi = 0;
+}
+
+int train_dist_sum_f32(train_dist *d, float *buf, size_t n, float scale)
+{
+    if (d->ranks == 1)
+        return 0;
+#ifdef LVD_HAVE_MPI
+    for (size_t off = 0; off < n; off += DIST_BUCKET) {
+        size_t m = n - off < DIST_BUCKET ? n - off : DIST_BUCKET;
+        int rc = MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)m, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(rc, "all-reduce of the gradients");
+    }
+    if (scale != 1.0f)
+        for (size_t i = 0; i < n; i++)
+            buf[i] *= scale;
+    return 0;
+#else
+    (void)buf, (void)n, (void)scale;
+    return lvd_fail("internal: %d ranks without MPI", d->ranks);
+#endif
+}
+
+int train_dist_reduce_f64(double *buf, int64_t n, ssl_reduce_op op, void *ctx)
+{
+    train_dist *d = ctx;
+    if (!d || d->ranks == 1 || n == 0)
+        return 0;
+#ifdef LVD_HAVE_MPI
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, op == SSL_REDUCE_MAX ? MPI_MAX : MPI_SUM,
+                           MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "all-reduce of the loss statistics");
+#else
+    (void)buf, (void)op;
+    return lvd_fail("internal: %d ranks without MPI", d->ranks);
+#endif
+}
+
+ssl_reduce train_dist_ssl_reduce(train_dist *d)
+{
+    ssl_reduce r = {NULL, NULL};
+    if (d && d->ranks > 1) {
+        r.fn = train_dist_reduce_f64;
+        r.ctx = d;
+    }
+    return r;
+}
+
+int train_dist_max_i64(train_dist *d, int64_t v, int64_t *out)
+{
+    *out = v;
+    if (d->ranks == 1)
+        return 0;
+#ifdef LVD_HAVE_MPI
+    long long x = v, y = 0;
+    int rc = MPI_Allreduce(&x, &y, 1, MPI_LONG_LONG, MPI_MAX, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(rc, "all-reduce of a flag");
+    *out = y;
+    return 0;
+#else
+    return lvd_fail("internal: %d ranks without MPI", d->ranks);
+#endif
+}
+
+int train_dist_allgather_u64(train_dist *d, const uint64_t *mine, size_t n, uint64_t *all)
+{
+    if (d->ranks == 1) {
+        memcpy(all, mine, n * sizeof *all);
+        return 0;
+    }
+#ifdef LVD_HAVE_MPI
+    int rc = MPI_Allgather(mine, (int)n, MPI_UINT64_T, all, (int)n, MPI_UINT64_T, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "all-gather");
+#else
+    return lvd_fail("internal: %d ranks without MPI", d->ranks);
+#endif
+}
+
+int train_dist_check(train_dist *d, uint64_t h, const char *what)
+{
+    if (d->ranks == 1)
+        return 0;
+    uint64_t *all = malloc((size_t)d->ranks * sizeof *all);
+    if (!all)
+        return lvd_fail("out of memory");
+    int rc = train_dist_allgather_u64(d, &h, 1, all);
+    for (int32_t r = 1; rc == 0 && r < d->ranks; r++)
+        if (all[r] != all[0])
+            rc = lvd_fail("ranks 0 and %d hold different %s (hashes %016" PRIx64 " and %016" PRIx64 ")", r, what,
+                          all[0], all[r]);
+    free(all);
+    return rc;
+}
