@@ -19,6 +19,7 @@ packages=(
   zlib1g-dev                                      # .gz URL lists
   libcmocka-dev                                   # unit tests
   libopenmpi-dev openmpi-bin                      # lvd-train's data parallelism (mpirun), and its tests
+  slurm-wlm munge                                 # a real single-node Slurm for the scripts/slurm/ tests
   libopenblas-openmp-dev                          # SGEMM for the ViT, OpenMP build (one thread pool)
   libfaiss-dev                                    # k-NN search for dedup (static lib + C API headers)
   python3 python3-pil python3-numpy               # test servers, fixtures, reference checks
