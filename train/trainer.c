@@ -226,11 +226,15 @@ static int setup(run_ctx *c, trainer_result *res)
     const trainer_opts *o = c->o;
     const recipe *r = o->rc;
     const int32_t rank = c->d->rank, ranks = c->d->ranks;
-    if ((c->writer && atomic_file_mkdirs(o->out) != 0) ||
-        join(c->state_path, o->out, "training_state.safetensors") != 0 ||
-        join(c->ckpt_path, o->out, "teacher_checkpoint.safetensors") != 0 ||
-        join(c->metrics_path, o->out, "metrics.jsonl") != 0 || join(c->config_path, o->out, "config.yaml") != 0 ||
-        train_recipe_hash(r, c->hash) != 0)
+    int prc = (c->writer && atomic_file_mkdirs(o->out) != 0) ||
+                      join(c->state_path, o->out, "training_state.safetensors") != 0 ||
+                      join(c->ckpt_path, o->out, "teacher_checkpoint.safetensors") != 0 ||
+                      join(c->metrics_path, o->out, "metrics.jsonl") != 0 ||
+                      join(c->config_path, o->out, "config.yaml") != 0 || train_recipe_hash(r, c->hash) != 0
+                  ? -1
+                  : 0;
+    /* Agreed before the next collective, so that a rank failing here cannot pair with another's all-reduce. */
+    if (agree(c, prc, "preparing RUN") != 0)
         return -1;
     int have_state = file_exists(c->state_path);
     if (ranks > 1) { /* every rank must see the same RUN */
