@@ -100,14 +100,7 @@ class EvalTest(WorkTestCase):
         self.assertEqual(len(tek), self.sets["fm-test"])
         self.assertEqual(trk, sorted(trk))  # rows in key order
         # Features: Pillow preprocessing + lvd-vit forward + NumPy normalisation, on every image.
-        with db(self.work) as con:
-            def image(iid):
-                path, off, size = con.execute("SELECT s.path, d.offset, d.size FROM decodes d JOIN shards s"
-                                              " ON s.id = d.shard_id WHERE d.image_id = ?", (iid,)).fetchone()
-                with open(os.path.join(self.work, path), "rb") as f:
-                    f.seek(off)
-                    return Image.open(io.BytesIO(f.read(size))).convert("RGB")
-            x = np.stack([preprocess(image(i)) for i in trid + teid])
+        x = self.preprocessed(trid + teid)
         xi, yo = os.path.join(self.tmp, "x.npy"), os.path.join(self.tmp, "y.npy")
         np.save(xi, x)
         run("lvd-vit", "forward", "--model", self.model, "--input", xi, "--output", yo, "--output-kind", "cls",
@@ -151,6 +144,18 @@ class EvalTest(WorkTestCase):
             self.assertEqual((r["top1_correct"], r["top5_correct"]), want[r["k"]], r)
         self.assertEqual(b["temperature"], 100)
 
+    def preprocessed(self, ids):
+        """The working images of ids, read from their shards and through the Pillow preprocessing: (n, 3, H, W)."""
+        out = []
+        with db(self.work) as con:
+            for iid in ids:
+                path, off, size = con.execute("SELECT s.path, d.offset, d.size FROM decodes d JOIN shards s"
+                                              " ON s.id = d.shard_id WHERE d.image_id = ?", (iid,)).fetchone()
+                with open(os.path.join(self.work, path), "rb") as f:
+                    f.seek(off)
+                    out.append(preprocess(Image.open(io.BytesIO(f.read(size))).convert("RGB")))
+        return np.stack(out)
+
     def linear(self, *args, check=True):
         p = run("lvd-eval", "linear", "--model", self.model, "--work", self.work, "--train", "fm-train", "--test",
                 "fm-test", "--resize", str(RESIZE), "--crop", str(CROP), "--json", "--quiet", *args, check=check)
@@ -175,14 +180,7 @@ class EvalTest(WorkTestCase):
                "ffn": "mlp", "ffn_hidden": 256, "layerscale": True}
         model = vit_ref.DinoVisionTransformer(cfg).double()
         model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()}, strict=True)
-        with db(self.work) as con:
-            def image(iid):
-                path, off, size = con.execute("SELECT s.path, d.offset, d.size FROM decodes d JOIN shards s"
-                                              " ON s.id = d.shard_id WHERE d.image_id = ?", (iid,)).fetchone()
-                with open(os.path.join(self.work, path), "rb") as f:
-                    f.seek(off)
-                    return Image.open(io.BytesIO(f.read(size))).convert("RGB")
-            x = torch.from_numpy(np.stack([preprocess(image(i)) for i in trid + teid])).double()
+        x = torch.from_numpy(self.preprocessed(trid + teid)).double()
         with torch.no_grad():
             layers = model.intermediate(model.forward_features(x, keep=2)["kept"])
             ref = torch.cat([c for _, c in layers] + [layers[-1][0].mean(dim=1)], dim=-1).numpy()

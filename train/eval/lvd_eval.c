@@ -170,6 +170,31 @@ static int common_opt(int c, const char *arg, const char *cmd_usage, eval_args *
 }
 
 /* After the options: the required ones, the transform. 0 or EXIT_USAGE (reported). */
+/* A comma-separated list of 1 to max numbers in [lo, hi] (integers if `integer`) into out, *n of them. 0, or -1
+ * with the message naming the option and the value. */
+static int opt_list(const char *name, const char *arg, int32_t max, int integer, double lo, double hi, double *out,
+                    int32_t *n)
+{
+    *n = 0;
+    char *dup = strdup(arg), *save_p = NULL;
+    if (!dup)
+        return lvd_fail("out of memory");
+    int bad = 0;
+    for (char *t = strtok_r(dup, ",", &save_p); t && !bad; t = strtok_r(NULL, ",", &save_p)) {
+        int64_t v;
+        if (*n == max)
+            bad = lvd_fail("%s: at most %d values", name, max);
+        else if (integer && (bad = opt_int(name, t, (int64_t)lo, (int64_t)hi, &v)) == 0)
+            out[(*n)++] = (double)v;
+        else if (!integer)
+            bad = opt_double(name, t, lo, hi, &out[(*n)++]);
+    }
+    free(dup);
+    if (!bad && *n == 0)
+        bad = lvd_fail("%s: no value in '%s'", name, arg);
+    return bad ? -1 : 0;
+}
+
 static int check_args(const eval_args *a, const char *cmd, const char *cmd_usage, int argc, char **argv)
 {
     if (optind < argc) {
@@ -324,7 +349,7 @@ static int cmd_knn(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     eval_args a = {.resize = 256, .crop = 224, .batch = 32, .loaders = 1};
-    int nk = 4;
+    int32_t nk = 4;
     int32_t ks[KNN_VOTE_MAX_KS] = {10, 20, 100, 200};
     double temp = 0.07;
     int c, bad = 0;
@@ -336,22 +361,10 @@ static int cmd_knn(int argc, char **argv)
         if (h == 0) {
             switch (c) {
             case OPT_K: {
-                nk = 0;
-                char *dup = strdup(optarg), *save_p = NULL;
-                for (char *t = dup ? strtok_r(dup, ",", &save_p) : NULL; t && !bad;
-                     t = strtok_r(NULL, ",", &save_p)) {
-                    int64_t v;
-                    if (nk == KNN_VOTE_MAX_KS) {
-                        lvd_fail("--k: at most %d values", KNN_VOTE_MAX_KS);
-                        bad = -1;
-                    } else if ((bad = opt_int("--k", t, 1, 100000, &v)) == 0)
-                        ks[nk++] = (int32_t)v;
-                }
-                free(dup);
-                if (!bad && nk == 0) {
-                    lvd_fail("--k: no value in '%s'", optarg);
-                    bad = -1;
-                }
+                double v[KNN_VOTE_MAX_KS];
+                bad = opt_list("--k", optarg, KNN_VOTE_MAX_KS, 1, 1, 100000, v, &nk);
+                for (int32_t i = 0; !bad && i < nk; i++)
+                    ks[i] = (int32_t)v[i];
                 break;
             }
             case OPT_TEMP: bad = opt_double("--temperature", optarg, 1e-6, 1e6, &temp); break;
@@ -468,24 +481,7 @@ static int cmd_linear(int argc, char **argv)
             case OPT_VAL_EVERY: bad = opt_int("--val-every", optarg, 2, 1000000, &val_every); break;
             case OPT_MOMENTUM: bad = opt_double("--momentum", optarg, 0, 0.999999, &lo.momentum); break;
             case OPT_WD: bad = opt_double("--weight-decay", optarg, 0, 1e6, &lo.weight_decay); break;
-            case OPT_LR: {
-                lo.n_lr = 0;
-                char *dup = strdup(optarg), *save_p = NULL;
-                for (char *t = dup ? strtok_r(dup, ",", &save_p) : NULL; t && !bad;
-                     t = strtok_r(NULL, ",", &save_p)) {
-                    if (lo.n_lr == LINEAR_MAX_LRS) {
-                        lvd_fail("--lr: at most %d values", LINEAR_MAX_LRS);
-                        bad = -1;
-                    } else
-                        bad = opt_double("--lr", t, 1e-12, 1e6, &lo.lr[lo.n_lr++]);
-                }
-                free(dup);
-                if (!bad && lo.n_lr == 0) {
-                    lvd_fail("--lr: no value in '%s'", optarg);
-                    bad = -1;
-                }
-                break;
-            }
+            case OPT_LR: bad = opt_list("--lr", optarg, LINEAR_MAX_LRS, 0, 1e-12, 1e6, lo.lr, &lo.n_lr); break;
             default: fputs(linear_usage, stderr); return EXIT_USAGE;
             }
         }
