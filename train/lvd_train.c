@@ -17,7 +17,7 @@
 #include "err.h"
 #include "log.h"
 #include "opts.h"
-#include "train/dist.h"
+#include "dist.h"
 #include "train/recipe.h"
 #include "train/trainer.h"
 
@@ -61,7 +61,7 @@ static int usage_error(const char *msg)
 
 static int run(const char *config, const char *manifest, const char *out, int resume, int print,
                int64_t save_every, int64_t max_iter, int threads_set, int64_t threads, int argc, char **argv,
-               train_dist *dist);
+               lvd_dist *dist);
 
 int main(int argc, char **argv)
 {
@@ -108,11 +108,11 @@ int main(int argc, char **argv)
     if (!print && (!manifest || !out))
         return usage_error("--manifest and --out are required");
 
-    /* Under an MPI launcher: one rank of a data-parallel run (train/dist.h), known before the recipe is finished
+    /* Under an MPI launcher: one rank of a data-parallel run (common/dist.h), known before the recipe is finished
      * (its lr scaling rule sees the global batch). Rank 0 reports; the others say only warnings and errors,
      * their lines marked with their rank. */
-    static train_dist dist;
-    if (train_dist_init(&dist, &argc, &argv) != 0) {
+    static lvd_dist dist;
+    if (dist_init(&dist, &argc, &argv) != 0) {
         log_error("%s", lvd_errmsg());
         return EXIT_FAIL;
     }
@@ -125,14 +125,14 @@ int main(int argc, char **argv)
     }
     int rc = run(config, manifest, out, resume, print, save_every, max_iter, threads_set, threads, argc, argv,
                  &dist);
-    train_dist_finalize(&dist);
+    dist_finalize(&dist);
     return rc;
 }
 
 /* Everything after the options and the processes: the recipe, then the run. */
 static int run(const char *config, const char *manifest, const char *out, int resume, int print,
                int64_t save_every, int64_t max_iter, int threads_set, int64_t threads, int argc, char **argv,
-               train_dist *dist)
+               lvd_dist *dist)
 {
 
     /* The recipe: defaults, the file (or the run's own config.yaml when resuming without --config), then

@@ -9,6 +9,23 @@
 #include "err.h"
 #include "train/masking.h"
 
+static int reduce_f64(double *buf, int64_t n, ssl_reduce_op op, void *ctx)
+{
+    return dist_reduce_f64(ctx, buf, n, op == SSL_REDUCE_MAX);
+}
+
+static int reduce_f32(float *buf, size_t n, float scale, void *ctx)
+{
+    return dist_sum_f32(ctx, buf, n, scale);
+}
+
+train_reduce train_reduce_of(lvd_dist *d)
+{
+    if (!d || d->ranks <= 1)
+        return (train_reduce){.ranks = 1};
+    return (train_reduce){.ranks = d->ranks, .sum_f32 = reduce_f32, .f64 = {reduce_f64, d}, .ctx = d};
+}
+
 int train_vit_config(const recipe *r, vit_config *out)
 {
     vit_config c;

@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dist.h"
 #include "vit.h"
 #include "train/head.h"
 #include "train/loss.h"
@@ -63,8 +64,8 @@ typedef struct train_shape {
     int64_t shape[4];
 } train_shape;
 
-/* The collectives of a data-parallel step (train/dist.h provides them over MPI). ranks 1 with NULL functions: one
- * process. Every rank makes the same calls in the same order:
+/* The collectives of a data-parallel step (train_reduce_of: common/dist.h's over MPI). ranks 1 with NULL
+ * functions: one process. Every rank makes the same calls in the same order:
  *   f64     the losses' teacher statistics (ssl_loss.reduce), then the step's loss terms (summed: the report
  *           holds their mean over the ranks) and a non-finite flag, so that every rank stops at the same step;
  *   sum_f32 the gradients after the backward pass, each contiguous run of the optimizer's tensors replaced by
@@ -76,6 +77,9 @@ typedef struct train_reduce {
     ssl_reduce f64;
     void *ctx;                  /* sum_f32's */
 } train_reduce;
+
+/* The collectives of d's ranks (d NULL or of one rank: ranks 1, no functions). */
+train_reduce train_reduce_of(lvd_dist *d);
 
 typedef struct train_model {
     recipe rc;                  /* the finished recipe (recipe_finish) */

@@ -152,7 +152,7 @@ typedef struct run_ctx {
     int64_t saved_iter;     /* the iteration of the state on disk, -1 if none */
     uint64_t failed0;       /* samples skipped before this invocation (from the state) */
     uint64_t failed;        /* samples skipped so far, every rank's */
-    train_dist one, *d;     /* the processes (one: a train_dist of one rank) */
+    lvd_dist one, *d;     /* the processes (one: a lvd_dist of one rank) */
     int writer;             /* rank 0: writes RUN/'s files */
 } run_ctx;
 
@@ -160,7 +160,7 @@ typedef struct run_ctx {
 static int any_rank(run_ctx *c, int flag)
 {
     int64_t any;
-    if (train_dist_max_i64(c->d, flag ? 1 : 0, &any) != 0)
+    if (dist_max_i64(c->d, flag ? 1 : 0, &any) != 0)
         return -1;
     return any != 0;
 }
@@ -186,10 +186,10 @@ static int save(run_ctx *c)
     rc = agree(c, rc, "saving");
     if (rc == 0) {
         train_loader_tell(c->loader, &mine[0], &mine[1]);
-        rc = train_dist_allgather_u64(c->d, mine, 2, all);
+        rc = dist_allgather_u64(c->d, mine, 2, all);
     }
     if (rc == 0)
-        rc = train_dist_check(c->d, train_model_hash(c->model), "parameters, moments or centers");
+        rc = dist_check(c->d, train_model_hash(c->model), "parameters, moments or centers");
     if (rc == 0 && c->writer) {
         meta->epoch = mine[0];
         meta->position = mine[1];
@@ -214,11 +214,6 @@ static int save(run_ctx *c)
     c->saved_iter = train_model_iteration(c->model);
     log_debug("saved the state of iteration %" PRId64, c->saved_iter);
     return 0;
-}
-
-static int sum_f32(float *buf, size_t n, float scale, void *ctx)
-{
-    return train_dist_sum_f32(ctx, buf, n, scale);
 }
 
 static int setup(run_ctx *c, trainer_result *res)
@@ -275,7 +270,7 @@ static int setup(run_ctx *c, trainer_result *res)
     if (train_model_create(r, ranks, &c->model) != 0)
         return -1;
     if (ranks > 1) {
-        train_reduce red = {.ranks = ranks, .sum_f32 = sum_f32, .f64 = train_dist_ssl_reduce(c->d), .ctx = c->d};
+        train_reduce red = train_reduce_of(c->d);
         if (train_model_set_reduce(c->model, &red) != 0)
             return -1;
     }
@@ -368,7 +363,7 @@ static int loop(run_ctx *c, trainer_result *res)
          * skipped samples. */
         int stop = stop_requested;
         double v[2] = {stop ? 1.0 : 0.0, (double)train_loader_failed(c->loader)};
-        if (train_dist_reduce_f64(v, 2, SSL_REDUCE_SUM, c->d) != 0) {
+        if (dist_reduce_f64(c->d, v, 2, 0) != 0) {
             rc = -1;
             break;
         }
@@ -424,7 +419,7 @@ int trainer_run(const trainer_opts *o, trainer_result *res)
     int rc = setup(&c, res);
     rc = agree(&c, rc, "setting up");
     if (rc == 0)
-        rc = train_dist_check(c.d, train_model_hash(c.model), "initial parameters");
+        rc = dist_check(c.d, train_model_hash(c.model), "initial parameters");
     if (rc == 0)
         rc = loop(&c, res);
     sigaction(SIGINT, &old_int, NULL);

@@ -12,7 +12,7 @@
  * iterations it does not cover, puts the loader where the state says and continues: the parameters then equal
  * an uninterrupted run's bit for bit at a fixed thread count.
  *
- * Data parallel (o->dist with ranks > 1, train/dist.h): rank r reads part r of each epoch's order, the global
+ * Data parallel (o->dist with ranks > 1, common/dist.h): rank r reads part r of each epoch's order, the global
  * batch is train.batch_size_per_gpu * ranks (the lr's scaling rule sees it), and only rank 0 writes RUN/'s
  * files; every rank reads the state on --resume, which must be of the same number of ranks. The ranks agree
  * every iteration on a read failure, a signal and the skipped-sample count, and at every save compare their
@@ -27,7 +27,7 @@
 
 #include <stdint.h>
 
-#include "train/dist.h"
+#include "dist.h"
 #include "train/recipe.h"
 
 typedef struct trainer_opts {
@@ -38,7 +38,7 @@ typedef struct trainer_opts {
     int64_t save_every;        /* iterations between saves (> 0) */
     int64_t max_iter;          /* stop when this many iterations are done (<= 0: the recipe's total) */
     int32_t threads;           /* compute threads (<= 0: all CPUs) */
-    train_dist *dist;          /* the processes (NULL: one); every rank calls trainer_run with the same options */
+    lvd_dist *dist;          /* the processes (NULL: one); every rank calls trainer_run with the same options */
 } trainer_opts;
 
 /* What a run did, for the caller's report. */

@@ -1,13 +1,13 @@
-/* test_dist.c — data-parallel training steps (train/dist.c, the reductions of train/step.c) under a real mpirun
- * with 2 ranks: each rank runs train_step on its half of a global batch, and rank 0 also runs one process on the
- * whole batch (batch_size_per_gpu doubled, the same global batch for the lr's scaling rule). After several
+/* test_dist.c — data-parallel training steps (common/dist.c, train/step.c's train_reduce_of) under a real
+ * mpirun with 2 ranks: each rank runs train_step on its half of a global batch, and rank 0 also runs one process
+ * on the whole batch (batch_size_per_gpu doubled, the same global batch for the lr's scaling rule). After several
  * steps the replicas' parameters, the teacher, the AdamW moments and the centers equal the one process's to
- * 1e-5 (max |a - b| / max |b| over each module: see model_err), the reported loss terms (the mean over the ranks) and gradient
- * norms equal its to 1e-5, and the two ranks hold the same bits. Two cases: a shared head with softmax
- * centering and clipping, and a separate iBOT head with Sinkhorn-Knopp (whose sums over the samples are
+ * 1e-5 (max |a - b| / max |b| over each module: see model_err), the reported loss terms (the mean over the
+ * ranks) and gradient norms equal its to 1e-5, and the two ranks hold the same bits. Two cases: a shared head
+ * with softmax centering and clipping, and a separate iBOT head with Sinkhorn-Knopp (whose sums over the samples are
  * all-reduced). KoLeo is off: dinov2 computes it over each rank's own batch, which one process cannot
  * reproduce. Then: a non-finite input on one rank stops both ranks at the same step (no rank waits for the
- * other), and without the gradients' all-reduce the ranks' parameters differ and train_dist_check says so.
+ * other), and without the gradients' all-reduce the ranks' parameters differ and dist_check says so.
  *
  * Run as `mpirun -np 2 test_dist` (tests/meson.build); rank 0 prints TAP. */
 #include <math.h>
@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "err.h"
-#include "train/dist.h"
+#include "dist.h"
 #include "train/recipe.h"
 #include "train/step.h"
 
@@ -29,7 +29,7 @@
 #define L 16         /* local crop side */
 #define NL 2         /* local crops */
 
-static train_dist g_dist;
+static lvd_dist g_dist;
 static int g_case = 0, g_failed_total = 0;
 
 static void tap(int ok, const char *fmt, ...)
@@ -199,14 +199,9 @@ static double rel1(double a, double b)
     return fabs(a - b) / (fabs(b) > 1e-30 ? fabs(b) : 1.0);
 }
 
-static int sum_f32(float *buf, size_t n, float scale, void *ctx)
-{
-    return train_dist_sum_f32(ctx, buf, n, scale);
-}
-
 static void set_dist(train_model *m)
 {
-    train_reduce red = {.ranks = RANKS, .sum_f32 = sum_f32, .f64 = train_dist_ssl_reduce(&g_dist), .ctx = &g_dist};
+    train_reduce red = train_reduce_of(&g_dist);
     if (train_model_set_reduce(m, &red) != 0) {
         fprintf(stderr, "set_reduce: %s\n", lvd_errmsg());
         exit(1);
@@ -305,7 +300,7 @@ static void run_case(const char *name, int separate_sk)
                  rd_rep.terms.total, rp_rep.terms.total, (long long)rd_rep.n_masked);
         }
     }
-    int same = train_dist_check(&g_dist, train_model_hash(md), "parameters") == 0;
+    int same = dist_check(&g_dist, train_model_hash(md), "parameters") == 0;
     tap(steps_ok, "%s: %d steps on 2 ranks and on one process", name, N_STEPS);
     tap(same, "%s: both ranks hold the same parameters, moments and centers, bit for bit", name);
     if (g_dist.rank == 0) {
@@ -351,7 +346,7 @@ static void run_nonfinite(void)
     int64_t refused_everywhere;
     int64_t mine = rc != 0 && rep.bad_term[0] && !memcmp(p0, t0->param, t0->count * sizeof *p0) ? 0 : 1;
     free(p0);
-    train_dist_max_i64(&g_dist, mine, &refused_everywhere);
+    dist_max_i64(&g_dist, mine, &refused_everywhere);
     diag("non-finite on rank 1: rank 0 says '%s'", rc != 0 ? lvd_errmsg() : "(step ran)");
     tap(refused_everywhere == 0, "a non-finite loss on one rank stops every rank before the optimizer");
     free_batch(&whole);
@@ -375,7 +370,7 @@ static void run_no_reduce(void)
     slice(&whole, g_dist.rank, &part);
     train_step_report rep;
     int rc = train_step(m, part.global, part.local, part.masks, &rep);
-    int differ = train_dist_check(&g_dist, train_model_hash(m), "parameters") != 0;
+    int differ = dist_check(&g_dist, train_model_hash(m), "parameters") != 0;
     tap(rc == 0 && differ, "without the all-reduces the ranks' parameters differ and the check says so");
     free_batch(&whole);
     free_batch(&part);
@@ -384,7 +379,7 @@ static void run_no_reduce(void)
 
 int main(int argc, char **argv)
 {
-    if (train_dist_init(&g_dist, &argc, &argv) != 0) {
+    if (dist_init(&g_dist, &argc, &argv) != 0) {
         printf("1..1\nnot ok 1 - MPI: %s\n", lvd_errmsg());
         return 1;
     }
@@ -392,7 +387,7 @@ int main(int argc, char **argv)
         if (g_dist.rank == 0)
             printf("1..1\nnot ok 1 - run under mpirun -np %d (this is %d process%s)\n", RANKS, g_dist.ranks,
                    g_dist.ranks == 1 ? "" : "es");
-        train_dist_finalize(&g_dist);
+        dist_finalize(&g_dist);
         return 1;
     }
     vit_set_threads(1);
@@ -402,6 +397,6 @@ int main(int argc, char **argv)
     run_case("separate iBOT head, Sinkhorn-Knopp, registers, SwiGLU", 1);
     run_nonfinite();
     run_no_reduce();
-    train_dist_finalize(&g_dist);
+    dist_finalize(&g_dist);
     return g_failed_total ? 1 : 0;
 }

@@ -1,5 +1,5 @@
-/* dist.c — lvd-train's processes (dist.h). */
-#include "train/dist.h"
+/* dist.c — the processes of a run (dist.h). */
+#include "dist.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -23,7 +23,7 @@ static const char *launcher_var(void)
     return NULL;
 }
 
-int train_dist_built_with_mpi(void)
+int dist_built_with_mpi(void)
 {
 #ifdef LVD_HAVE_MPI
     return 1;
@@ -43,7 +43,7 @@ static int mpi_fail(int code, const char *what)
 }
 #endif
 
-int train_dist_init(train_dist *d, int *argc, char ***argv)
+int dist_init(lvd_dist *d, int *argc, char ***argv)
 {
     memset(d, 0, sizeof *d);
     d->ranks = 1;
@@ -76,7 +76,7 @@ int train_dist_init(train_dist *d, int *argc, char ***argv)
 #endif
 }
 
-void train_dist_finalize(train_dist *d)
+void dist_finalize(lvd_dist *d)
 {
 #ifdef LVD_HAVE_MPI
     if (d->mpi)
@@ -85,7 +85,7 @@ void train_dist_finalize(train_dist *d)
     d->mpi = 0;
 }
 
-int train_dist_sum_f32(train_dist *d, float *buf, size_t n, float scale)
+int dist_sum_f32(lvd_dist *d, float *buf, size_t n, float scale)
 {
     if (d->ranks == 1)
         return 0;
@@ -106,32 +106,25 @@ int train_dist_sum_f32(train_dist *d, float *buf, size_t n, float scale)
 #endif
 }
 
-int train_dist_reduce_f64(double *buf, int64_t n, ssl_reduce_op op, void *ctx)
+int dist_reduce_f64(lvd_dist *d, double *buf, int64_t n, int max)
 {
-    train_dist *d = ctx;
-    if (!d || d->ranks == 1 || n == 0)
+    if (d->ranks == 1 || n == 0)
         return 0;
 #ifdef LVD_HAVE_MPI
-    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, op == SSL_REDUCE_MAX ? MPI_MAX : MPI_SUM,
-                           MPI_COMM_WORLD);
-    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "all-reduce of the loss statistics");
+    for (int64_t off = 0; off < n; off += DIST_BUCKET) {
+        int64_t m = n - off < DIST_BUCKET ? n - off : DIST_BUCKET;
+        int rc = MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)m, MPI_DOUBLE, max ? MPI_MAX : MPI_SUM, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(rc, "all-reduce of float64 values");
+    }
+    return 0;
 #else
-    (void)buf, (void)op;
+    (void)buf, (void)max;
     return lvd_fail("internal: %d ranks without MPI", d->ranks);
 #endif
 }
 
-ssl_reduce train_dist_ssl_reduce(train_dist *d)
-{
-    ssl_reduce r = {NULL, NULL};
-    if (d && d->ranks > 1) {
-        r.fn = train_dist_reduce_f64;
-        r.ctx = d;
-    }
-    return r;
-}
-
-int train_dist_max_i64(train_dist *d, int64_t v, int64_t *out)
+int dist_max_i64(lvd_dist *d, int64_t v, int64_t *out)
 {
     *out = v;
     if (d->ranks == 1)
@@ -148,7 +141,7 @@ int train_dist_max_i64(train_dist *d, int64_t v, int64_t *out)
 #endif
 }
 
-int train_dist_allgather_u64(train_dist *d, const uint64_t *mine, size_t n, uint64_t *all)
+int dist_allgather_u64(lvd_dist *d, const uint64_t *mine, size_t n, uint64_t *all)
 {
     if (d->ranks == 1) {
         memcpy(all, mine, n * sizeof *all);
@@ -162,14 +155,14 @@ int train_dist_allgather_u64(train_dist *d, const uint64_t *mine, size_t n, uint
 #endif
 }
 
-int train_dist_check(train_dist *d, uint64_t h, const char *what)
+int dist_check(lvd_dist *d, uint64_t h, const char *what)
 {
     if (d->ranks == 1)
         return 0;
     uint64_t *all = malloc((size_t)d->ranks * sizeof *all);
     if (!all)
         return lvd_fail("out of memory");
-    int rc = train_dist_allgather_u64(d, &h, 1, all);
+    int rc = dist_allgather_u64(d, &h, 1, all);
     for (int32_t r = 1; rc == 0 && r < d->ranks; r++)
         if (all[r] != all[0])
             rc = lvd_fail("ranks 0 and %d hold different %s (hashes %016" PRIx64 " and %016" PRIx64 ")", r, what,
