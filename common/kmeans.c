@@ -4,7 +4,8 @@
  * against a block of centroids, a shortlist per row, the float64 decision) and the assignment driver over
  * tiles; the training sample; initialisation (random rows, k-means++); the centroid update (counting sort of
  * the rows by label, one float64 sum per centroid over its rows in row order) and the empty-cluster repair;
- * the training loop; .npy files.
+ * the training loop; the same over several processes (kmeans.h, "Processes": the sample and the initial rows
+ * drawn over the whole set, sums and counts all-reduced in float64); .npy files.
  */
 #include "kmeans.h"
 
@@ -497,6 +498,125 @@ static void draw_sample(int64_t *rows, int64_t m, int64_t n, uint64_t seed)
             rows[got++] = i;
 }
 
+/* The ranks of a training over several processes (kmeans.h, "Processes"), with this rank's place in the
+ * training rows: the sample is ascending and the parts are in rank order, so each rank's training rows are a
+ * contiguous range [t0, t0 + n_of[rank]) of the training indices of the whole set. One process: cm NULL,
+ * ranks 1, t0 0. */
+typedef struct part_info {
+    const kmeans_comm *cm; /* NULL: one process */
+    int32_t rank, ranks;
+    int64_t t0;            /* training index of this rank's first training row */
+    int64_t n_global;      /* training rows of all ranks */
+    int64_t *n_of;         /* (ranks) training rows of each rank */
+} part_info;
+
+/* buf (n) = its sum over the ranks (nothing for one process). */
+static int part_sum(const part_info *pi, double *buf, int64_t n)
+{
+    if (!pi->cm || n == 0)
+        return 0;
+    return pi->cm->sum_f64(buf, n, pi->cm->ctx) != 0 ? lvd_fail_ctx("kmeans_train: all-reduce over the ranks") : 0;
+}
+
+/* all (ranks * m) = every rank's mine (m values), in rank order. */
+static int part_allgather(const part_info *pi, const double *mine, int32_t m, double *all)
+{
+    memset(all, 0, (size_t)pi->ranks * (size_t)m * sizeof *all);
+    memcpy(all + (size_t)pi->rank * m, mine, (size_t)m * sizeof *all);
+    return part_sum(pi, all, (int64_t)pi->ranks * m);
+}
+
+/* The verdict of the ranks on a step each may have failed (rc): 0 if none did, else -1 on every rank. */
+static int part_agree(const part_info *pi, int rc)
+{
+    if (!pi->cm)
+        return rc;
+    double f = rc != 0 ? 1.0 : 0.0;
+    if (part_sum(pi, &f, 1) != 0)
+        return -1;
+    if (f > 0 && rc == 0)
+        return lvd_fail("kmeans_train: failed on another rank (its message is in that rank's log)");
+    return f > 0 ? -1 : 0;
+}
+
+/* Whether training index g is this rank's, and its local index *li. */
+static int part_mine(const part_info *pi, int64_t g, int64_t *li)
+{
+    *li = g - pi->t0;
+    return g >= pi->t0 && g < pi->t0 + pi->n_of[pi->rank];
+}
+
+/* out (m, d) = the training rows of training indices g (m) of the whole set, from the ranks that hold them.
+ * buf: m * d float64 scratch (unused for one process). */
+static int part_rows(const part_info *pi, const float *x, const int64_t *rows, int32_t d, const int64_t *g,
+                     int64_t m, double *buf, float *out)
+{
+    if (!pi->cm) {
+        for (int64_t j = 0; j < m; j++)
+            memcpy(out + j * d, train_row(x, rows, g[j], d), (size_t)d * sizeof *out);
+        return 0;
+    }
+    memset(buf, 0, (size_t)m * d * sizeof *buf);
+    for (int64_t j = 0; j < m; j++) {
+        int64_t li;
+        if (part_mine(pi, g[j], &li)) {
+            const float *xi = train_row(x, rows, li, d);
+            for (int32_t e = 0; e < d; e++)
+                buf[j * d + e] = xi[e];
+        }
+    }
+    if (part_sum(pi, buf, m * d) != 0)
+        return -1;
+    for (int64_t j = 0; j < m * d; j++)
+        out[j] = (float)buf[j]; /* a float plus zeros: exact */
+    return 0;
+}
+
+/* The sample of a training over ranks: Algorithm S over the n_all rows of the whole set, exactly as
+ * draw_sample, keeping the draws that fall in [lo, lo + n) (as local rows, ascending) and counting the draws
+ * before them (*t0). *got: the draws kept. */
+static void draw_sample_part(int64_t *rows, int64_t m, int64_t n_all, uint64_t seed, int64_t lo, int64_t n,
+                             int64_t *t0, int64_t *got)
+{
+    rng r = rng_make(seed, STREAM_SAMPLE);
+    int64_t drawn = 0, kept = 0;
+    *t0 = -1;
+    for (int64_t i = 0; i < n_all && drawn < m; i++)
+        if (rng_unit(&r) * (double)(n_all - i) < (double)(m - drawn)) {
+            if (i >= lo && i < lo + n) {
+                if (*t0 < 0)
+                    *t0 = drawn;
+                rows[kept++] = i - lo;
+            }
+            drawn++;
+        }
+    if (*t0 < 0) /* no row here: the place this rank's rows would start */
+        *t0 = 0;
+    *got = kept;
+}
+
+/* Random init over ranks: the same draws as init_random, over the whole set's n_global training rows (order: a
+ * scratch of that many indices), the rows gathered from the ranks holding them. buf (k * d) float64, rowf
+ * (k * d) floats. */
+static int init_random_part(const part_info *pi, const float *x, const int64_t *rows, int32_t d, int32_t k,
+                            int spherical, uint64_t seed, int64_t *order, double *buf, float *rowf, float *c)
+{
+    rng r = rng_make(seed, STREAM_INIT);
+    const int64_t n = pi->n_global;
+    for (int64_t i = 0; i < n; i++)
+        order[i] = i;
+    for (int32_t i = 0; i < k; i++) {
+        int64_t j = i + rng_below(&r, n - i), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    if (part_rows(pi, x, rows, d, order, k, buf, rowf) != 0)
+        return -1;
+    for (int32_t i = 0; i < k; i++)
+        set_centroid(c + (size_t)i * d, rowf + (size_t)i * d, d, spherical);
+    return 0;
+}
+
 /* Random init (FAISS): k distinct training rows, uniformly (a partial Fisher-Yates shuffle of order, which
  * holds n_train entries), copied into c (k, d), normalised when spherical. */
 static void init_random(const float *x, const int64_t *rows, int64_t nt_rows, int32_t d, int32_t k, int spherical,
@@ -753,72 +873,138 @@ static dots_fn dots_pick(void)
  * not depend on the thread count. Memory: (L + 4) * n float64, n bytes, and per thread a tile of
  * GREEDY_TILE x (d + L) floats, allocated here. */
 static int init_greedy(const float *x, const int64_t *rows, int64_t n, int32_t d, int32_t k, uint64_t seed,
-                       int32_t nt, float *c)
+                       int32_t nt, const part_info *pi, float *c)
 {
-    const int32_t L = 2 + (int32_t)floor(log((double)k));
+    const int32_t L = 2 + (int32_t)floor(log((double)k)), R = pi->ranks;
+    const int64_t n_all = pi->n_global, na = n > 0 ? n : 1; /* na: sizes of the buffers (a rank may hold none) */
     int64_t nchunks = (n + KPP_CHUNK - 1) / KPP_CHUNK;
     size_t tile = (size_t)GREEDY_TILE * ((size_t)d + (size_t)L); /* gathered rows (sampled runs), products */
-    double *D = malloc((size_t)n * sizeof *D), *C = malloc((size_t)n * sizeof *C);
-    double *xn2 = malloc((size_t)n * sizeof *xn2);
-    double *cd = malloc((size_t)L * n * sizeof *cd), *part = malloc((size_t)L * nchunks * sizeof *part);
-    unsigned char *taken = calloc((size_t)n, 1);
-    int64_t *cand = malloc((size_t)L * sizeof *cand);
+    double *D = malloc((size_t)na * sizeof *D), *C = malloc((size_t)na * sizeof *C);
+    double *xn2 = malloc((size_t)na * sizeof *xn2);
+    double *cd = malloc((size_t)L * na * sizeof *cd), *part = malloc((size_t)L * (nchunks + 1) * sizeof *part);
+    unsigned char *taken = calloc((size_t)na, 1);
+    int64_t *cand = malloc((size_t)L * sizeof *cand), *gc = malloc((size_t)L * sizeof *gc);
     float *cm = malloc((size_t)L * d * sizeof *cm), *scr = malloc((size_t)nt * tile * sizeof *scr);
+    /* over ranks: the exchanged candidate rows (L, d), each rank's totals or first free rows (R), potentials */
+    double *xb = malloc(((size_t)L * d + 2 * (size_t)R + GREEDY_MAX_L) * sizeof *xb);
     double cn2[GREEDY_MAX_L];
     dots_fn dots = dots_pick();
     int rc = 0;
-    if (L > GREEDY_MAX_L || !D || !C || !xn2 || !cd || !part || !taken || !cand || !cm || !scr) {
+    if (L > GREEDY_MAX_L || !D || !C || !xn2 || !cd || !part || !taken || !cand || !gc || !cm || !scr || !xb)
         rc = lvd_fail("kmeans_train: out of memory for greedy k-means++ (%" PRId64 " rows, %" PRId32
                       " candidates)", n, L);
+    if ((rc = part_agree(pi, rc)) != 0)
+        goto done;
+    double *tot = xb + (size_t)L * d, *pots = tot + R;
+    rng r = rng_make(seed, STREAM_INIT);
+    /* pick: the local index of the centre just chosen when this rank holds it, else -1; pv: its vector */
+    int64_t gpick = (int64_t)(rng_unit(&r) * (double)n_all), pick;
+    if (gpick > n_all - 1)
+        gpick = n_all - 1;
+    if (part_rows(pi, x, rows, d, &gpick, 1, xb, cm) != 0) {
+        rc = -1;
         goto done;
     }
-    rng r = rng_make(seed, STREAM_INIT);
-    int64_t pick = (int64_t)(rng_unit(&r) * (double)n);
-    if (pick > n - 1)
-        pick = n - 1;
-    const float *p0 = train_row(x, rows, pick, d);
+    pick = part_mine(pi, gpick, &pick) ? gpick - pi->t0 : -1;
+    const float *pv = cm;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         const float *xi = train_row(x, rows, i, d);
-        D[i] = dist2_f64(xi, p0, d);
+        D[i] = dist2_f64(xi, pv, d);
         xn2[i] = norm2(xi, d);
     }
     const double eu = 2.0 * (d + 2) * 0x1.0p-24 * (1.0 + 0x1.0p-10), ev = 8.0 * (d + 2) * 0x1.0p-53;
     for (int32_t ci = 0;; ci++) {
-        taken[pick] = 1;
-        memcpy(c + (size_t)ci * d, train_row(x, rows, pick, d), (size_t)d * sizeof(float));
+        if (pick >= 0)
+            taken[pick] = 1;
+        memcpy(c + (size_t)ci * d, pv, (size_t)d * sizeof(float));
         if (ci + 1 == k)
             break;
+        /* C over the whole set: this rank's running sum from the total of the ranks before it */
         double acc = 0;
         for (int64_t i = 0; i < n; i++)
             C[i] = acc += D[i];
-        double pot = C[n - 1];
+        double mine = n > 0 ? C[n - 1] : 0.0;
+        if (part_allgather(pi, &mine, 1, tot) != 0) {
+            rc = -1;
+            goto done;
+        }
+        double pot = 0, base = 0;
+        for (int32_t q = 0; q < R; q++) {
+            if (q == pi->rank)
+                base = pot;
+            pot = R == 1 ? tot[0] : pot + tot[q];
+        }
         if (!(pot > 0)) { /* every row sits on a centre: the first row not taken, no draw */
-            for (pick = 0; taken[pick]; pick++)
-                ;
-            const float *pc = train_row(x, rows, pick, d);
+            int64_t f = 0;
+            while (f < n && taken[f])
+                f++;
+            double first = f < n ? (double)(pi->t0 + f) : -1.0;
+            if (part_allgather(pi, &first, 1, tot) != 0) {
+                rc = -1;
+                goto done;
+            }
+            gpick = -1;
+            for (int32_t q = 0; q < R && gpick < 0; q++)
+                gpick = tot[q] >= 0 ? (int64_t)tot[q] : -1;
+            if (part_rows(pi, x, rows, d, &gpick, 1, xb, cm) != 0) {
+                rc = -1;
+                goto done;
+            }
+            pick = part_mine(pi, gpick, &pick) ? gpick - pi->t0 : -1;
+            pv = cm;
 #pragma omp parallel for num_threads(nt) schedule(static)
             for (int64_t i = 0; i < n; i++) {
-                double v = dist2_f64(train_row(x, rows, i, d), pc, d);
+                double v = dist2_f64(train_row(x, rows, i, d), pv, d);
                 D[i] = v < D[i] ? v : D[i];
             }
             continue;
         }
+        /* each draw's row: in the first rank whose running total passes u (the last rank with rows, at its
+         * last row, when none does: the one-process rule "n - 1 when none") */
         for (int32_t j = 0; j < L; j++) {
-            double u = rng_unit(&r) * pot;
-            int64_t lo = 0, hi = n - 1; /* first i with C[i] > u, n - 1 when none */
-            while (lo < hi) {
-                int64_t mid = lo + (hi - lo) / 2;
-                if (C[mid] > u)
-                    hi = mid;
-                else
-                    lo = mid + 1;
+            double u = rng_unit(&r) * pot, cum = 0;
+            int32_t owner = -1, last = 0;
+            for (int32_t q = 0; q < R; q++) {
+                cum = R == 1 ? tot[0] : cum + tot[q];
+                if (pi->n_of[q] > 0)
+                    last = q;
+                if (owner < 0 && pi->n_of[q] > 0 && cum > u)
+                    owner = q;
             }
-            cand[j] = lo;
-            memcpy(cm + (size_t)j * d, train_row(x, rows, lo, d), (size_t)d * sizeof(float));
-            cn2[j] = norm2(cm + (size_t)j * d, d);
+            if (owner < 0)
+                owner = last;
+            cand[j] = -1;
+            if (owner == pi->rank) {
+                int64_t lo = 0, hi = n - 1; /* first i with base + C[i] > u, n - 1 when none */
+                while (lo < hi) {
+                    int64_t mid = lo + (hi - lo) / 2;
+                    if (base + C[mid] > u)
+                        hi = mid;
+                    else
+                        lo = mid + 1;
+                }
+                cand[j] = lo;
+            }
+            gc[j] = cand[j] >= 0 ? pi->t0 + cand[j] : 0;
         }
-#pragma omp parallel num_threads(nt)
+        if (pi->cm) { /* every rank learns the candidates' training indices, then their rows */
+            for (int32_t j = 0; j < L; j++)
+                pots[j] = cand[j] >= 0 ? (double)gc[j] : 0.0;
+            if (part_sum(pi, pots, L) != 0) {
+                rc = -1;
+                goto done;
+            }
+            for (int32_t j = 0; j < L; j++)
+                gc[j] = (int64_t)pots[j];
+        }
+        if (part_rows(pi, x, rows, d, gc, L, xb, cm) != 0) {
+            rc = -1;
+            goto done;
+        }
+        for (int32_t j = 0; j < L; j++)
+            cn2[j] = norm2(cm + (size_t)j * d, d);
+        #pragma omp parallel num_threads(nt)
         {
             blas_single_threaded();
             float *g = scr + (size_t)omp_get_thread_num() * tile, *ip = g + (size_t)GREEDY_TILE * d;
@@ -858,18 +1044,25 @@ static int init_greedy(const float *x, const int64_t *rows, int64_t n, int32_t d
                     part[(size_t)j * nchunks + t] = sum[j];
             }
         }
+        for (int32_t j = 0; j < L; j++) {
+            double t = 0;
+            for (int64_t q = 0; q < nchunks; q++)
+                t += part[(size_t)j * nchunks + q];
+            pots[j] = t;
+        }
+        if (part_sum(pi, pots, L) != 0) {
+            rc = -1;
+            goto done;
+        }
         int32_t best = 0;
         double best_pot = INFINITY;
-        for (int32_t j = 0; j < L; j++) {
-            double s = 0;
-            for (int64_t t = 0; t < nchunks; t++)
-                s += part[(size_t)j * nchunks + t];
-            if (s < best_pot) {
-                best_pot = s;
+        for (int32_t j = 0; j < L; j++)
+            if (pots[j] < best_pot) {
+                best_pot = pots[j];
                 best = j;
             }
-        }
         pick = cand[best];
+        pv = cm + (size_t)best * d;
         memcpy(D, cd + (size_t)best * n, (size_t)n * sizeof *D);
     }
 done:
@@ -880,6 +1073,8 @@ done:
     free(part);
     free(taken);
     free(cand);
+    free(gc);
+    free(xb);
     free(cm);
     free(scr);
     return rc;
@@ -985,6 +1180,298 @@ static int64_t repair_empty(const float *x, const int64_t *rows, int32_t d, int3
     return repaired;
 }
 
+/* ---------------------------------------------------------------------------------------------------- */
+/* training over ranks (kmeans.h, "Processes") */
+
+/* The centroid update over ranks: sums (k, d + 1) float64 = each cluster's sum of this rank's rows (row
+ * order) and its row count, all-reduced; then each cluster with rows anywhere gets the float64 mean, normalised
+ * when spherical, with the operations of update_centroids. gcount (k) receives the global counts. */
+static int update_centroids_part(const part_info *pi, const float *x, const int64_t *rows, int32_t d, int32_t k,
+                                 int spherical, const int64_t *order, const int64_t *start, double *sums,
+                                 int64_t *gcount, int32_t nt, float *c)
+{
+    const size_t w = (size_t)d + 1;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
+    for (int32_t ci = 0; ci < k; ci++) {
+        double *a = sums + (size_t)ci * w;
+        memset(a, 0, w * sizeof *a);
+        for (int64_t p = start[ci]; p < start[ci + 1]; p++) {
+            const float *xi = train_row(x, rows, order[p], d);
+            for (int32_t j = 0; j < d; j++)
+                a[j] += xi[j];
+        }
+        a[d] = (double)(start[ci + 1] - start[ci]);
+    }
+    if (part_sum(pi, sums, (int64_t)k * (int64_t)w) != 0)
+        return -1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int32_t ci = 0; ci < k; ci++) {
+        double *a = sums + (size_t)ci * w;
+        gcount[ci] = (int64_t)a[d];
+        if (gcount[ci] == 0)
+            continue; /* empty everywhere: repaired next, or kept (KMEANS_EMPTY_KEEP) */
+        double inv = 1.0 / a[d], s = 0;
+        for (int32_t j = 0; j < d; j++) {
+            a[j] *= inv;
+            s += a[j] * a[j];
+        }
+        double f = spherical && s > 0 ? 1.0 / sqrt(s) : 1.0;
+        float *cc = c + (size_t)ci * d;
+        for (int32_t j = 0; j < d; j++)
+            cc[j] = (float)(a[j] * f);
+    }
+    return 0;
+}
+
+/* repair_empty over ranks: the donor is the cluster with the most rows over all ranks (gcount, lowered as it
+ * gives rows away); each rank offers the worst row of the donor that it holds, the worst offer wins (ties to
+ * the earlier training row of the whole set, as one process's row order), and its rank marks it taken. The
+ * row is sent to every rank, and each scores its own donor rows against it. buf: 2 * ranks + d float64;
+ * rowf: d floats. Returns the clusters repaired, or -1. */
+static int64_t repair_empty_part(const part_info *pi, const float *x, const int64_t *rows, int32_t d, int32_t k,
+                                 int spherical, const int64_t *order, const int64_t *start, int64_t *gcount,
+                                 float *scores, double *buf, float *rowf, float *c)
+{
+    int64_t repaired = 0;
+    double *offers = buf, *rowbuf = buf + 2 * (size_t)pi->ranks;
+    for (int32_t ci = 0; ci < k; ci++) {
+        if (gcount[ci] > 0)
+            continue;
+        int32_t donor = 0;
+        for (int32_t j = 1; j < k; j++)
+            if (gcount[j] > gcount[donor])
+                donor = j;
+        int64_t pick = -1;
+        float worst = 0;
+        for (int64_t p = start[donor]; p < start[donor + 1]; p++) {
+            int64_t i = order[p];
+            if (isnan(scores[i]))
+                continue;
+            float bad = spherical ? -scores[i] : scores[i];
+            if (pick < 0 || bad > worst) {
+                worst = bad;
+                pick = i;
+            }
+        }
+        double mine[2] = {pick >= 0 ? (double)worst : 0.0, pick >= 0 ? (double)(pi->t0 + pick) : -1.0};
+        if (part_allgather(pi, mine, 2, offers) != 0)
+            return -1;
+        int64_t g = -1;
+        double gw = 0;
+        for (int32_t q = 0; q < pi->ranks; q++) {
+            double bq = offers[2 * q], iq = offers[2 * q + 1];
+            if (iq < 0)
+                continue;
+            if (g < 0 || bq > gw || (bq == gw && (int64_t)iq < g)) {
+                gw = bq;
+                g = (int64_t)iq;
+            }
+        }
+        /* gcount[donor] >= 2 over the ranks (n_train >= k and a cluster is empty): some rank offered a row */
+        int64_t li;
+        if (part_mine(pi, g, &li))
+            scores[li] = NAN;
+        if (part_rows(pi, x, rows, d, &g, 1, rowbuf, rowf) != 0)
+            return -1;
+        gcount[donor]--;
+        gcount[ci] = 1;
+        float *cc = c + (size_t)ci * d;
+        set_centroid(cc, rowf, d, spherical);
+        for (int64_t p = start[donor]; p < start[donor + 1]; p++) {
+            int64_t i = order[p];
+            if (isnan(scores[i]))
+                continue;
+            const float *xi = train_row(x, rows, i, d);
+            float v = spherical ? (float)dot_f64(xi, cc, d) : (float)dist2_f64(xi, cc, d);
+            if (spherical ? v > scores[i] : v < scores[i])
+                scores[i] = v;
+        }
+        repaired++;
+    }
+    return repaired;
+}
+
+/* kmeans_train over the ranks of o->comm; x (n, d) is this rank's part. Options are checked by the caller. */
+static int train_parts(const float *x, int64_t n, int32_t d, const kmeans_opts *o, float *centroids,
+                       kmeans_stats *st)
+{
+    const kmeans_comm *cm = o->comm;
+    const int32_t k = o->k, R = cm->ranks;
+    const int spherical = o->spherical != 0;
+    const int32_t nt = resolve_threads(o->threads);
+    part_info pi = {cm, cm->rank, R, 0, 0, NULL};
+    /* per rank: the rows (R), then the training rows (R); the exchange scratch of the repair */
+    double *ranks_buf = malloc((4 * (size_t)R + (size_t)d) * sizeof *ranks_buf);
+    int64_t *n_of = malloc(2 * (size_t)R * sizeof *n_of);
+    int rc = ranks_buf && n_of ? 0 : lvd_fail("kmeans_train: out of memory for %" PRId32 " ranks", R);
+    char *mem = NULL;
+    if ((rc = part_agree(&pi, rc)) != 0)
+        goto out;
+    double mine = (double)n;
+    if (part_allgather(&pi, &mine, 1, ranks_buf) != 0) {
+        rc = -1;
+        goto out;
+    }
+    int64_t n_all = 0, lo = 0;
+    for (int32_t q = 0; q < R; q++) {
+        if (q == pi.rank)
+            lo = n_all;
+        n_all += (int64_t)ranks_buf[q];
+    }
+    if (n_all < k) {
+        rc = lvd_fail("kmeans_train: %" PRId64 " training rows over %" PRId32 " ranks for %" PRId32
+                      " centroids: k-means needs n >= k", n_all, R, k);
+        goto out;
+    }
+    const int64_t mppc = o->max_points_per_centroid;
+    const int64_t nt_all = mppc > 0 && mppc <= (n_all - 1) / k ? (int64_t)k * mppc : n_all;
+    const int sampled = nt_all < n_all;
+    const int rnd = o->init == KMEANS_INIT_RANDOM;
+    int64_t nt_rows = n, cap = sampled ? (n < nt_all ? n : nt_all) : 0;
+    const int64_t na = (n > 0 ? n : 1), nl = sampled ? (cap > 0 ? cap : 1) : na; /* buffer rows */
+
+    /* one allocation: the rows of the sample (cap), labels, prev, scores, order (nl, or nt_all with random
+     * init: its shuffle), start (k + 1), gcount (k), count (k), chalf (k), sums (k, d + 1), the random init's
+     * exchange (k, d) float64 and rows (k, d), tiles */
+    size_t sz[12] = {
+        blk((size_t)cap * sizeof(int64_t)),
+        blk((size_t)nl * sizeof(int32_t)),
+        blk((size_t)nl * sizeof(int32_t)),
+        blk((size_t)nl * sizeof(float)),
+        blk((size_t)(rnd && nt_all > nl ? nt_all : nl) * sizeof(int64_t)),
+        blk((size_t)(k + 1) * sizeof(int64_t)),
+        blk((size_t)k * sizeof(int64_t)),
+        blk((size_t)k * sizeof(int64_t)),
+        blk((size_t)k * sizeof(float)),
+        blk((size_t)k * ((size_t)d + 1) * sizeof(double)),
+        blk((size_t)k * d * sizeof(float)),
+        blk((size_t)nt * tile_floats(d) * sizeof(float)),
+    };
+    size_t total = 0;
+    for (int i = 0; i < 12; i++)
+        total += sz[i];
+    mem = malloc(total);
+    rc = mem ? 0
+             : lvd_fail("kmeans_train: out of memory (%zu bytes for %" PRId64 " training rows, k %" PRId32 ")",
+                        total, nl, k);
+    if ((rc = part_agree(&pi, rc)) != 0)
+        goto out;
+    char *p = mem;
+    int64_t *rows = sampled ? (int64_t *)p : NULL;
+    p += sz[0];
+    int32_t *labels = (int32_t *)p;
+    p += sz[1];
+    int32_t *prev = (int32_t *)p;
+    p += sz[2];
+    float *scores = (float *)p;
+    p += sz[3];
+    int64_t *order = (int64_t *)p;
+    p += sz[4];
+    int64_t *start = (int64_t *)p;
+    p += sz[5];
+    int64_t *gcount = (int64_t *)p;
+    p += sz[6];
+    int64_t *count = (int64_t *)p;
+    p += sz[7];
+    float *chalf = (float *)p;
+    p += sz[8];
+    double *sums = (double *)p; /* also the random init's exchange: k (d + 1) >= k d */
+    p += sz[9];
+    float *rowf = (float *)p;
+    p += sz[10];
+    float *scratch = (float *)p;
+
+    int64_t t0 = lo;
+    if (sampled)
+        draw_sample_part(rows, nt_all, n_all, o->seed, lo, n, &t0, &nt_rows);
+    double mine_t = (double)nt_rows;
+    if (part_allgather(&pi, &mine_t, 1, ranks_buf + R) != 0) {
+        rc = -1;
+        goto out;
+    }
+    for (int32_t q = 0; q < R; q++)
+        n_of[q] = (int64_t)ranks_buf[R + q];
+    pi.t0 = sampled ? t0 : lo;
+    pi.n_global = nt_all;
+    pi.n_of = n_of;
+
+    int64_t bad = INT64_MAX;
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(min : bad)
+    for (int64_t i = 0; i < nt_rows; i++)
+        if (i < bad && first_nonfinite(train_row(x, rows, i, d), d) >= 0)
+            bad = i;
+    if (bad != INT64_MAX) {
+        int64_t r = rows ? rows[bad] : bad;
+        int64_t at = first_nonfinite(x + r * d, d);
+        rc = lvd_fail("kmeans_train: row %" PRId64 " of x (row %" PRId64 " of the whole set, on rank %" PRId32
+                      ") has a non-finite value (%g) in column %" PRId64,
+                      r, lo + r, pi.rank, (double)x[r * d + at], at);
+    }
+    if ((rc = part_agree(&pi, rc)) != 0)
+        goto out;
+
+    double w0 = omp_get_wtime();
+    if (rnd)
+        rc = init_random_part(&pi, x, rows, d, k, spherical, o->seed, order, sums, rowf, centroids);
+    else if (o->init == KMEANS_INIT_GREEDY)
+        rc = init_greedy(x, rows, nt_rows, d, k, o->seed, nt, &pi, centroids);
+    if (rc != 0)
+        goto out;
+
+    double w1 = omp_get_wtime();
+    assign_src s = {x, rows, nt_rows, d, centroids, spherical ? NULL : chalf, 0, k, 0};
+    int64_t repaired = 0, repaired_last = 0;
+    int32_t it = 0;
+    for (; it < o->iterations; it++) {
+        s.cmax = centroid_norms(spherical ? NULL : chalf, centroids, k, d);
+        int64_t unused;
+        if (nt_rows > 0)
+            assign_all(&s, nt, scratch, labels, scores, &unused);
+        double red[2] = {0, 0}; /* the objective's sum, and whether a label changed */
+        for (int64_t i = 0; i < nt_rows; i++)
+            red[0] += scores[i];
+        red[1] = it > 0 && memcmp(labels, prev, (size_t)nt_rows * sizeof *labels) != 0 ? 1.0 : 0.0;
+        if (part_sum(&pi, red, 2) != 0) {
+            rc = -1;
+            goto out;
+        }
+        if (st && st->objective)
+            st->objective[it] = red[0] / (double)nt_all;
+        if (!o->fixed_iterations && it > 0 && repaired_last == 0 && red[1] == 0) {
+            it++;
+            break;
+        }
+        group_by_label(labels, nt_rows, k, count, start, order);
+        if (update_centroids_part(&pi, x, rows, d, k, spherical, order, start, sums, gcount, nt, centroids) != 0) {
+            rc = -1;
+            goto out;
+        }
+        repaired_last = 0;
+        if (o->empty == KMEANS_EMPTY_REPAIR &&
+            (repaired_last = repair_empty_part(&pi, x, rows, d, k, spherical, order, start, gcount, scores,
+                                               ranks_buf, rowf, centroids)) < 0) {
+            rc = -1;
+            goto out;
+        }
+        repaired += repaired_last;
+        int32_t *t = prev;
+        prev = labels;
+        labels = t;
+    }
+    if (st) {
+        st->init_s = w1 - w0;
+        st->iterations_s = omp_get_wtime() - w1;
+        st->iterations = it;
+        st->n_train = nt_all;
+        st->repaired = repaired;
+    }
+out:
+    free(mem);
+    free(ranks_buf);
+    free(n_of);
+    return rc;
+}
+
 void kmeans_opts_default(kmeans_opts *o)
 {
     *o = (kmeans_opts){.k = 0,
@@ -995,7 +1482,8 @@ void kmeans_opts_default(kmeans_opts *o)
                        .max_points_per_centroid = 256,
                        .threads = 0,
                        .fixed_iterations = 0,
-                       .empty = KMEANS_EMPTY_REPAIR};
+                       .empty = KMEANS_EMPTY_REPAIR,
+                       .comm = NULL};
 }
 
 int kmeans_train(const float *x, int64_t n, int32_t d, const kmeans_opts *o, float *centroids, kmeans_stats *st)
@@ -1007,7 +1495,13 @@ int kmeans_train(const float *x, int64_t n, int32_t d, const kmeans_opts *o, flo
         return lvd_fail("kmeans_train: k must be at least 1 (got %" PRId32 ")", k);
     if (d < 1)
         return lvd_fail("kmeans_train: d must be at least 1 (got %" PRId32 ")", d);
-    if (n < k)
+    const kmeans_comm *cm = o->comm;
+    if (cm && (cm->ranks < 1 || cm->rank < 0 || cm->rank >= cm->ranks || !cm->sum_f64))
+        return lvd_fail("kmeans_train: rank %" PRId32 " of %" PRId32 " ranks, or no all-reduce", cm->rank, cm->ranks);
+    if (cm && o->init == KMEANS_INIT_PLUSPLUS)
+        return lvd_fail("kmeans_train: k-means++ (its SGEMV distances) does not run over processes: use greedy "
+                        "k-means++ or random init");
+    if (n < 0 || (!cm && n < k))
         return lvd_fail("kmeans_train: %" PRId64 " training rows for %" PRId32 " centroids: k-means needs n >= k",
                         n, k);
     if (o->iterations < 0 || o->max_points_per_centroid < 0 || o->threads < 0)
@@ -1021,10 +1515,12 @@ int kmeans_train(const float *x, int64_t n, int32_t d, const kmeans_opts *o, flo
         return lvd_fail("kmeans_train: greedy k-means++ is for squared L2 (spherical 0)");
     if (o->empty != KMEANS_EMPTY_REPAIR && o->empty != KMEANS_EMPTY_KEEP)
         return lvd_fail("kmeans_train: unknown empty-cluster rule %d", (int)o->empty);
-    if (!x || !centroids)
+    if ((!x && n > 0) || !centroids)
         return lvd_fail("kmeans_train: x and centroids must be given");
     if (o->init == KMEANS_INIT_GIVEN && check_centroids("kmeans_train: initial centroids", centroids, k, d) != 0)
         return -1;
+    if (cm)
+        return train_parts(x, n, d, o, centroids, st);
     const int spherical = o->spherical != 0;
     int64_t mppc = o->max_points_per_centroid;
     int64_t nt_rows = mppc > 0 && mppc <= (n - 1) / k ? (int64_t)k * mppc : n; /* k * mppc < n: sample */
@@ -1099,8 +1595,11 @@ int kmeans_train(const float *x, int64_t n, int32_t d, const kmeans_opts *o, flo
     else if (o->init == KMEANS_INIT_PLUSPLUS)
         init_plusplus(x, m.rows, nt_rows, d, k, spherical, o->seed, m.xn2, m.scores, m.chunk, m.labels, nt,
                       m.scratch, centroids);
-    else if (o->init == KMEANS_INIT_GREEDY && init_greedy(x, m.rows, nt_rows, d, k, o->seed, nt, centroids) != 0)
-        goto done;
+    else if (o->init == KMEANS_INIT_GREEDY) {
+        part_info one = {NULL, 0, 1, 0, nt_rows, &nt_rows}; /* one process */
+        if (init_greedy(x, m.rows, nt_rows, d, k, o->seed, nt, &one, centroids) != 0)
+            goto done;
+    }
 
     double t1 = omp_get_wtime();
     assign_src s = {x, m.rows, nt_rows, d, centroids, spherical ? NULL : m.chalf, 0, k, 0};

@@ -53,6 +53,25 @@
  * given initial centroids or in the centroids given to kmeans_assign is an error naming the row and column;
  * nothing is assigned around it (FAISS also refuses such input).
  *
+ * Processes (kmeans_opts.comm; common/dist.h gives one over MPI). kmeans_train can run over several processes
+ * (ranks), each holding a part of the rows: rank r's x is rows [o_r, o_r + n_r) of the whole set X, the parts
+ * in rank order (o_0 = 0, o_{r+1} = o_r + n_r; a part may be empty). Every rank calls kmeans_train with the
+ * same options and receives the same centroids and stats, those of one process on X up to the order of the
+ * float64 sums: the training sample is drawn over X (so it is the same rows), the initial centroids are the
+ * same rows of X (their vectors sent by the rank holding them), each rank assigns its own rows, and per
+ * iteration the ranks all-reduce in float64 the per-centroid sums and counts (k (d + 1) values), the objective
+ * and whether any label changed. The empty-cluster repair picks the same row (each rank offers the worst row of
+ * the donor it holds; the worst wins, ties to the earlier row of X) and greedy k-means++ the same candidates
+ * (the running sum C over X is each rank's own running sum plus the totals of the ranks before it; each
+ * candidate's potential is summed over the ranks). Only float64 rounding differs from one process: sums of the
+ * same terms in another order, so a centroid's float32 bits may differ in the last place and a draw or a tie
+ * within ~1e-15 relative may go the other way; the tests check identical labels on their data. KMEANS_INIT_
+ * PLUSPLUS is refused over processes. Memory per rank: the one-process figure for its own rows, plus k (d + 1)
+ * float64 for the sums and, with random init, 8 bytes per training row of X. Per iteration: 2 all-reduces and
+ * 2 more per repaired cluster; greedy init: 4 per centre. A failure on one rank (a non-finite value in its
+ * rows, memory) is agreed on at once, so every rank fails and none waits in a collective. kmeans_assign needs
+ * nothing of this: each rank assigns its own rows, with the same labels one process gives them.
+ *
  * Threads: opts.threads / the threads argument, 0 for OpenMP's default (omp_get_max_threads). OpenBLAS runs
  * single-threaded inside the module's parallel regions. Errors follow err.h: 0 / -1 with lvd_errmsg().
  */
@@ -103,6 +122,15 @@ typedef enum kmeans_init {
  * SGEMM pass only rules out rows whose distance is certainly above D[i]; every other distance is that float64
  * sum, so the result does not depend on OpenBLAS's kernels or the CPU.) */
 
+/* The ranks of a kmeans_train over several processes ("Processes" above). */
+typedef struct kmeans_comm {
+    int32_t rank, ranks; /* this process's rank in [0, ranks) */
+    /* buf (n float64) = the element-wise sum over the ranks, the same bits on every rank. 0, or -1 with the
+     * message set (a failed collective is not recoverable: the caller stops). */
+    int (*sum_f64)(double *buf, int64_t n, void *ctx);
+    void *ctx;
+} kmeans_comm;
+
 /* What an iteration does with a cluster left without rows. */
 typedef enum kmeans_empty {
     KMEANS_EMPTY_REPAIR = 0, /* (default) it takes the row its donor serves worst: "Empty clusters" above */
@@ -121,11 +149,12 @@ typedef struct kmeans_opts {
     int fixed_iterations;            /* 0 (default): stop at a fixed point; 1: run exactly `iterations` centroid
                                         updates (ssl-data-curation's n_iters), no early stop */
     kmeans_empty empty;              /* default KMEANS_EMPTY_REPAIR */
+    const kmeans_comm *comm;         /* NULL (default): one process; else x is this rank's part of the rows */
 } kmeans_opts;
 
 typedef struct kmeans_stats {
     int32_t iterations; /* Lloyd iterations run: opts.iterations, or fewer when training reached a fixed point */
-    int64_t n_train;    /* training rows used: min(n, k * max_points_per_centroid), or n */
+    int64_t n_train;    /* training rows used: min(n, k * max_points_per_centroid), or n (of all ranks) */
     int64_t repaired;   /* empty clusters repaired, summed over the iterations */
     double *objective;  /* in: NULL, or room for opts.iterations values set by the caller; out: entry t is the
                            mean similarity (spherical) or mean squared L2 distance of the training rows to the
