@@ -170,3 +170,97 @@ int dist_check(lvd_dist *d, uint64_t h, const char *what)
     free(all);
     return rc;
 }
+
+int dist_bcast(lvd_dist *d, void *buf, size_t bytes, int32_t root)
+{
+    if (d->ranks == 1 || bytes == 0)
+        return 0;
+#ifdef LVD_HAVE_MPI
+    const size_t chunk = (size_t)1 << 30;
+    for (size_t off = 0; off < bytes; off += chunk) {
+        size_t m = bytes - off < chunk ? bytes - off : chunk;
+        int rc = MPI_Bcast((char *)buf + off, (int)m, MPI_BYTE, root, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(rc, "broadcast");
+    }
+    return 0;
+#else
+    (void)buf, (void)root;
+    return lvd_fail("internal: %d ranks without MPI", d->ranks);
+#endif
+}
+
+#ifdef LVD_HAVE_MPI
+/* The counts and displacements (rows) of a scatter or gather, in a row datatype; -1 past MPI's int counts. */
+static int rows_layout(lvd_dist *d, size_t row_bytes, const int64_t *rows_of, int *counts, int *displs,
+                       MPI_Datatype *row)
+{
+    int64_t at = 0;
+    for (int32_t r = 0; r < d->ranks; r++) {
+        if (rows_of[r] < 0 || at + rows_of[r] > INT32_MAX)
+            return lvd_fail("scatter/gather of rows: %" PRId64 " rows in all, past 2^31 - 1", at + rows_of[r]);
+        counts[r] = (int)rows_of[r];
+        displs[r] = (int)at;
+        at += rows_of[r];
+    }
+    if (row_bytes == 0 || row_bytes > INT32_MAX)
+        return lvd_fail("scatter/gather of rows: rows of %zu bytes", row_bytes);
+    int rc = MPI_Type_contiguous((int)row_bytes, MPI_BYTE, row);
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Type_commit(row);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "a row datatype");
+}
+
+/* Scatter (dir 0) or gather (dir 1) of rows between rank 0's all and each rank's mine. */
+static int rows_move(lvd_dist *d, int dir, const void *src, size_t row_bytes, const int64_t *rows_of, void *dst)
+{
+    int *counts = malloc(2 * (size_t)d->ranks * sizeof *counts);
+    if (!counts)
+        return lvd_fail("out of memory");
+    int *displs = counts + d->ranks;
+    MPI_Datatype row;
+    int rc = rows_layout(d, row_bytes, rows_of, counts, displs, &row);
+    if (rc == 0) {
+        /* rank 0's part is the first rows of all: in place when its mine is all */
+        int in_place = d->rank == 0 && src == dst;
+        int mrc = dir == 0 ? MPI_Scatterv(src, counts, displs, row, in_place ? MPI_IN_PLACE : dst, counts[d->rank],
+                                          row, 0, MPI_COMM_WORLD)
+                           : MPI_Gatherv(in_place ? MPI_IN_PLACE : src, counts[d->rank], row, dst, counts, displs,
+                                         row, 0, MPI_COMM_WORLD);
+        MPI_Type_free(&row);
+        rc = mrc == MPI_SUCCESS ? 0 : mpi_fail(mrc, dir == 0 ? "scatter of rows" : "gather of rows");
+    }
+    free(counts);
+    return rc;
+}
+#endif
+
+int dist_scatter_rows(lvd_dist *d, const void *all, size_t row_bytes, const int64_t *rows_of, void *mine)
+{
+    if (d->ranks == 1) {
+        if (rows_of[0] > 0 && mine != all)
+            memcpy(mine, all, (size_t)rows_of[0] * row_bytes);
+        return 0;
+    }
+#ifdef LVD_HAVE_MPI
+    return rows_move(d, 0, all, row_bytes, rows_of, mine);
+#else
+    (void)all, (void)row_bytes, (void)mine;
+    return lvd_fail("internal: %d ranks without MPI", d->ranks);
+#endif
+}
+
+int dist_gather_rows(lvd_dist *d, const void *mine, size_t row_bytes, const int64_t *rows_of, void *all)
+{
+    if (d->ranks == 1) {
+        if (rows_of[0] > 0 && mine != all)
+            memcpy(all, mine, (size_t)rows_of[0] * row_bytes);
+        return 0;
+    }
+#ifdef LVD_HAVE_MPI
+    return rows_move(d, 1, mine, row_bytes, rows_of, all);
+#else
+    (void)mine, (void)row_bytes, (void)all;
+    return lvd_fail("internal: %d ranks without MPI", d->ranks);
+#endif
+}

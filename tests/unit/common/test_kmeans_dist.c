@@ -8,7 +8,7 @@
  * (squared L2) with kept empty clusters and fixed iterations, the empty-cluster repair (centroids given far
  * from the data, so clusters start empty), uneven parts and an empty part. Then the errors: a non-finite value
  * in rank 1's rows fails both ranks (neither waits in a collective), too few rows over the ranks, and k-means++
- * refused.
+ * refused. Last, kmeans_ranks.h's calls (rank 0 drives, rank 1 serves) against one process, and their errors.
  *
  * Run as `mpirun -np 2 test_kmeans_dist` (tests/meson.build); rank 0 prints TAP. */
 #include <inttypes.h>
@@ -21,6 +21,7 @@
 #include "dist.h"
 #include "err.h"
 #include "kmeans.h"
+#include "kmeans_ranks.h"
 
 #define RANKS 2
 
@@ -227,6 +228,71 @@ static void run_errors(void)
     free(x);
 }
 
+/* kmeans_ranks.h: rank 0 calls kmr_train and kmr_assign on the whole of X while rank 1 serves; the results equal
+ * one process's (kmeans_train, kmeans_assign on rank 0); a NaN in the part sent to rank 1 fails the call on rank
+ * 0 with rank 1's message, and rank 1 goes on serving the next call. 5 cases. */
+static void run_ranks(void)
+{
+    const int32_t d = 16, k = 24;
+    const int64_t n = 3001; /* odd: parts of 1500 and 1501 */
+    float *x = make_data(n, d, 12, 0.25, 0, 5);
+    if (g_dist.rank != 0) {
+        int rc = kmr_serve(&g_dist);
+        if (rc != 0)
+            fprintf(stderr, "rank %d: kmr_serve: %s\n", g_dist.rank, lvd_errmsg());
+        free(x);
+        return;
+    }
+    kmeans_opts o;
+    kmeans_opts_default(&o);
+    o.k = k;
+    o.spherical = 0;
+    o.init = KMEANS_INIT_GREEDY;
+    o.iterations = 12;
+    o.fixed_iterations = 1;
+    o.empty = KMEANS_EMPTY_KEEP;
+    o.max_points_per_centroid = 0;
+    o.threads = 1;
+    float *c1 = malloc((size_t)k * d * sizeof *c1), *cr = malloc((size_t)k * d * sizeof *cr);
+    int32_t *l1 = malloc((size_t)n * sizeof *l1), *lr = malloc((size_t)n * sizeof *lr);
+    float *s1 = malloc((size_t)n * sizeof *s1), *sr = malloc((size_t)n * sizeof *sr);
+    kmeans_stats st1 = {0}, str = {0};
+    int rc1 = kmeans_train(x, n, d, &o, c1, &st1);
+    int rcr = kmr_train(&g_dist, x, n, d, &o, cr, &str);
+    double cerr = 0;
+    for (int64_t i = 0; rc1 == 0 && rcr == 0 && i < (int64_t)k * d; i++)
+        cerr = fmax(cerr, fabs((double)c1[i] - cr[i]));
+    tap(rc1 == 0 && rcr == 0 && cerr <= 1e-6 && st1.iterations == str.iterations && st1.n_train == str.n_train,
+        "kmr_train (rank 0 drives, rank 1 serves): centroids within 1e-6 of one process's (%.3g) (%s)", cerr,
+        rcr ? lvd_errmsg() : "ok");
+    rc1 = kmeans_assign(x, n, d, c1, k, 0, 1, l1, s1);
+    rcr = kmr_assign(&g_dist, x, n, d, c1, k, 0, 1, lr, sr);
+    int same = rc1 == 0 && rcr == 0 && memcmp(l1, lr, (size_t)n * sizeof *l1) == 0 &&
+               memcmp(s1, sr, (size_t)n * sizeof *s1) == 0;
+    tap(same, "kmr_assign: the labels and score bits of one process for all %" PRId64 " rows", n);
+
+    x[(size_t)2500 * d + 7] = NAN; /* row 2500 of X: row 1000 of rank 1's part */
+    rcr = kmr_train(&g_dist, x, n, d, &o, cr, &str);
+    tap(rcr != 0 && strstr(lvd_errmsg(), "rank 1: kmeans_train: row 1000 of x (row 2500 of the whole set") != NULL,
+        "kmr_train with a NaN in rank 1's part fails on rank 0 with rank 1's message (%s)", lvd_errmsg());
+    rcr = kmr_assign(&g_dist, x, n, d, c1, k, 0, 1, lr, NULL);
+    tap(rcr != 0 && strstr(lvd_errmsg(), "rank 1: ") != NULL && strstr(lvd_errmsg(), "row 1000") != NULL,
+        "kmr_assign with a NaN in rank 1's part fails on rank 0 with rank 1's message (%s)", lvd_errmsg());
+    x[(size_t)2500 * d + 7] = 0.0f;
+    rc1 = kmeans_assign(x, n, d, c1, k, 0, 1, l1, NULL);
+    rcr = kmr_assign(&g_dist, x, n, d, c1, k, 0, 1, lr, NULL);
+    tap(rc1 == 0 && rcr == 0 && memcmp(l1, lr, (size_t)n * sizeof *l1) == 0,
+        "after those failures rank 1 still serves: the next call gives one process's labels");
+    kmr_stop(&g_dist);
+    free(c1);
+    free(cr);
+    free(l1);
+    free(lr);
+    free(s1);
+    free(sr);
+    free(x);
+}
+
 int main(int argc, char **argv)
 {
     if (dist_init(&g_dist, &argc, &argv) != 0) {
@@ -255,7 +321,7 @@ int main(int argc, char **argv)
          KMEANS_EMPTY_REPAIR, 0, 20},
     };
     const int ncases = (int)(sizeof cases / sizeof cases[0]);
-    int planned = 3;
+    int planned = 3 + 5;
     for (int i = 0; i < ncases; i++)
         planned += 4 + (cases[i].given_far != 0);
     if (g_dist.rank == 0)
@@ -263,6 +329,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < ncases; i++)
         run_case(&cases[i]);
     run_errors();
+    run_ranks();
     dist_finalize(&g_dist);
     return g_failed ? 1 : 0;
 }
