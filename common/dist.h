@@ -58,7 +58,8 @@ int dist_bcast(lvd_dist *d, void *buf, size_t bytes, int32_t root);
 /* Rows of row_bytes bytes between rank 0 and the ranks: rank r's part is rows_of[r] rows (the same rows_of on
  * every rank), the parts in rank order. dist_scatter_rows sends rank 0's all (sum of rows_of rows; read on rank
  * 0 only) so that every rank's part lands in its mine (rows_of[rank] rows); dist_gather_rows is the reverse,
- * into rank 0's all. Rank 0's part is the first rows of all: with mine == all it stays there (no copy). At most 2^31 - 1 rows in all, row_bytes < 2^31. */
+ * into rank 0's all. Rank 0's part is the first rows of all: with mine == all it stays there (no copy). At most
+ * 2^31 - 1 rows in all, row_bytes < 2^31. */
 int dist_scatter_rows(lvd_dist *d, const void *all, size_t row_bytes, const int64_t *rows_of, void *mine);
 int dist_gather_rows(lvd_dist *d, const void *mine, size_t row_bytes, const int64_t *rows_of, void *all);
 

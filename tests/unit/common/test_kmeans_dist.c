@@ -315,10 +315,10 @@ int main(int argc, char **argv)
          KMEANS_INIT_GREEDY, KMEANS_EMPTY_KEEP, 0, 8},
         {"L2, greedy k-means++, sampled (mppc 50), uneven parts", 3000, 2100, 12, 16, 10, 0, 0, 0,
          KMEANS_INIT_GREEDY, KMEANS_EMPTY_REPAIR, 50, 20},
-        {"L2, given duplicated centroids, repair", 2000, 1100, 8, 12, 6, 0, 0, 1, KMEANS_INIT_GIVEN, KMEANS_EMPTY_REPAIR,
-         0, 20},
-        {"spherical, given duplicated centroids, repair, rank 1 empty", 2000, 2000, 8, 12, 6, 1, 0, 1, KMEANS_INIT_GIVEN,
+        {"L2, given duplicated centroids, repair", 2000, 1100, 8, 12, 6, 0, 0, 1, KMEANS_INIT_GIVEN,
          KMEANS_EMPTY_REPAIR, 0, 20},
+        {"spherical, given duplicated centroids, repair, rank 1 empty", 2000, 2000, 8, 12, 6, 1, 0, 1,
+         KMEANS_INIT_GIVEN, KMEANS_EMPTY_REPAIR, 0, 20},
     };
     const int ncases = (int)(sizeof cases / sizeof cases[0]);
     int planned = 3 + 5;
