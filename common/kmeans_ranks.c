@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "log.h"
 
 enum { KMR_STOP = 0, KMR_TRAIN = 1, KMR_ASSIGN = 2 };
 
@@ -248,4 +249,29 @@ int kmr_stop(lvd_dist *d)
     int64_t h[H_LEN] = {0};
     h[H_CMD] = KMR_STOP;
     return dist_bcast(d, h, sizeof h, 0);
+}
+
+int kmr_main(int argc, char **argv, int (*stage)(int argc, char **argv, lvd_dist *d), int failed)
+{
+    static lvd_dist dist; /* for the whole process: the stage keeps pointers to it */
+    if (dist_init(&dist, &argc, &argv) != 0) {
+        log_error("%s", lvd_errmsg());
+        return failed;
+    }
+    int rc;
+    if (dist.rank > 0) {
+        rc = kmr_serve(&dist) == 0 ? 0 : failed;
+        if (rc != 0)
+            log_error("rank %d: %s", (int)dist.rank, lvd_errmsg());
+    } else {
+        if (dist.ranks > 1)
+            log_info("%d processes: rank 0 runs the stage, the k-means runs over all of them", (int)dist.ranks);
+        rc = stage(argc, argv, dist.ranks > 1 ? &dist : NULL);
+        if (kmr_stop(&dist) != 0) {
+            log_error("%s", lvd_errmsg());
+            rc = failed;
+        }
+    }
+    dist_finalize(&dist);
+    return rc;
 }

@@ -15,7 +15,9 @@
  * centroids, the labels, and kmeans_train's collectives.
  *
  * The serving ranks call kmr_serve, which returns when rank 0 calls kmr_stop (every rank 0 must, on success and
- * on failure, before dist_finalize: a stage's main does it in one place). A failure on any rank (memory, a
+ * on failure, before dist_finalize; kmr_main does all of it for a stage's main). Such a stage is one run over
+ * all ranks: it opens its stage as part 0/1 unless --part is given, since a launcher's rank variables would
+ * otherwise make each rank a part (part.h: mpirun -np N lvd-crawl runs N parts). A failure on any rank (memory, a
  * non-finite value in its rows) fails the call on rank 0 with that rank's message; the serving ranks go on
  * serving. Errors follow err.h. */
 #ifndef LVD_KMEANS_RANKS_H
@@ -39,5 +41,10 @@ int kmr_serve(lvd_dist *d);
 
 /* Rank 0: releases the serving ranks (nothing with d NULL or one rank). */
 int kmr_stop(lvd_dist *d);
+
+/* A stage's main over the ranks of a run (or one process without a launcher): initialises them (dist.h), then
+ * rank 0 runs stage(argc, argv, d), d NULL for one process, and releases the others, which serve meanwhile.
+ * Returns the process's exit status: stage's on rank 0; 0, or `failed` after an error (logged), elsewhere. */
+int kmr_main(int argc, char **argv, int (*stage)(int argc, char **argv, lvd_dist *d), int failed);
 
 #endif

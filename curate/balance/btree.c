@@ -10,6 +10,7 @@
 #include "atomic_file.h"
 #include "err.h"
 #include "kmeans.h"
+#include "kmeans_ranks.h"
 #include "log.h"
 #include "progress.h"
 #include "sha256.h"
@@ -395,7 +396,7 @@ static int update(bal_ctx *x, int64_t id)
         for (int64_t i = 0; i < nin; i++)
             if (bal_item_vec(x, &in[i], xs + (size_t)i * (size_t)d) != 0)
                 goto done;
-        if (kmeans_assign(xs, nin, d, cent[0], k[0], 0, x->cfg.hk.threads, lab, NULL) != 0)
+        if (kmr_assign(x->cfg.hk.dist, xs, nin, d, cent[0], k[0], 0, x->cfg.hk.threads, lab, NULL) != 0)
             goto done;
     }
     if (catalog_begin(c) != 0)

@@ -9,6 +9,7 @@
 #include "brng.h"
 #include "err.h"
 #include "kmeans.h"
+#include "kmeans_ranks.h"
 
 uint64_t hkm_run_seed(uint64_t seed, int32_t level, int32_t run, int64_t split)
 {
@@ -28,7 +29,7 @@ static double d2(const float *a, const float *b, int32_t d)
 
 /* One k-means run (hkmeans.h) of k = min(k, m) centroids on items (m, d) into c (k, d); *k_out the k used. */
 static int run_kmeans(const float *items, int64_t m, int32_t d, int32_t k, int32_t n_iters, uint64_t seed,
-                      int32_t threads, float *c, int32_t *k_out, hkm_level *lv)
+                      const hkm_opts *ho, float *c, int32_t *k_out, hkm_level *lv)
 {
     kmeans_opts o;
     kmeans_opts_default(&o);
@@ -38,12 +39,12 @@ static int run_kmeans(const float *items, int64_t m, int32_t d, int32_t k, int32
     o.spherical = 0;
     o.init = KMEANS_INIT_GREEDY;
     o.max_points_per_centroid = 0;
-    o.threads = threads;
+    o.threads = ho->threads;
     o.fixed_iterations = 1;
     o.empty = KMEANS_EMPTY_KEEP;
     *k_out = o.k;
     kmeans_stats st = {0};
-    if (kmeans_train(items, m, d, &o, c, &st) != 0)
+    if (kmr_train(ho->dist, items, m, d, &o, c, &st) != 0)
         return -1;
     lv->init_s += st.init_s;
     lv->lloyd_s += st.iterations_s;
@@ -52,11 +53,11 @@ static int run_kmeans(const float *items, int64_t m, int32_t d, int32_t k, int32
 }
 
 /* kmeans_assign (squared L2) of items (m, d) to c (k, d), its time added to lv->assign_s. */
-static int assign_timed(const float *items, int64_t m, int32_t d, const float *c, int32_t k, int32_t threads,
+static int assign_timed(const float *items, int64_t m, int32_t d, const float *c, int32_t k, const hkm_opts *ho,
                         int32_t *lab, hkm_level *lv)
 {
     double t0 = omp_get_wtime();
-    int rc = kmeans_assign(items, m, d, c, k, 0, threads, lab, NULL);
+    int rc = kmr_assign(ho->dist, items, m, d, c, k, 0, ho->threads, lab, NULL);
     lv->assign_s += omp_get_wtime() - t0;
     return rc;
 }
@@ -114,9 +115,9 @@ static int cluster_level(const float *items, int64_t m, int32_t d, const hkm_opt
     lv->runs = 0;
     lv->init_s = lv->lloyd_s = lv->assign_s = lv->first_iter_s = 0;
     lv->lloyd_iters = 0;
-    if (run_kmeans(items, m, d, lo->k, o->n_iters, hkm_run_seed(o->seed, level, 0, 0), o->threads, c, &k, lv) !=
+    if (run_kmeans(items, m, d, lo->k, o->n_iters, hkm_run_seed(o->seed, level, 0, 0), o, c, &k, lv) !=
             0 ||
-        assign_timed(items, m, d, c, k, o->threads, lab, lv) != 0)
+        assign_timed(items, m, d, c, k, o, lab, lv) != 0)
         goto fail;
     lv->first_iter_s = lv->lloyd_iters > 0 ? lv->lloyd_s / (double)lv->lloyd_iters : 0.0;
     lv->runs++;
@@ -150,12 +151,12 @@ static int cluster_level(const float *items, int64_t m, int32_t d, const hkm_opt
             for (int64_t q = 0; q < u; q++)
                 memcpy(ux + q * d, items + pick[q] * d, (size_t)d * sizeof *ux);
             int32_t k2;
-            int e = run_kmeans(ux, u, d, k, o->n_iters, seed, o->threads, c, &k2, lv);
+            int e = run_kmeans(ux, u, d, k, o->n_iters, seed, o, c, &k2, lv);
             free(ux);
             if (e != 0)
                 goto fail;
             k = k2;
-            if (assign_timed(items, m, d, c, k, o->threads, lab, lv) != 0)
+            if (assign_timed(items, m, d, c, k, o, lab, lv) != 0)
                 goto fail;
             lv->runs++;
         }
@@ -182,8 +183,8 @@ static int cluster_level(const float *items, int64_t m, int32_t d, const hkm_opt
                 memcpy(sub + q * d, items + a[q] * d, (size_t)d * sizeof *sub);
             int32_t kk;
             if (run_kmeans(sub, s, d, lo->n_splits, o->n_iters, hkm_run_seed(o->seed, level, 0, 1 + (int64_t)ci),
-                           o->threads, sc, &kk, lv) != 0 ||
-                assign_timed(sub, s, d, sc, kk, o->threads, slab, lv) != 0) {
+                           o, sc, &kk, lv) != 0 ||
+                assign_timed(sub, s, d, sc, kk, o, slab, lv) != 0) {
                 ok = 0;
                 break;
             }

@@ -31,6 +31,8 @@
 
 #include <stdint.h>
 
+#include "dist.h"
+
 #define HKM_MAX_LEVELS 8
 
 typedef struct hkm_level_opts {
@@ -47,6 +49,8 @@ typedef struct hkm_opts {
     int32_t n_iters;  /* centroid updates per k-means run (reference: 50) */
     uint64_t seed;
     int32_t threads;  /* 0: OpenMP's default */
+    lvd_dist *dist;   /* NULL: one process; else the k-means runs and assignments are spread over its ranks
+                         (common/kmeans_ranks.h: called on rank 0), with the same results */
 } hkm_opts;
 
 typedef struct hkm_level {

@@ -20,6 +20,9 @@
  *   bpool.[ch]    models and pool
  *   btree.[ch]    the tree's record: build, incremental assignment, load
  *   bsample.[ch]  the sample's record and the summary
+ *
+ * Over MPI (mpirun -np N lvd-balance ...): rank 0 runs the stage and the other ranks serve its k-means runs and
+ * assignments (common/kmeans_ranks.h), which give the results of one process.
  */
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -32,6 +35,8 @@
 #include "bsample.h"
 #include "btree.h"
 #include "cli.h"
+#include "dist.h"
+#include "kmeans_ranks.h"
 #include "opts.h"
 
 #define PROG "lvd-balance"
@@ -53,7 +58,9 @@ static const char usage[] =
     "  --target N              the sample's size (default: the config's target_size)\n"
     "  --rebuild               build the tree again (default: keep it, assigning new pool images)\n"
     "  --wait                  if another process is writing the catalog, wait for it (default: fail at once)\n"
-    "  --json  --quiet | --verbose  --version  --help\n";
+    "  --json  --quiet | --verbose  --version  --help\n\n"
+    "Over MPI (mpirun -np N lvd-balance ..., srun --mpi=pmix ...) the k-means runs and assignments spread over\n"
+    "the N processes, with the results of one process.\n";
 
 enum { OPT_MODEL = OPT_FIRST_STAGE_OPTION, OPT_CONFIG, OPT_FROM, OPT_DEDUP_MODEL, OPT_TARGET, OPT_REBUILD };
 
@@ -94,10 +101,18 @@ static int run(bal_ctx *x)
     return 0;
 }
 
+static int balance_main(int argc, char **argv, lvd_dist *dist);
+
+/* Under an MPI launcher (mpirun -np N lvd-balance ...) the ranks > 0 serve rank 0's k-means. */
 int main(int argc, char **argv)
 {
-    /* --config is the balance configuration (bconfig.h), not the option file of the other stages. */
     log_set_program(PROG);
+    return kmr_main(argc, argv, balance_main, EXIT_FAIL);
+}
+/* Rank 0's main (kmr_main); dist NULL for one process. */
+static int balance_main(int argc, char **argv, lvd_dist *dist)
+{
+    /* --config is the balance configuration (bconfig.h), not the option file of the other stages. */
     static const struct option longopts[] = {
         CLI_COMMON_OPTIONS,
         {"wait", no_argument, NULL, OPT_WAIT},
@@ -145,6 +160,7 @@ int main(int argc, char **argv)
     /* The config is the user's input: anything wrong in it is a usage error naming file:line and the key. */
     if (bconfig_load(x->o.config_path, &x->cfg) != 0)
         cli_usage_error(PROG, lvd_errmsg());
+    x->cfg.hk.dist = dist;
     if (x->cfg.ignored[0])
         log_warn("%s: ignored GPU / Slurm keys (this is one process on CPUs): %s", x->o.config_path, x->cfg.ignored);
     snprintf(x->source, sizeof x->source, "%s", x->o.from ? x->o.from : x->cfg.from);
@@ -162,7 +178,8 @@ int main(int argc, char **argv)
         log_error("%s: no catalog (import, decode, embed and dedup a pool first)", cat_path);
         goto done;
     }
-    if (stage_open(&x->st, "balance", x->work, NULL, "{}", "", wait ? STAGE_WAIT : 0) != 0) {
+    /* over MPI the ranks are one run (kmeans_ranks.h), not the parts their launcher variables name (part.h) */
+    if (stage_open(&x->st, "balance", x->work, dist ? "0/1" : NULL, "{}", "", wait ? STAGE_WAIT : 0) != 0) {
         log_error("%s", lvd_errmsg());
         goto done;
     }

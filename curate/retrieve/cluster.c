@@ -11,6 +11,7 @@
 #include "atomic_file.h"
 #include "err.h"
 #include "kmeans.h"
+#include "kmeans_ranks.h"
 #include "log.h"
 #include "progress.h"
 #include "sha256.h"
@@ -92,7 +93,7 @@ static int train_km(rt_ctx *x, rt_kmeans *km, const char *setting)
     o.max_points_per_centroid = 0; /* the sample above is the training set */
     kmeans_stats ks = {.objective = obj};
     double t0 = progress_now();
-    int rc = kmeans_train(xs, m, x->dim, &o, km->centroids, &ks);
+    int rc = kmr_train(x->dist, xs, m, x->dim, &o, km->centroids, &ks);
     free(xs);
     if (rc != 0) {
         free(obj);
@@ -287,7 +288,7 @@ static int assign_items(rt_ctx *x, const rt_kmeans *km, rt_item **it, int64_t n,
         if (rc != 0)
             break;
         double t0 = progress_now();
-        rc = kmeans_assign(v, nb, x->dim, km->centroids, (int32_t)km->clusters, 1, 0, lab, NULL);
+        rc = kmr_assign(x->dist, v, nb, x->dim, km->centroids, (int32_t)km->clusters, 1, 0, lab, NULL);
         x->assign_s += progress_now() - t0;
         if (rc != 0 || (rc = catalog_begin(x->st.cat)) != 0)
             break;

@@ -21,6 +21,9 @@
  *   sample.[ch]    sample rows: k nearest pool images per seed, incremental
  *   cluster.[ch]   cluster rows: k-means training and assignment
  *   select.[ch]    selections, the run record, the CSV export
+ *
+ * Over MPI (mpirun -np N lvd-retrieve ...): rank 0 runs the stage and the other ranks serve its k-means training
+ * and assignments (common/kmeans_ranks.h), which give the results of one process.
  */
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -32,6 +35,7 @@
 #include "catalog.h"
 #include "cli.h"
 #include "cluster.h"
+#include "kmeans_ranks.h"
 #include "opts.h"
 #include "pool.h"
 #include "registry.h"
@@ -69,7 +73,10 @@ static const char usage[] =
     "  --force                 redo rows recorded with other parameters (their results are dropped)\n"
     "  --part I/N              search a share of the seeds and assignments (I in 0..N-1) into\n"
     "                          WORK/parts/retrieve-I-of-N.db; then --merge\n" CLI_STAGE_HELP
-    "  --config FILE.yaml  --json  --quiet | --verbose  --version  --help\n";
+    "  --config FILE.yaml  --json  --quiet | --verbose  --version  --help\n\n"
+    "Over MPI (mpirun -np N lvd-retrieve ..., srun --mpi=pmix ...) the run is one run whose k-means training\n"
+    "and assignments spread over the N processes, with the results of one process (--part I/N still makes\n"
+    "it a part).\n";
 
 enum {
     OPT_MODEL = OPT_FIRST_STAGE_OPTION, OPT_DEDUP_MODEL, OPT_NO_DEDUP, OPT_REGISTRY, OPT_ONLY, OPT_SCALE,
@@ -184,7 +191,8 @@ static int run(rt_ctx *x, cJSON **summary)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* Rank 0's main (kmr_main); dist NULL for one process. */
+static int retrieve_main(int argc, char **argv, lvd_dist *dist)
 {
     int ac;
     char **av;
@@ -218,6 +226,7 @@ int main(int argc, char **argv)
         log_error("out of memory");
         return EXIT_FAIL;
     }
+    x->dist = dist;
     x->o = (rt_opts){.scale_auto = 1, .clusters = -1, .per_cluster = -1, .cap = -1, .min_seeds = -1,
                      .kmeans_iters = 20, .kmeans_seed = 1234, .exact_max = 200000, .batch = 4096};
     cli_stage_args sa = {0}; /* --retry-failed is moot: nothing fails transiently here */
@@ -291,7 +300,10 @@ int main(int argc, char **argv)
         if (mr.merged)
             log_info("merged %d part file%s", mr.merged, mr.merged == 1 ? "" : "s");
     }
-    if (stage_open(&x->st, "retrieve", x->work, x->o.merge ? "0/1" : sa.part, "{}", "", flags) != 0) {
+    /* over MPI the ranks are one run (kmeans_ranks.h), not the parts their launcher variables name (part.h);
+     * --part I/N still makes it a part */
+    const char *part = x->o.merge || (dist && !sa.part) ? "0/1" : sa.part;
+    if (stage_open(&x->st, "retrieve", x->work, part, "{}", "", flags) != 0) {
         log_error("%s", lvd_errmsg());
         goto done;
     }
@@ -345,4 +357,12 @@ done:
     free(x);
     config_free_argv(ac, av);
     return rc;
+}
+
+/* Under an MPI launcher (mpirun -np N lvd-retrieve ...) the ranks > 0 serve rank 0's k-means
+ * (common/kmeans_ranks.h). */
+int main(int argc, char **argv)
+{
+    log_set_program(PROG);
+    return kmr_main(argc, argv, retrieve_main, EXIT_FAIL);
 }

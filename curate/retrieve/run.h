@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "catalog.h"
+#include "dist.h"
 #include "registry.h"
 #include "stage.h"
 #include "vecfiles.h"
@@ -111,6 +112,7 @@ typedef struct rt_ctx {
     char ptext[2048];        /* the run's parameters as JSON */
     char fp[65];
     double assign_s;         /* wall seconds in kmeans_assign so far (logged; the benchmark reads it) */
+    lvd_dist *dist;          /* NULL: one process; else the k-means runs over its ranks (kmeans_ranks.h) */
 } rt_ctx;
 
 int rt_items_push(rt_items *s, const rt_item *it);
