@@ -27,6 +27,8 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
 static const char usage[] =
     "usage: lvd-train --config C.yaml --manifest M.db --out RUN [--resume] [options] [key=value ...]\n"
+    "       lvd-train ... --init-from OLD_RUN/training_state.safetensors crops.global_crops_size=518 ...\n"
+    "       lvd-train ... distillation.enabled=true distillation.checkpoint_path=BIG_RUN/training_state.safetensors\n"
     "\n"
     "DINOv2 pretraining of a ViT from the samples of an lvd-manifest manifest. The configuration has the DINOv2\n"
     "YAML keys and nesting (dinov2/configs/ssl_default_config.yaml): its defaults, then --config (an official\n"
@@ -37,6 +39,19 @@ static const char usage[] =
     "ranks, each on batch_size_per_gpu images of a global batch of N times that; rank 0 writes RUN; --resume\n"
     "needs the same N.\n"
     "\n"
+    "High-resolution phase: --init-from starts a new RUN from another run's student, teacher, heads and centers\n"
+    "(a training state, or a backbone checkpoint) with the same architecture, at a new crops.global_crops_size:\n"
+    "pos_embed is resampled bicubically to the new patch grid, AdamW starts fresh at iteration 0 and every\n"
+    "schedule runs over this phase's own optim.epochs x OFFICIAL_EPOCH_LENGTH iterations (set them short, and\n"
+    "a lower optim.base_lr, for the paper's compressed schedules).\n"
+    "\n"
+    "Distillation (distillation.enabled=true): a frozen teacher of its own architecture, the teacher run's\n"
+    "training state (distillation.checkpoint_path, heads included) and config (distillation.full_cfg_path,\n"
+    "default config.yaml beside the checkpoint), gives the DINO and iBOT targets; its prototypes must be the\n"
+    "student's. The student gets no masking and no drop path, iBOT covers every patch token of the global\n"
+    "crops; the EMA of the student is kept and is the model written as teacher_checkpoint.safetensors.\n"
+    "metrics.jsonl says \"mode\": \"distillation\".\n"
+    "\n"
     "  --config C.yaml     the recipe (optional with --resume: RUN/config.yaml is used)\n"
     "  --manifest M.db     the samples (lvd-manifest build)\n"
     "  --out RUN           run directory: config.yaml, metrics.jsonl, training_state.safetensors,\n"
@@ -45,13 +60,15 @@ static const char usage[] =
     "                      uninterrupted run at the same thread count)\n"
     "  --save-every N      iterations between saves of the state and the checkpoint\n"
     "                      (train.OFFICIAL_EPOCH_LENGTH)\n"
-    "  --max-iter N        stop once N iterations are done (optim.epochs x OFFICIAL_EPOCH_LENGTH)\n"
+    "  --max-iter N        stop once N iterations are done (optim.epochs x OFFICIAL_EPOCH_LENGTH); 0 on a new\n"
+    "                      RUN writes its initial state and checkpoint and stops\n"
+    "  --init-from FILE    start a new RUN from FILE's weights (see above)\n"
     "  --threads N         compute threads (train.threads; 0 = all CPUs); loader threads: train.num_workers\n"
     "  --print-config      print the whole configuration as YAML and exit\n"
     "  --quiet | --verbose  --version  --help\n";
 
 enum { OPT_CONFIG = 1000, OPT_MANIFEST, OPT_OUT, OPT_RESUME, OPT_SAVE_EVERY, OPT_MAX_ITER, OPT_THREADS,
-       OPT_PRINT, OPT_QUIET, OPT_VERBOSE, OPT_VERSION, OPT_HELP };
+       OPT_PRINT, OPT_QUIET, OPT_VERBOSE, OPT_VERSION, OPT_HELP, OPT_INIT_FROM };
 
 static int usage_error(const char *msg)
 {
@@ -60,8 +77,8 @@ static int usage_error(const char *msg)
 }
 
 static int run(const char *config, const char *manifest, const char *out, int resume, int print,
-               int64_t save_every, int64_t max_iter, int threads_set, int64_t threads, int argc, char **argv,
-               lvd_dist *dist);
+               int64_t save_every, int64_t max_iter, int threads_set, int64_t threads, const char *init_from,
+               int argc, char **argv, lvd_dist *dist);
 
 int main(int argc, char **argv)
 {
@@ -73,10 +90,11 @@ int main(int argc, char **argv)
         {"threads", required_argument, NULL, OPT_THREADS}, {"print-config", no_argument, NULL, OPT_PRINT},
         {"quiet", no_argument, NULL, OPT_QUIET}, {"verbose", no_argument, NULL, OPT_VERBOSE},
         {"version", no_argument, NULL, OPT_VERSION}, {"help", no_argument, NULL, OPT_HELP},
+        {"init-from", required_argument, NULL, OPT_INIT_FROM},
         {NULL, 0, NULL, 0}};
-    const char *config = NULL, *manifest = NULL, *out = NULL;
+    const char *config = NULL, *manifest = NULL, *out = NULL, *init_from = NULL;
     int resume = 0, print = 0, threads_set = 0;
-    int64_t save_every = 0, max_iter = 0, threads = 0;
+    int64_t save_every = 0, max_iter = -1, threads = 0; /* max_iter -1: the recipe's total */
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -89,7 +107,7 @@ int main(int argc, char **argv)
                 return usage_error(lvd_errmsg());
             break;
         case OPT_MAX_ITER:
-            if (opt_int("--max-iter", optarg, 1, INT64_MAX, &max_iter) != 0)
+            if (opt_int("--max-iter", optarg, 0, INT64_MAX, &max_iter) != 0)
                 return usage_error(lvd_errmsg());
             break;
         case OPT_THREADS:
@@ -97,6 +115,7 @@ int main(int argc, char **argv)
                 return usage_error(lvd_errmsg());
             threads_set = 1;
             break;
+        case OPT_INIT_FROM: init_from = optarg; break;
         case OPT_PRINT: print = 1; break;
         case OPT_QUIET: log_set_level(LOG_ERROR); break;
         case OPT_VERBOSE: log_set_level(LOG_DEBUG); break;
@@ -123,16 +142,16 @@ int main(int argc, char **argv)
         if (dist.rank > 0 && log_get_level() > LOG_WARN)
             log_set_level(LOG_WARN);
     }
-    int rc = run(config, manifest, out, resume, print, save_every, max_iter, threads_set, threads, argc, argv,
-                 &dist);
+    int rc = run(config, manifest, out, resume, print, save_every, max_iter, threads_set, threads, init_from, argc,
+                 argv, &dist);
     dist_finalize(&dist);
     return rc;
 }
 
 /* Everything after the options and the processes: the recipe, then the run. */
 static int run(const char *config, const char *manifest, const char *out, int resume, int print,
-               int64_t save_every, int64_t max_iter, int threads_set, int64_t threads, int argc, char **argv,
-               lvd_dist *dist)
+               int64_t save_every, int64_t max_iter, int threads_set, int64_t threads, const char *init_from,
+               int argc, char **argv, lvd_dist *dist)
 {
 
     /* The recipe: defaults, the file (or the run's own config.yaml when resuming without --config), then
@@ -176,7 +195,8 @@ static int run(const char *config, const char *manifest, const char *out, int re
 
     trainer_opts o = {.rc = &r, .manifest = manifest, .out = out, .resume = resume,
                       .save_every = save_every > 0 ? save_every : r.train.official_epoch_length,
-                      .max_iter = max_iter, .threads = threads_set ? (int32_t)threads : r.train.threads};
+                      .max_iter = max_iter, .threads = threads_set ? (int32_t)threads : r.train.threads,
+                      .init_from = init_from};
     o.dist = dist;
     trainer_result res;
     if (trainer_run(&o, &res) != 0) {

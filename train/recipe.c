@@ -93,6 +93,9 @@ static const key keys[] = {
     {"crops.local_crops_size", K_I32, OFF(crops.local_crops_size), 1, 4096, NULL},
     {"crops.paper_probabilities", K_BOOL, OFF(crops.paper_probabilities), 0, 1, NULL},
     {"evaluation.eval_period_iterations", K_I32, OFF(evaluation.eval_period_iterations), 1, 1 << 30, NULL},
+    {"distillation.enabled", K_BOOL, OFF(distillation.enabled), 0, 1, NULL},
+    {"distillation.full_cfg_path", K_STR, OFF(distillation.full_cfg_path), 0, 0, NULL},
+    {"distillation.checkpoint_path", K_STR, OFF(distillation.checkpoint_path), 0, 0, NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -165,6 +168,7 @@ void recipe_defaults(recipe *r)
     r->crops.local_crops_size = 96;
     r->crops.paper_probabilities = 0;
     r->evaluation.eval_period_iterations = 12500;
+    r->distillation.enabled = 0; /* full_cfg_path, checkpoint_path: "" (memset) */
 }
 
 static const key *find_key(const char *name)
@@ -483,6 +487,9 @@ int recipe_finish(recipe *r, int32_t ranks)
     if (r->optim.warmup_epochs > r->optim.epochs)
         return lvd_fail("optim.warmup_epochs %d is more than optim.epochs %d", (int)r->optim.warmup_epochs,
                         (int)r->optim.epochs);
+    if (r->distillation.enabled && !r->distillation.checkpoint_path[0])
+        return lvd_fail("distillation.enabled needs distillation.checkpoint_path (the teacher run's "
+                        "training_state.safetensors)");
     if (r->optim.lr == 0.0)
         r->optim.lr = r->optim.base_lr * sqrt((double)r->train.batch_size_per_gpu * (double)ranks / 1024.0);
     return 0;

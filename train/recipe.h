@@ -13,7 +13,8 @@
  * train.cache_dataset, train.dataset_path (lvd-train reads --manifest), train.output_dir (--out), MODEL.WEIGHTS)
  * are accepted and ignored, and recipe_ignored() lists them for one warning. An unknown key, a value of the
  * wrong type or out of range is an error naming the file, line and key. lvd adds a few keys of its own,
- * listed with the table in recipe.c (crops.paper_probabilities, train.threads, ...).
+ * listed with the table in recipe.c (crops.paper_probabilities, train.threads, ...), and dinov3's distillation
+ * section (enabled, full_cfg_path, checkpoint_path), which ssl_default_config.yaml of DINOv2 does not have.
  *
  * Derived values (recipe_finish): optim.lr = base_lr * sqrt(batch / 1024) (scaling_rule sqrt_wrt_1024), with
  * batch = train.batch_size_per_gpu * ranks, unless optim.lr was set to a non-zero value.
@@ -87,6 +88,12 @@ typedef struct recipe {
     struct {
         int32_t eval_period_iterations;
     } evaluation;
+    struct {                            /* dinov3's distillation: section (DINOv2 paper section 5) */
+        int enabled;                    /* targets from a frozen teacher instead of the EMA (train/step.h) */
+        char full_cfg_path[RECIPE_STR]; /* the teacher run's config.yaml ("": config.yaml beside the checkpoint) */
+        char checkpoint_path[RECIPE_STR]; /* the teacher: an lvd training state (its teacher.* tensors, heads
+                                         * included) */
+    } distillation;
 
     /* Keys given that are accepted and ignored (for one warning), ", "-separated. */
     char ignored[1024];
@@ -102,7 +109,8 @@ int recipe_load_file(recipe *r, const char *path);
  * (e.g. "command line"). */
 int recipe_set(recipe *r, const char *assignment, const char *where);
 
-/* Checks the combination (heads, crops, ratios, architecture) and fills optim.lr for `ranks` processes. */
+/* Checks the combination (heads, crops, ratios, architecture; distillation.enabled needs a checkpoint_path) and
+ * fills optim.lr for `ranks` processes. */
 int recipe_finish(recipe *r, int32_t ranks);
 
 /* The whole configuration as YAML text in the official nesting (every known key, with its final value):

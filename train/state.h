@@ -6,7 +6,8 @@
  *   teacher.<module>.<name>      the teacher's (EMA) copy
  *   adamw.exp_avg.<module>.<name>, adamw.exp_avg_sq.<module>.<name>   AdamW's moments
  *   dino_loss.center (1, K), ibot_patch_loss.center (1, K_ibot)       softmax centering's EMA centers
- * and as metadata: format "lvd-train-state", iteration (AdamW steps taken), the loader's epoch and position
+ * and as metadata: format "lvd-train-state", heads (the backbone's attention heads: no tensor shows them),
+ * iteration (AdamW steps taken), the loader's epoch and position
  * where the next batch starts (with ranks > 1 also "ranks" and "rank_positions", "epoch:position" of every
  * rank, comma separated), the samples skipped so far (all ranks), and config_sha256, the hash of the recipe's dump
  * (RUN/config.yaml) so that a state is never resumed under another configuration. Every random draw of lvd-train
@@ -56,5 +57,27 @@ int train_load_weights(train_model *m, const char *path);
 
 /* Writes the teacher backbone to path with the official names (vit_save, atomic). 0 or -1. */
 int train_save_teacher(const train_model *m, const char *path);
+
+/* Distillation's teacher run, from r's distillation section: checks that checkpoint_path exists, and reads the
+ * teacher's recipe from full_cfg_path or, when that is "", from config.yaml in the checkpoint's folder (the
+ * teacher run's RUN/config.yaml) over the defaults into *tr. -1 naming the missing file. */
+int train_distill_recipe(const recipe *r, recipe *tr);
+
+/* Loads the frozen teacher of a distillation model (train_model_create_distill) from path: an lvd training state,
+ * whose "teacher.<module>.<name>" tensors (the teacher run's EMA teacher: backbone, dino_head, ibot_head) are
+ * taken, or a file of "<module>.<name>" tensors. The backbone and the DINO head (and the iBOT head when the
+ * teacher's recipe has a separate one) must all be there with the shapes of the teacher's configuration: -1
+ * naming the file and tensor otherwise, with a hint when the file has no heads (a backbone checkpoint). */
+int train_load_distill_teacher(train_model *m, const char *path);
+
+/* Starts a new phase from another run's weights (lvd-train --init-from, the high-resolution phase): path is a
+ * training state (its student.* and teacher.* tensors, heads included, and its centers) or a backbone checkpoint
+ * (the student and the teacher both get it; heads, when "dino_head." / "ibot_head." tensors are there, too,
+ * else they keep their initialisation). The architecture must be the model's (width, depth, heads, patch: -1
+ * naming both otherwise); a pos_embed of another grid M0 x M0 is resampled to the model's M x M with the model's
+ * interpolation (common/posembed.h: bicubic, by default scale_factor (M + 0.1) / M0 without antialias, as
+ * DINOv2's interpolate_pos_encoding), its CLS row kept. Every other tensor must have the model's shape. The
+ * AdamW moments stay zero and the iteration 0, so the schedules run over the new phase's own iterations. */
+int train_init_from(train_model *m, const char *path);
 
 #endif

@@ -128,9 +128,52 @@ static int fill_shapes(train_model *m)
     return 0;
 }
 
-static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t ranks)
+/* The frozen teacher of a distillation (tr: its run's recipe; tvc: its backbone, NULL: from tr) and the checks
+ * that it can give the student's targets. hd is the student's DINO head, ibot_k its iBOT prototypes. *hdt and *hit
+ * receive the teacher's head configurations. */
+static int create_distill_teacher(train_model *m, const recipe *tr, const vit_config *tvc, const dino_head_config *hd,
+                                  int64_t ibot_k, dino_head_config *hdt, dino_head_config *hit)
+{
+    vit_config c;
+    if (tvc)
+        c = *tvc;
+    else if (train_vit_config(tr, &c) != 0)
+        return lvd_fail_ctx("the distillation teacher's configuration");
+    if (c.patch != m->vc.patch)
+        return lvd_fail("distillation: the teacher's patch size %d is not the student's %d: iBOT pairs the two "
+                        "networks' patch tokens", c.patch, m->vc.patch);
+    if (vit_create(&c, &m->dt) != 0)
+        return -1;
+    if (head_config(hdt, c.dim, tr->dino.head_n_prototypes, tr->dino.head_bottleneck_dim, tr->dino.head_hidden_dim,
+                    tr->dino.head_nlayers) != 0)
+        return lvd_fail_ctx("the distillation teacher's dino head");
+    if (hdt->prototypes != hd->prototypes)
+        return lvd_fail("distillation: the teacher's dino.head_n_prototypes %lld differs from the student's %lld: "
+                        "the DINO loss compares their logits prototype by prototype",
+                        (long long)hdt->prototypes, (long long)hd->prototypes);
+    m->dt_separate = tr->ibot.loss_weight > 0.0 && tr->ibot.separate_head;
+    if (m->dt_separate && head_config(hit, c.dim, tr->ibot.head_n_prototypes, tr->ibot.head_bottleneck_dim,
+                                      tr->ibot.head_hidden_dim, tr->ibot.head_nlayers) != 0)
+        return lvd_fail_ctx("the distillation teacher's ibot head");
+    int64_t t_ibot_k = m->dt_separate ? hit->prototypes : hdt->prototypes;
+    if (m->do_ibot && t_ibot_k != ibot_k)
+        return lvd_fail("distillation: the teacher's iBOT prototypes (%s %lld) differ from the student's %lld",
+                        m->dt_separate ? "ibot.head_n_prototypes" : "dino.head_n_prototypes, a shared head",
+                        (long long)t_ibot_k, (long long)ibot_k);
+    if (dino_head_init(&m->dt_dino, hdt, 0) != 0 || (m->dt_separate && dino_head_init(&m->dt_ibot, hit, 0) != 0))
+        return -1;
+    return 0;
+}
+
+static int create(train_model *m, const recipe *r, const vit_config *vc, const recipe *tr, const vit_config *tvc,
+                  int32_t ranks)
 {
     m->rc = *r;
+    if (r->distillation.enabled != (tr != NULL))
+        return lvd_fail(tr ? "internal: a distillation teacher for a recipe without distillation.enabled"
+                           : "distillation.enabled: the model needs the teacher's configuration "
+                             "(train_model_create_distill)");
+    m->distill = tr != NULL;
     if (!vc && train_vit_config(r, &m->vc) != 0)
         return -1;
     if (vc) {
@@ -151,13 +194,17 @@ static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t
     const int32_t side = r->crops.global_crops_size / m->vc.patch;
     m->n_tokens = side * side;
     const int64_t n = m->n_tokens;
-    m->drop_path = (float)r->student.drop_path_rate;
+    m->drop_path = m->distill ? 0.0f : (float)r->student.drop_path_rate; /* distillation: no drop path */
     m->do_ibot = r->ibot.loss_weight > 0.0;
     m->separate_ibot = m->do_ibot && r->ibot.separate_head;
-    /* The collate's upperbound: no batch of the loader masks more patches. */
-    m->max_masked = m->do_ibot ? mask_upperbound((int32_t)b2, (int32_t)n, r->ibot.mask_ratio_min_max[0],
-                                                 r->ibot.mask_ratio_min_max[1], r->ibot.mask_sample_probability)
-                               : 0;
+    /* The collate's upperbound: no batch of the loader masks more patches. Distillation: every patch token. */
+    if (!m->do_ibot)
+        m->max_masked = 0;
+    else if (m->distill)
+        m->max_masked = b2 * n;
+    else
+        m->max_masked = mask_upperbound((int32_t)b2, (int32_t)n, r->ibot.mask_ratio_min_max[0],
+                                        r->ibot.mask_ratio_min_max[1], r->ibot.mask_sample_probability);
 
     if (vit_create(&m->vc, &m->student) != 0 || vit_create(&m->vc, &m->teacher) != 0 ||
         vit_alloc_grads(m->student) != 0)
@@ -177,6 +224,14 @@ static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t
             return -1;
         ibot_k = hi.prototypes;
     }
+    dino_head_config hdt = {0}, hit = {0};
+    if (m->distill && create_distill_teacher(m, tr, tvc, &hd, ibot_k, &hdt, &hit) != 0)
+        return -1;
+    /* The network that gives the targets: the EMA teacher, or the frozen one in distillation. */
+    vit_model *tgt = m->distill ? m->dt : m->teacher;
+    const int t_sep = m->distill ? m->dt_separate : m->separate_ibot;
+    const dino_head_config *t_hd = m->distill ? &hdt : &hd, *t_hi = m->distill ? &hit : &hi;
+    const int64_t td = tgt->cfg.dim;
 
     optim_config oc;
     optim_config_defaults(&oc);
@@ -237,7 +292,7 @@ static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t
     vit_run_opts to = {.batch = (int32_t)b2, .height = r->crops.global_crops_size,
                        .width = r->crops.global_crops_size};
     size_t a_g, s_g, a_l = 0, s_l = 0, a_t, s_t;
-    if (vit_run_sizes(m->student, &go, &a_g, &s_g) != 0 || vit_run_sizes(m->teacher, &to, &a_t, &s_t) != 0 ||
+    if (vit_run_sizes(m->student, &go, &a_g, &s_g) != 0 || vit_run_sizes(tgt, &to, &a_t, &s_t) != 0 ||
         (m->n_local > 0 && vit_run_sizes(m->student, &lo, &a_l, &s_l) != 0))
         return -1;
     size_t shared = s_g > s_l ? s_g : s_l;
@@ -247,7 +302,7 @@ static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t
     if (!m->shared)
         return lvd_fail("out of memory: %zu bytes of backward scratch", m->shared_bytes);
     go.scratch = lo.scratch = to.arena = m->shared;
-    if (vit_run_create(m->student, &go, &m->s_run_g) != 0 || vit_run_create(m->teacher, &to, &m->t_run_g) != 0 ||
+    if (vit_run_create(m->student, &go, &m->s_run_g) != 0 || vit_run_create(tgt, &to, &m->t_run_g) != 0 ||
         (m->n_local > 0 && vit_run_create(m->student, &lo, &m->s_run_l) != 0))
         return -1;
 
@@ -255,23 +310,25 @@ static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t
      * tokens]; with a separate iBOT head the masked tokens go through it instead. */
     const int64_t mm = m->max_masked;
     const int64_t t_rows = b2 + mm, s_rows = bl + b2 + mm;
-    const int64_t t_head = m->separate_ibot ? b2 : t_rows, s_head = m->separate_ibot ? bl + b2 : s_rows;
-    if (dino_head_run_init(&m->t_hrun, &hd, t_head, 0) != 0 || dino_head_run_init(&m->s_hrun, &hd, s_head, 1) != 0)
+    const int64_t t_head = t_sep ? b2 : t_rows, s_head = m->separate_ibot ? bl + b2 : s_rows;
+    if (dino_head_run_init(&m->t_hrun, t_hd, t_head, 0) != 0 || dino_head_run_init(&m->s_hrun, &hd, s_head, 1) != 0)
         return -1;
-    if (m->separate_ibot && mm > 0 &&
-        (dino_head_run_init(&m->t_irun, &hi, mm, 0) != 0 || dino_head_run_init(&m->s_irun, &hi, mm, 1) != 0))
+    if (t_sep && mm > 0 && dino_head_run_init(&m->t_irun, t_hi, mm, 0) != 0)
+        return -1;
+    if (m->separate_ibot && mm > 0 && dino_head_run_init(&m->s_irun, &hi, mm, 1) != 0)
         return -1;
     const int64_t kd = hd.prototypes;
     size_t fl = sizeof(float);
     /* The logits' gradients replace the logits (ssl_loss_step in place): one (rows, K) buffer each. */
-    size_t sizes[10] = {
-        (size_t)(t_rows * d) * fl, (size_t)(t_head * kd) * fl,
-        (size_t)(m->separate_ibot ? mm * ibot_k : 0) * fl,
+    size_t sizes[11] = {
+        (size_t)(t_rows * td) * fl, (size_t)(t_head * kd) * fl,
+        (size_t)(t_sep ? mm * ibot_k : 0) * fl,
         (size_t)(s_rows * d) * fl, (size_t)(s_head * kd) * fl, (size_t)(s_rows * d) * fl,
         (size_t)(m->separate_ibot ? mm * ibot_k : 0) * fl,
-        (size_t)(b2 * n * d) * fl, (size_t)(b2 * n) * sizeof(int64_t), (size_t)(b2 * n) * fl};
+        (size_t)(b2 * n * d) * fl, (size_t)(b2 * n) * sizeof(int64_t), (size_t)(b2 * n) * fl,
+        (size_t)(m->distill ? b2 * n : 0)};
     size_t total = 0;
-    for (int i = 0; i < 10; i++)
+    for (int i = 0; i < 11; i++)
         total += (sizes[i] + 63) & ~(size_t)63;
     m->arena = aligned_alloc(64, total);
     if (!m->arena)
@@ -287,6 +344,9 @@ static int create(train_model *m, const recipe *r, const vit_config *vc, int32_t
     m->d_patch_g = carve(&cur, sizes[7]);
     m->masked_idx = carve(&cur, sizes[8]);
     m->masked_w = carve(&cur, sizes[9]);
+    m->all_masks = carve(&cur, sizes[10]);
+    if (m->distill)
+        memset(m->all_masks, 1, sizes[10]);
     m->d_cls_g = m->s_din + bl * d;
     return 0;
 }
@@ -296,7 +356,8 @@ int train_model_create(const recipe *r, int32_t ranks, train_model **out)
     return train_model_create_vit(r, NULL, ranks, out);
 }
 
-int train_model_create_vit(const recipe *r, const vit_config *vc, int32_t ranks, train_model **out)
+static int create_model(const recipe *r, const vit_config *vc, const recipe *tr, const vit_config *tvc,
+                        int32_t ranks, train_model **out)
 {
     *out = NULL;
     if (ranks < 1)
@@ -304,12 +365,26 @@ int train_model_create_vit(const recipe *r, const vit_config *vc, int32_t ranks,
     train_model *m = calloc(1, sizeof *m);
     if (!m)
         return lvd_fail("out of memory");
-    if (create(m, r, vc, ranks) != 0) {
+    if (create(m, r, vc, tr, tvc, ranks) != 0) {
         train_model_free(m);
         return -1;
     }
     *out = m;
     return 0;
+}
+
+int train_model_create_vit(const recipe *r, const vit_config *vc, int32_t ranks, train_model **out)
+{
+    return create_model(r, vc, NULL, NULL, ranks, out);
+}
+
+int train_model_create_distill(const recipe *r, const vit_config *vc, const recipe *tr, const vit_config *tvc,
+                               int32_t ranks, train_model **out)
+{
+    *out = NULL;
+    if (!tr)
+        return lvd_fail("internal: distillation without the teacher's recipe");
+    return create_model(r, vc, tr, tvc, ranks, out);
 }
 
 void train_model_free(train_model *m)
@@ -331,6 +406,9 @@ void train_model_free(train_model *m)
     ssl_loss_free(&m->loss);
     vit_free(m->student);
     vit_free(m->teacher);
+    vit_free(m->dt);
+    dino_head_free(&m->dt_dino);
+    dino_head_free(&m->dt_ibot);
     free(m->arena);
     free(m->shared);
     free(m->shapes);
@@ -392,6 +470,12 @@ uint64_t train_model_hash(const train_model *m)
     h = fnv(h, m->loss.dino_center, (size_t)m->loss.cfg.dino_k * sizeof(float));
     if (m->loss.ibot_center)
         h = fnv(h, m->loss.ibot_center, (size_t)m->loss.cfg.ibot_k * sizeof(float));
+    if (m->dt) { /* the frozen teacher: every rank must have loaded the same */
+        h = fnv(h, m->dt->param_mem, m->dt->n_params * sizeof(float));
+        h = fnv(h, m->dt_dino.params, m->dt_dino.n_params * sizeof(float));
+        if (m->dt_separate)
+            h = fnv(h, m->dt_ibot.params, m->dt_ibot.n_params * sizeof(float));
+    }
     return h;
 }
 
@@ -462,11 +546,18 @@ int train_step(train_model *m, const float *global, const float *local, const ui
     sched_recipe_at(&m->sched, it, &rep->sched);
     const int64_t d = m->vc.dim, b2 = 2 * (int64_t)m->batch, bl = (int64_t)m->n_local * m->batch;
     const int64_t n = m->n_tokens, kd = m->s_dino.cfg.prototypes;
+    /* The target network: the EMA teacher, or in distillation the frozen one (whose student sees no masks). */
+    vit_model *tv = m->distill ? m->dt : m->teacher;
+    const dino_head *th = m->distill ? &m->dt_dino : &m->t_dino, *thi = m->distill ? &m->dt_ibot : &m->t_ibot;
+    const int t_sep = m->distill ? m->dt_separate : m->separate_ibot;
+    const int64_t td = tv->cfg.dim;
+    const uint8_t *s_masks = m->distill ? NULL : masks;
 
-    /* The collate's mask bookkeeping; the student sees the masks even when iBOT is off, as in the code. */
+    /* The collate's mask bookkeeping; the student sees the masks even when iBOT is off, as in the code.
+     * Distillation: every patch token, weight 1 / N. */
     int64_t nm = 0;
     if (m->do_ibot) {
-        nm = ibot_mask_select(m->masked_idx, m->masked_w, masks, b2, n);
+        nm = ibot_mask_select(m->masked_idx, m->masked_w, m->distill ? m->all_masks : masks, b2, n);
         if (nm > m->max_masked)
             return lvd_fail("%lld masked patches in a batch, more than the %lld the collate can produce",
                             (long long)nm, (long long)m->max_masked);
@@ -474,18 +565,18 @@ int train_step(train_model *m, const float *global, const float *local, const ui
     rep->n_masked = nm;
 
     /* Teacher: backbone on the global crops, then the head(s). No gradient. */
-    if (vit_forward(m->teacher, m->t_run_g, global, NULL, 0.0f, 0) != 0)
+    if (vit_forward(tv, m->t_run_g, global, NULL, 0.0f, 0) != 0)
         return -1;
-    memcpy(m->t_in, vit_out_cls(m->t_run_g), (size_t)(b2 * d) * sizeof(float));
-    gather(m->t_in + b2 * d, vit_out_patch(m->t_run_g), m->masked_idx, nm, d);
+    memcpy(m->t_in, vit_out_cls(m->t_run_g), (size_t)(b2 * td) * sizeof(float));
+    gather(m->t_in + b2 * td, vit_out_patch(m->t_run_g), m->masked_idx, nm, td);
     float *t_patch;
-    if (m->separate_ibot) {
-        if (dino_head_forward(&m->t_dino, &m->t_hrun, m->t_out, m->t_in, b2) != 0 ||
-            (nm > 0 && dino_head_forward(&m->t_ibot, &m->t_irun, m->t_iout, m->t_in + b2 * d, nm) != 0))
+    if (t_sep) {
+        if (dino_head_forward(th, &m->t_hrun, m->t_out, m->t_in, b2) != 0 ||
+            (nm > 0 && dino_head_forward(thi, &m->t_irun, m->t_iout, m->t_in + b2 * td, nm) != 0))
             return -1;
         t_patch = m->t_iout;
     } else {
-        if (dino_head_forward(&m->t_dino, &m->t_hrun, m->t_out, m->t_in, b2 + nm) != 0)
+        if (dino_head_forward(th, &m->t_hrun, m->t_out, m->t_in, b2 + nm) != 0)
             return -1;
         t_patch = m->t_out + b2 * kd;
     }
@@ -493,7 +584,7 @@ int train_step(train_model *m, const float *global, const float *local, const ui
     /* Student: backbone on the masked global crops and on the local crops, then the head(s) on
      * [local CLS ; global CLS ; masked tokens]. */
     uint64_t dp_seed = mix64((uint64_t)m->rc.train.seed ^ mix64((uint64_t)it));
-    if (vit_forward(m->student, m->s_run_g, global, masks, m->drop_path, dp_seed) != 0)
+    if (vit_forward(m->student, m->s_run_g, global, s_masks, m->drop_path, dp_seed) != 0)
         return -1;
     if (bl > 0 && vit_forward(m->student, m->s_run_l, local, NULL, m->drop_path, mix64(dp_seed)) != 0)
         return -1;

@@ -15,6 +15,17 @@
  * The student modules are "backbone", "dino_head" and, with a separate iBOT head, "ibot_head", as in the code;
  * their parameters carry the official names (backbone.blocks.0.attn.qkv.weight, dino_head.mlp.0.weight, ...).
  *
+ * Distillation (distillation.enabled, DINOv2 paper section 5): the targets come from a frozen teacher of its own
+ * architecture (train_model_create_distill), loaded from another run and never updated; the EMA of the student
+ * is kept as usual in `teacher` (the model written as the final checkpoint) but computes nothing. The student
+ * sees no masks and no drop path. iBOT is then applied to every patch token of the two global crops, each
+ * weighted 1 / N: with the masking removed there are no mask positions left to choose, and every token of
+ * an unmasked crop carries a target of the frozen teacher, so the loss keeps iBOT's per-image mean over the
+ * tokens it covers. (The loader's masks are ignored.) The cost is head rows for all 2B * N tokens, so the
+ * logits take (n_local B + 2B + 2B N, K) floats instead of (... + mask_upperbound, K). DINO and KoLeo are
+ * unchanged; the frozen teacher's iBOT targets come from its own iBOT head if it was trained with a separate
+ * one, else from its DINO head, and its prototypes must equal the student's (the losses compare logits).
+ *
  * Determinism: drop path draws come from (train.seed, it); everything else is a fixed-order computation, so a
  * step is a function of the state and the batch for a fixed thread count (what an exact resume needs).
  *
@@ -98,13 +109,21 @@ typedef struct train_model {
     int64_t max_masked;         /* masked tokens per step at most (the collate's bound) */
     float drop_path;
 
-    /* Backbone runs: student on global and local crops, teacher on global crops (inference). */
+    /* Distillation: the frozen teacher (targets) and its heads; the EMA above is then not run. */
+    int distill;                /* distillation.enabled */
+    vit_model *dt;              /* the frozen teacher backbone (its own configuration) */
+    dino_head dt_dino, dt_ibot; /* its DINO head and, with dt_separate, its iBOT head (no gradients) */
+    int dt_separate;            /* the frozen teacher's patch targets come from dt_ibot */
+    uint8_t *all_masks;         /* (2B, N) ones: the distillation iBOT's token selection (every token) */
+
+    /* Backbone runs: student on global and local crops, teacher on global crops (inference; the frozen teacher's
+     * in distillation). */
     vit_run *s_run_g, *s_run_l, *t_run_g;
     float *shared;              /* the student runs' backward scratch and the teacher run's arena (one buffer) */
     size_t shared_bytes;
     dino_head_run s_hrun, t_hrun, s_irun, t_irun;
     void *arena;                /* the step buffers below */
-    float *t_in, *t_out;        /* (2B + max_masked, D), (2B + max_masked, K): teacher head rows (the masked
+    float *t_in, *t_out;        /* (2B + max_masked, D_t), (2B + max_masked, K): teacher head rows (the masked
                                  * tokens' logits become their iBOT targets in place) */
     float *t_iout;              /* (max_masked, K_ibot) separate teacher iBOT logits */
     float *s_in, *s_out, *s_dout, *s_din; /* (rows, D), (rows, K), (rows, K), (rows, D): student head rows; s_dout
@@ -118,8 +137,17 @@ typedef struct train_model {
 } train_model;
 
 /* Builds the student, teacher, heads, optimizer, losses and schedules of a finished recipe for `ranks`
- * processes (the global batch is batch_size_per_gpu * ranks), with zero parameters. 0 or -1. */
+ * processes (the global batch is batch_size_per_gpu * ranks), with zero parameters. 0 or -1 (also for a
+ * recipe with distillation.enabled: that needs train_model_create_distill). */
 int train_model_create(const recipe *r, int32_t ranks, train_model **out);
+
+/* A model of a finished recipe with distillation.enabled, whose frozen teacher is built from the teacher run's
+ * recipe tr (its student.* architecture, or tvc when not NULL, and its heads) with zero parameters
+ * (train_load_distill_teacher fills them). vc as for train_model_create_vit (NULL: from r). -1 with the reason
+ * when the teacher cannot give the student's targets: another patch size, DINO or iBOT prototypes different
+ * from the student's. */
+int train_model_create_distill(const recipe *r, const vit_config *vc, const recipe *tr, const vit_config *tvc,
+                               int32_t ranks, train_model **out);
 
 /* train_model_create with an explicit backbone configuration instead of student.arch's (tests, and
  * architectures without a preset); its patch must be student.patch_size's. */

@@ -110,7 +110,8 @@ static void json_num(FILE *f, const char *key, double v)
 static int write_metrics(FILE *f, const train_model *m, const train_step_report *r, uint64_t epoch, double step_s,
                          double load_s, uint64_t failed)
 {
-    fprintf(f, "{\"iteration\":%" PRId64 ",\"epoch\":%" PRIu64, r->iteration, epoch);
+    fprintf(f, "{\"iteration\":%" PRId64 ",\"epoch\":%" PRIu64 ",\"mode\":\"%s\"", r->iteration, epoch,
+            m->distill ? "distillation" : "ssl");
     json_num(f, "dino_local_crops_loss", r->terms.dino_local_crops_loss);
     json_num(f, "dino_global_crops_loss", r->terms.dino_global_crops_loss);
     json_num(f, "koleo_loss", r->terms.koleo_loss);
@@ -267,8 +268,15 @@ static int setup(run_ctx *c, trainer_result *res)
     lo.threads = r->train.num_workers > 0 ? r->train.num_workers : 1;
     if (train_loader_open(&c->loader, &lo) != 0 || train_batch_alloc(c->loader, &c->batch) != 0)
         return -1;
-    if (train_model_create(r, ranks, &c->model) != 0)
+    if (r->distillation.enabled) {
+        recipe tr;
+        if (train_distill_recipe(r, &tr) != 0 ||
+            train_model_create_distill(r, NULL, &tr, NULL, ranks, &c->model) != 0 ||
+            train_load_distill_teacher(c->model, r->distillation.checkpoint_path) != 0)
+            return -1;
+    } else if (train_model_create(r, ranks, &c->model) != 0) {
         return -1;
+    }
     if (ranks > 1) {
         train_reduce red = train_reduce_of(c->d);
         if (train_model_set_reduce(c->model, &red) != 0)
@@ -296,6 +304,8 @@ static int setup(run_ctx *c, trainer_result *res)
             if (c->writer)
                 rc = trim_metrics(c->metrics_path, meta->iteration);
         }
+        if (rc == 0 && o->init_from)
+            log_info("%s has a training state: --init-from %s is not used", o->out, o->init_from);
         if (rc == 0)
             log_info("resuming %s at iteration %" PRId64 " (epoch %" PRIu64 ", position %" PRIu64 ")", o->out,
                      meta->iteration, meta->rank_epoch[rank], meta->rank_position[rank]);
@@ -304,7 +314,13 @@ static int setup(run_ctx *c, trainer_result *res)
             return -1;
     } else {
         train_model_init_weights(c->model, (uint64_t)r->train.seed);
-        if (r->student.pretrained_weights[0] && train_load_weights(c->model, r->student.pretrained_weights) != 0)
+        if (o->init_from && r->student.pretrained_weights[0])
+            return lvd_fail("--init-from and student.pretrained_weights: give one");
+        if (o->init_from) {
+            if (train_init_from(c->model, o->init_from) != 0)
+                return -1;
+            log_info("a new phase from %s: iteration 0, fresh optimizer state", o->init_from);
+        } else if (r->student.pretrained_weights[0] && train_load_weights(c->model, r->student.pretrained_weights) != 0)
             return lvd_fail_ctx("student.pretrained_weights");
         if (c->writer && (write_config(r, c->config_path) != 0 || trim_metrics(c->metrics_path, 0) != 0))
             return -1;
@@ -323,8 +339,10 @@ static int loop(run_ctx *c, trainer_result *res)
     const trainer_opts *o = c->o;
     const recipe *r = o->rc;
     int64_t total = (int64_t)r->optim.epochs * r->train.official_epoch_length;
-    int64_t end = o->max_iter > 0 ? o->max_iter : total;
+    int64_t end = o->max_iter >= 0 ? o->max_iter : total;
     int64_t it = train_model_iteration(c->model);
+    if (it >= end && c->saved_iter < 0) /* --max-iter 0 on a new run: its initial state */
+        return save(c);
     if (it >= end) {
         log_info("%s is at iteration %" PRId64 ": nothing to do (the run ends at %" PRId64 ")", o->out, it, end);
         return 0;

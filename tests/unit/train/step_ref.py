@@ -49,7 +49,14 @@ of order lr. A float32 implementation cannot reproduce them, so `check` leaves t
 parameter comparison (step-0 gradients and norms still include it: there it is negligible). The C test has to
 do the same, or give the slice an absolute bound of the order of steps x lr.
 
-DIR/<case>/ (cases "shared" and "separate"):
+Distillation (case "distill", DINOv2 paper section 5 as train/step.h implements it): the targets come from a
+frozen teacher of another size (its own ViT and heads, here with a separate iBOT head while the student shares
+one), which no step changes; the student sees no masks (the steps' masks are ignored) and no drop path; iBOT is
+forward_masked over every patch token of the global crops (masks all True, so masks_weight = 1 / N); the EMA
+"teacher" is still updated from the student every step and is what final.safetensors' "teacher.*" holds. The
+student's mask_token then gets no gradient (zero in the fixture).
+
+DIR/<case>/ (cases "shared", "separate" and "distill"):
   config.json            {"vit": {patch, pos_grid, dim, depth, heads, ffn "mlp"|"swiglu", ffn_hidden, n_reg,
                          pos_mode "offset"|"size_aa", layerscale (nominal init value, 0 = no LayerScale)},
                          batch, n_local, global_size, local_size, n_patches (global), n_patches_local,
@@ -82,6 +89,9 @@ DIR/<case>/ (cases "shared" and "separate"):
   step0_grads.safetensors  every student parameter's gradient at step 0 before clipping, names as init
   step<i>_norms.txt      lines "backbone X", "dino_head X" (, "ibot_head X"): each module's total gradient L2 norm
                          before clipping (what clip_grad_norm_ returns), %.17g
+  distill_teacher.safetensors  (distill only) the frozen teacher, named as a training state names its EMA
+                         teacher: "teacher.backbone.<name>", "teacher.dino_head.<name>", "teacher.ibot_head.<name>";
+                         config.json's "distill" holds its {vit, dino, ibot} like the student's
   final.safetensors      after the steps: "student.<name>", "teacher.<name>" for every name of init, and
                          "dino_center" (K), "ibot_center" (K_ibot): the softmax-centering centers with the
                          last step's pending update applied (i.e. after `steps` EMA updates; zeros for
@@ -247,11 +257,19 @@ def case_configs():
                   "clip_grad": 3.0},
         "steps": 3,
     }
-    for c in (shared, separate):
+    distill = json.loads(json.dumps(shared))
+    distill["optim"]["clip_grad"] = 3.0
+    distill["distill"] = {
+        "vit": {"patch": 4, "pos_grid": 4, "dim": 48, "depth": 3, "heads": 3, "ffn": "mlp", "ffn_hidden": 192,
+                "n_reg": 0, "pos_mode": "offset", "layerscale": 0.1},
+        "dino": {"k": 64, "bottleneck": 12, "hidden": 40, "nlayers": 3},
+        "ibot": {"separate": True, "k": 64, "bottleneck": 16, "hidden": 32, "nlayers": 2},
+    }
+    for c in (shared, separate, distill):
         p = c["vit"]["patch"]
         c["n_patches"] = (c["global_size"] // p) ** 2
         c["n_patches_local"] = (c["local_size"] // p) ** 2
-    return {"shared": shared, "separate": separate}
+    return {"shared": shared, "separate": separate, "distill": distill}
 
 
 def init_param(name, shape, rng, cfg):
@@ -350,6 +368,9 @@ def make_inputs(cfg, seed):
     init = {}
     for name, shape in param_names(cfg):
         init[name] = init_param(name, shape, rng, cfg).astype(np.float32)
+    if "distill" in cfg:
+        for name, shape in param_names(cfg["distill"]):
+            init["teacher." + name] = init_param(name, shape, rng, cfg["distill"]).astype(np.float32)
     r = random.Random(seed)
     B, G, L, p = cfg["batch"], cfg["global_size"], cfg["local_size"], cfg["vit"]["patch"]
     steps = []
@@ -411,6 +432,17 @@ def run(cfg, init, steps, dtype):
         p.requires_grad = False
     teacher.eval()
     student.train()
+    distill = "distill" in cfg
+    target, t_separate = teacher, cfg["ibot"]["separate"]  # the network that gives the targets
+    if distill:  # the frozen teacher: its own modules, never updated
+        target = build_modules(cfg["distill"]).to(dtype)
+        with torch.no_grad():
+            for k in target:
+                for n, p in target[k].named_parameters():
+                    p.copy_(torch.from_numpy(init["teacher." + k + "." + n]).to(dtype))
+                    p.requires_grad = False
+        target.eval()
+        t_separate = cfg["distill"]["ibot"]["separate"]
 
     separate = cfg["ibot"]["separate"]
     n_local, n_global = cfg["n_local"], 2
@@ -438,6 +470,8 @@ def run(cfg, init, steps, dtype):
         global_crops = torch.from_numpy(inp["global"]).to(dtype)
         local_crops = torch.from_numpy(inp["local"]).to(dtype)
         masks = torch.from_numpy(inp["masks"] > 0.5)
+        if distill:  # no masking: iBOT on every patch token of the global crops
+            masks = torch.ones_like(masks)
         mask_indices_list = masks.flatten().nonzero().flatten()
         n_masked_patches = mask_indices_list.shape[0]
         masks_weight = (1 / masks.sum(-1).clamp(min=1.0)).unsqueeze(-1).expand_as(masks)[masks].to(dtype)
@@ -446,17 +480,17 @@ def run(cfg, init, steps, dtype):
 
         # get_teacher_output
         with torch.no_grad():
-            tout = teacher["backbone"].forward_features(global_crops, None)
+            tout = target["backbone"].forward_features(global_crops, None)
             tc = tout["x_norm_clstoken"].chunk(n_global)
             t_cls = torch.cat((tc[1], tc[0]))
             t_masked = tout["x_norm_patchtokens"].flatten(0, 1)[mask_indices_list]
             n_cls = t_cls.shape[0]
-            if not separate:
-                after = teacher["dino_head"](torch.cat((t_cls, t_masked)))
+            if not t_separate:
+                after = target["dino_head"](torch.cat((t_cls, t_masked)))
                 t_cls_after, t_patch_after = after[:n_cls], after[n_cls:n_cls + n_masked_patches]
             else:
-                t_cls_after = teacher["dino_head"](t_cls)
-                t_patch_after = teacher["ibot_head"](t_masked)
+                t_cls_after = target["dino_head"](t_cls)
+                t_patch_after = target["ibot_head"](t_masked)
             if cfg["centering"] == "centering":
                 t_dino = dino_loss.softmax_center_teacher(t_cls_after, teacher_temp).view(n_global, -1, K)
                 dino_loss.update_center(t_cls_after)
@@ -469,7 +503,7 @@ def run(cfg, init, steps, dtype):
                                                                 n_masked_patches_tensor=n_masked_patches)
 
         # the student
-        sg = student["backbone"].forward_features(global_crops, masks)
+        sg = student["backbone"].forward_features(global_crops, None if distill else masks)
         sl = student["backbone"].forward_features(local_crops, None)
         g_cls, l_cls = sg["x_norm_clstoken"], sl["x_norm_clstoken"]
         s_masked = sg["x_norm_patchtokens"].flatten(0, 1)[mask_indices_list]
@@ -492,6 +526,10 @@ def run(cfg, init, steps, dtype):
                                                    masks_weight=masks_weight) * loss_scales * (1.0 / n_global)
         loss_accumulator += w_ibot * ibot_loss
         loss_accumulator.backward()
+        for k in student:  # the distilled student's unused mask_token: optim.h steps every tensor, torch would skip
+            for p in student[k].parameters():  # one without .grad, so it gets a zero gradient (decayed like C's)
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
         res["terms"].append([("dino_local_crops_loss", dino_local.item()),
                              ("dino_global_crops_loss", dino_global.item()),
                              ("koleo_loss", (koleo_loss / loss_scales).item()),
@@ -519,6 +557,10 @@ def run(cfg, init, steps, dtype):
             final["teacher." + k + "." + n] = p.detach().numpy().copy()
     final["dino_center"] = dino_loss.center.reshape(-1).numpy().copy()
     final["ibot_center"] = ibot_patch_loss.center.reshape(-1).numpy().copy()
+    if distill:  # the frozen teacher must be where it started
+        for k in target:
+            for n, p in target[k].named_parameters():
+                assert np.array_equal(p.detach().numpy(), init["teacher." + k + "." + n].astype(p.numpy().dtype))
     res["final"] = final
     torch.set_default_dtype(torch.float64)
     return res
@@ -534,6 +576,9 @@ def gen_case(root, name, cfg, seed):
 
     # the fixture is only useful if it exercises everything
     for n, g in res["grads0"].items():
+        if "distill" in cfg and n == "backbone.mask_token":
+            assert np.abs(g).max() == 0.0, f"{name}: the mask token has a gradient without masking"
+            continue
         assert np.abs(g).max() > 0.0, f"{name}: {n} has no gradient at step 0"
     clipped = [(i, k) for i, row in enumerate(res["norms"]) for k, v in row if v > cfg["optim"]["clip_grad"]]
     if name == "shared":
@@ -547,6 +592,9 @@ def gen_case(root, name, cfg, seed):
         json.dump(cfg, f, indent=1, sort_keys=True)
     names = [n for n, _ in param_names(cfg)]
     write_st(os.path.join(d, "init.safetensors"), [(n, init[n]) for n in names])
+    if "distill" in cfg:
+        write_st(os.path.join(d, "distill_teacher.safetensors"),
+                 [("teacher." + n, init["teacher." + n]) for n, _ in param_names(cfg["distill"])])
     for i, st in enumerate(steps):
         write_st(os.path.join(d, "step%d.safetensors" % i), [(k, st[k]) for k in ("global", "local", "masks")])
         with open(os.path.join(d, "step%d_sched.txt" % i), "w") as f:
@@ -571,6 +619,8 @@ def check_case(root, name):
     d = os.path.join(root, name)
     cfg = json.load(open(os.path.join(d, "config.json")))
     init = read_safetensors(os.path.join(d, "init.safetensors"))
+    if "distill" in cfg:
+        init.update(read_safetensors(os.path.join(d, "distill_teacher.safetensors")))
     steps = [read_safetensors(os.path.join(d, "step%d.safetensors" % i)) for i in range(cfg["steps"])]
     res = run(cfg, init, steps, torch.float32)
     bad = []

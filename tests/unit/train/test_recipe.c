@@ -167,6 +167,8 @@ static void test_official_default_equals_builtin(void **state)
     b.crops.paper_probabilities = 0;
     b.train.threads = 0;
     b.train.recompute_blocks = -1; /* lvd's own keys are not in the official file */
+    b.distillation.enabled = 0;    /* nor is dinov3's distillation section */
+    b.distillation.full_cfg_path[0] = b.distillation.checkpoint_path[0] = '\0';
     assert_int_equal(recipe_load_file(&b, write_file("ssl_default_config.yaml", ssl_default)), 0);
     assert_string_equal(b.student.arch, "vit_large");
     assert_string_equal(b.student.pretrained_weights, "");
@@ -291,6 +293,43 @@ static void test_dump_reads_back(void **state)
     assert_int_equal(recipe_dump(&a, text, 64), -1); /* too small a buffer */
 }
 
+/* The distillation section: defaults (off, no paths), a file and key=value set it, the dump reads back, and
+ * enabled without a checkpoint or with a value that is not a bool is an error naming the key. */
+static void test_distillation_keys(void **state)
+{
+    (void)state;
+    recipe r, b;
+    recipe_defaults(&r);
+    assert_int_equal(r.distillation.enabled, 0);
+    assert_string_equal(r.distillation.checkpoint_path, "");
+    assert_string_equal(r.distillation.full_cfg_path, "");
+    assert_int_equal(recipe_finish(&r, 1), 0);
+    recipe_defaults(&r);
+    assert_int_equal(recipe_load_file(&r, write_file("distill.yaml", "distillation:\n  enabled: true\n"
+                                                     "  checkpoint_path: /runs/g/training_state.safetensors\n")),
+                     0);
+    assert_int_equal(r.distillation.enabled, 1);
+    assert_string_equal(r.distillation.checkpoint_path, "/runs/g/training_state.safetensors");
+    assert_string_equal(r.distillation.full_cfg_path, "");
+    assert_int_equal(recipe_set(&r, "distillation.full_cfg_path=/runs/g/config.yaml", "command line"), 0);
+    assert_int_equal(recipe_finish(&r, 1), 0);
+    char text[8192];
+    assert_true(recipe_dump(&r, text, sizeof text) > 0);
+    assert_non_null(strstr(text, "distillation:\n  enabled: true\n  full_cfg_path: \"/runs/g/config.yaml\"\n"
+                                 "  checkpoint_path: \"/runs/g/training_state.safetensors\"\n"));
+    recipe_defaults(&b);
+    assert_int_equal(recipe_load_file(&b, write_file("config.yaml", text)), 0);
+    assert_int_equal(b.distillation.enabled, 1);
+    assert_string_equal(b.distillation.full_cfg_path, "/runs/g/config.yaml");
+
+    expect_error("distillation:\n  enabled: maybe\n", "bad.yaml:2: distillation.enabled: 'maybe' is not true or false");
+    expect_error("distillation:\n  teacher: x\n", "unknown key 'distillation.teacher'");
+    recipe_defaults(&r);
+    assert_int_equal(recipe_set(&r, "distillation.enabled=true", "command line"), 0);
+    assert_int_equal(recipe_finish(&r, 1), -1);
+    assert_non_null(strstr(lvd_errmsg(), "distillation.enabled needs distillation.checkpoint_path"));
+}
+
 /* Every preset of schemas/train/ loads over the defaults and passes recipe_finish. */
 static void test_presets(void **state)
 {
@@ -328,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_dump_reads_back),
         cmocka_unit_test(test_presets),
+        cmocka_unit_test(test_distillation_keys),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     scratch_remove(scratch);

@@ -3,12 +3,15 @@
  * per-module clip_grad_norm_, apply_optim_scheduler + torch.optim.AdamW over the layer-decayed parameter groups,
  * update_teacher, build_schedulers) in float64 on the same weights, crops and masks. Per case (a shared head with
  * softmax centering and active clipping; registers, SwiGLU, no LayerScale and a separate iBOT head with
- * Sinkhorn-Knopp): the schedules' values and every loss term of each of 3 iterations to 1e-5 relative, every
- * parameter gradient of the first to 1e-3 (max-norm ||a - b||_max / ||b||_max, before clipping), the gradient
- * norms per module, and the student's and teacher's parameters and the centers after the 3 iterations to 1e-4.
+ * Sinkhorn-Knopp; distillation from a frozen teacher of another width and depth with its own separate iBOT head,
+ * the student unmasked, iBOT on every patch token, the EMA of the student kept): the schedules' values and every
+ * loss term of each of 3 iterations to 1e-5 relative, every parameter gradient of the first to 1e-3 (max-norm
+ * ||a - b||_max / ||b||_max, before clipping), the gradient norms per module, and the student's and teacher's
+ * parameters and the centers after the 3 iterations to 1e-4.
  * Then, on the same case: an exact resume (state saved after iteration 1 and loaded into a new model gives
  * iteration 2 bit for bit) and a non-finite loss (the step refuses, names the term and leaves the parameters
- * and moments untouched). */
+ * and moments untouched). The distillation case also checks that the frozen teacher's parameters never change and
+ * that every patch token of the global crops is an iBOT token. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -98,14 +101,8 @@ static void set(recipe *r, const char *fmt, ...)
         fail_msg("%s: %s", a, lvd_errmsg());
 }
 
-/* The recipe and backbone of a case's config.json, through the recipe's own keys. */
-static void case_config(const char *dir, recipe *r, vit_config *vc)
+static void vit_of(const cJSON *v, vit_config *vc)
 {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    cJSON *j = load_json(path);
-    const cJSON *v = obj(j, "vit"), *dn = obj(j, "dino"), *ib = obj(j, "ibot"), *sc = obj(j, "sched"),
-                *op = obj(j, "optim");
     memset(vc, 0, sizeof *vc);
     vc->patch = (int32_t)num(v, "patch");
     vc->pos_grid = (int32_t)num(v, "pos_grid");
@@ -116,8 +113,42 @@ static void case_config(const char *dir, recipe *r, vit_config *vc)
     vc->ffn_hidden = (int32_t)num(v, "ffn_hidden");
     vc->n_reg = (int32_t)num(v, "n_reg");
     vc->pos_mode = strcmp(str(v, "pos_mode"), "size_aa") == 0 ? VIT_POS_SIZE_AA : VIT_POS_OFFSET;
+    vc->layerscale = num(v, "layerscale") > 0.0;
+}
+
+/* The heads' keys of a {dino, ibot} object. */
+static void heads_of(recipe *r, const cJSON *dn, const cJSON *ib)
+{
+    set(r, "dino.head_n_prototypes=%d", (int)num(dn, "k"));
+    set(r, "dino.head_bottleneck_dim=%d", (int)num(dn, "bottleneck"));
+    set(r, "dino.head_hidden_dim=%d", (int)num(dn, "hidden"));
+    set(r, "dino.head_nlayers=%d", (int)num(dn, "nlayers"));
+    set(r, "ibot.separate_head=%s", num(ib, "separate") != 0.0 ? "true" : "false");
+    set(r, "ibot.head_n_prototypes=%d", (int)num(ib, "k"));
+    set(r, "ibot.head_bottleneck_dim=%d", (int)num(ib, "bottleneck"));
+    set(r, "ibot.head_hidden_dim=%d", (int)num(ib, "hidden"));
+    set(r, "ibot.head_nlayers=%d", (int)num(ib, "nlayers"));
+}
+
+/* The recipe and backbone of a case's config.json, through the recipe's own keys; for a distillation case also the
+ * frozen teacher's recipe (*tr, its heads) and backbone (*tvc), and *distill = 1. */
+static void case_config(const char *dir, recipe *r, vit_config *vc, recipe *tr, vit_config *tvc, int *distill)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cJSON *j = load_json(path);
+    const cJSON *v = obj(j, "vit"), *dn = obj(j, "dino"), *ib = obj(j, "ibot"), *sc = obj(j, "sched"),
+                *op = obj(j, "optim");
+    vit_of(v, vc);
     double ls = num(v, "layerscale");
-    vc->layerscale = ls > 0.0;
+    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(j, "distill");
+    *distill = ds != NULL;
+    if (ds) {
+        vit_of(obj(ds, "vit"), tvc);
+        recipe_defaults(tr);
+        set(tr, "student.patch_size=%d", tvc->patch);
+        heads_of(tr, obj(ds, "dino"), obj(ds, "ibot"));
+    }
 
     recipe_defaults(r);
     set(r, "train.batch_size_per_gpu=%d", (int)num(j, "batch"));
@@ -128,17 +159,13 @@ static void case_config(const char *dir, recipe *r, vit_config *vc)
     set(r, "student.layerscale=%.17g", ls);
     set(r, "student.num_register_tokens=%d", vc->n_reg);
     set(r, "student.drop_path_rate=0");
-    set(r, "dino.head_n_prototypes=%d", (int)num(dn, "k"));
-    set(r, "dino.head_bottleneck_dim=%d", (int)num(dn, "bottleneck"));
-    set(r, "dino.head_hidden_dim=%d", (int)num(dn, "hidden"));
-    set(r, "dino.head_nlayers=%d", (int)num(dn, "nlayers"));
+    heads_of(r, dn, ib);
     set(r, "dino.loss_weight=%.17g", num(dn, "loss_weight"));
     set(r, "dino.koleo_loss_weight=%.17g", num(dn, "koleo_loss_weight"));
-    set(r, "ibot.separate_head=%s", num(ib, "separate") != 0.0 ? "true" : "false");
-    set(r, "ibot.head_n_prototypes=%d", (int)num(ib, "k"));
-    set(r, "ibot.head_bottleneck_dim=%d", (int)num(ib, "bottleneck"));
-    set(r, "ibot.head_hidden_dim=%d", (int)num(ib, "hidden"));
-    set(r, "ibot.head_nlayers=%d", (int)num(ib, "nlayers"));
+    if (ds) {
+        set(r, "distillation.enabled=true");
+        set(r, "distillation.checkpoint_path=%s/distill_teacher.safetensors", dir);
+    }
     set(r, "ibot.loss_weight=%.17g", num(ib, "loss_weight"));
     set(r, "train.centering=%s", str(j, "centering"));
     set(r, "train.OFFICIAL_EPOCH_LENGTH=%d", (int)num(sc, "OFFICIAL_EPOCH_LENGTH"));
@@ -361,15 +388,19 @@ static void check_final(const char *dir, const train_model *m)
 
 static train_model *case_model(const char *dir)
 {
-    recipe r;
-    vit_config vc;
-    case_config(dir, &r, &vc);
+    recipe r, tr;
+    vit_config vc, tvc;
+    int distill;
+    case_config(dir, &r, &vc, &tr, &tvc, &distill);
     train_model *m;
-    if (train_model_create_vit(&r, &vc, 1, &m) != 0)
-        fail_msg("train_model_create_vit: %s", lvd_errmsg());
+    if (distill ? train_model_create_distill(&r, &vc, &tr, &tvc, 1, &m) != 0
+                : train_model_create_vit(&r, &vc, 1, &m) != 0)
+        fail_msg("train_model_create: %s", lvd_errmsg());
     char path[1024];
     snprintf(path, sizeof path, "%s/init.safetensors", dir);
     if (train_load_weights(m, path) != 0)
+        fail_msg("%s", lvd_errmsg());
+    if (distill && train_load_distill_teacher(m, r.distillation.checkpoint_path) != 0)
         fail_msg("%s", lvd_errmsg());
     return m;
 }
@@ -387,10 +418,18 @@ static void run_case(const char *name)
     char state[1024];
     snprintf(state, sizeof state, "%s/%s-state.safetensors", g_dir, name);
     train_step_report rep;
+    float *frozen = NULL; /* the distillation teacher's parameters before the steps */
+    if (m->distill) {
+        frozen = malloc(m->dt->n_params * sizeof(float));
+        assert_non_null(frozen);
+        memcpy(frozen, m->dt->param_mem, m->dt->n_params * sizeof(float));
+    }
     for (int k = 0; k < N_STEPS; k++) {
         if (train_step(m, in[k].global, in[k].local, in[k].masks, &rep) != 0)
             fail_msg("%s step %d: %s", name, k, lvd_errmsg());
         assert_int_equal(rep.iteration, k);
+        if (m->distill) /* iBOT on every patch token of the 2B global crops, whatever the loader's masks */
+            assert_int_equal(rep.n_masked, 2 * m->batch * m->n_tokens);
         check_step(dir, k, &rep);
         check_norms(dir, k, m, &rep);
         if (k == 0)
@@ -403,6 +442,10 @@ static void run_case(const char *name)
         }
     }
     check_final(dir, m);
+    if (frozen) {
+        assert_memory_equal(frozen, m->dt->param_mem, m->dt->n_params * sizeof(float));
+        free(frozen);
+    }
 
     /* Exact resume: a new model from the state of iteration 2 runs iteration 2 to the same bits. */
     train_model *r = case_model(dir);
@@ -463,6 +506,56 @@ static void test_separate(void **state)
     run_case("separate");
 }
 
+static void test_distill(void **state)
+{
+    (void)state;
+    run_case("distill");
+}
+
+/* What a distillation teacher must share with the student: prototypes and patch size; and a recipe with
+ * distillation.enabled needs its teacher's. */
+static void test_distill_errors(void **state)
+{
+    (void)state;
+    recipe r, tr;
+    recipe_defaults(&r);
+    set(&r, "student.arch=vit_pico");
+    set(&r, "student.patch_size=14");
+    set(&r, "crops.global_crops_size=28");
+    set(&r, "crops.local_crops_size=14");
+    set(&r, "crops.local_crops_number=1");
+    set(&r, "train.batch_size_per_gpu=2");
+    set(&r, "dino.head_n_prototypes=32");
+    set(&r, "dino.head_hidden_dim=16");
+    set(&r, "dino.head_bottleneck_dim=8");
+    set(&r, "distillation.enabled=true");
+    set(&r, "distillation.checkpoint_path=x");
+    assert_int_equal(recipe_finish(&r, 1), 0);
+    tr = r;
+    train_model *m;
+    assert_int_equal(train_model_create(&r, 1, &m), -1);
+    assert_non_null(strstr(lvd_errmsg(), "train_model_create_distill"));
+    set(&tr, "dino.head_n_prototypes=48");
+    assert_int_equal(train_model_create_distill(&r, NULL, &tr, NULL, 1, &m), -1);
+    assert_non_null(strstr(lvd_errmsg(), "dino.head_n_prototypes 48 differs from the student's 32"));
+    set(&tr, "dino.head_n_prototypes=32");
+    set(&tr, "ibot.separate_head=true");
+    set(&tr, "ibot.head_n_prototypes=40");
+    assert_int_equal(train_model_create_distill(&r, NULL, &tr, NULL, 1, &m), -1);
+    assert_non_null(strstr(lvd_errmsg(), "iBOT prototypes (ibot.head_n_prototypes 40) differ from the student's 32"));
+    set(&tr, "ibot.separate_head=false");
+    set(&tr, "student.patch_size=7");
+    assert_int_equal(train_model_create_distill(&r, NULL, &tr, NULL, 1, &m), -1);
+    assert_non_null(strstr(lvd_errmsg(), "patch size 7 is not the student's 14"));
+    set(&tr, "student.patch_size=14");
+    set(&tr, "student.arch=vit_tiny");
+    if (train_model_create_distill(&r, NULL, &tr, NULL, 1, &m) != 0)
+        fail_msg("%s", lvd_errmsg());
+    assert_int_equal(m->dt->cfg.dim, 192);
+    assert_int_equal(m->drop_path == 0.0f, 1);
+    train_model_free(m);
+}
+
 /* The recipe -> backbone mapping: build_model's img_size = global_crops_size, ffn_layer, layerscale. */
 static void test_vit_config(void **state)
 {
@@ -519,6 +612,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_vit_config),
         cmocka_unit_test(test_shared),
         cmocka_unit_test(test_separate),
+        cmocka_unit_test(test_distill),
+        cmocka_unit_test(test_distill_errors),
     };
     return cmocka_run_group_tests(tests, setup, scratch_teardown);
 }
