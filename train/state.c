@@ -396,10 +396,12 @@ static int check_arch(const st_file *f, const char *path, const char *prefix, co
         if (!st_find(f, name))
             break;
     }
-    /* No tensor shows the heads: lvd's files say them in the metadata; an official checkpoint has D / 64. */
-    const char *hs = st_meta(f, "heads");
-    int64_t heads = hs && *hs ? strtoll(hs, NULL, 10) : dim / 64;
+    /* No tensor shows the heads: lvd's files say them in the metadata. A file that does not (an official
+     * checkpoint, a state written before the key existed) is taken to have the run's heads: no shape can
+     * contradict it, and a D / 64 guess is wrong for the small archs (vit_pico has 4 heads of 16). */
     const vit_config *c = &m->vc;
+    const char *hs = st_meta(f, "heads");
+    int64_t heads = hs && *hs ? strtoll(hs, NULL, 10) : c->heads;
     if (dim != c->dim || depth != c->depth || heads != c->heads || patch != c->patch)
         return lvd_fail("--init-from %s: a ViT of width %lld, depth %d, %lld heads, patch %lld; this run's student "
                         "(student.arch %s, student.patch_size %d) has width %d, depth %d, %d heads, patch %d: a new "
