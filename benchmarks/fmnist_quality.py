@@ -142,6 +142,11 @@ def knn(work, ckpt, threads):
     return out
 
 
+def epoch_length(config_yaml):
+    with open(config_yaml) as f:
+        return int([l for l in f.read().splitlines() if "OFFICIAL_EPOCH_LENGTH" in l][0].split(":")[1])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
@@ -150,6 +155,8 @@ def main():
     ap.add_argument("--config", default=os.path.join(ROOT, "schemas", "train", "fmnist-small.yaml"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--probe", type=int, default=60, help="iterations of the speed probe")
+    ap.add_argument("--continue", dest="resume_run", metavar="RUN",
+                    help="continue RUN (B/run-...) after its last evaluated interval, with its settings")
     ap.add_argument("--iterations", type=int, default=0,
                     help="train this many iterations (rounded to whole epochs) instead of sizing them by a probe")
     ap.add_argument("overrides", nargs="*")
@@ -162,40 +169,54 @@ def main():
     floor = raw_pixel_knn()
     print("raw-pixel k-NN (k 20, T 0.07, cosine): top-1 %.2f%%" % (100 * floor), flush=True)
 
-    run = os.path.join(a.dir, "run-%s" % time.strftime("%Y%m%d-%H%M%S"))
-    probe = os.path.join(run, "probe")
     base = [exe("lvd-train"), "--config", a.config, "--manifest", db, "--threads", str(a.threads)]
-    sh(*base, "--out", probe, "--max-iter", str(a.probe), *a.overrides)
-    with open(os.path.join(probe, "metrics.jsonl")) as f:
-        m = [json.loads(l) for l in f][a.probe // 3:]  # past the first iterations' warm-up
-    per_iter = 1.03 * sum(r["step_s"] + r["load_s"] for r in m) / len(m)  # a few % for saves and logging
-    total = max(a.evals, a.iterations or int(a.minutes * 60 / per_iter))
-    with open(os.path.join(probe, "config.yaml")) as f:
-        cfg = f.read()
-    epoch_len = int([l for l in cfg.splitlines() if "OFFICIAL_EPOCH_LENGTH" in l][0].split(":")[1])
-    epochs = max(1, total // epoch_len)
-    total = epochs * epoch_len
-    print("probe: %.3f s per iteration -> %d iterations (%d epochs of %d)%s" %
-          (per_iter, total, epochs, epoch_len, "" if a.iterations else " for %.0f minutes" % a.minutes), flush=True)
-    shutil.rmtree(probe)
+    if a.resume_run:  # a run stopped between intervals: its curve so far, its schedules
+        run = a.resume_run
+        with open(os.path.join(run, "curve.json")) as f:
+            prev = json.load(f)
+        epochs, curve = prev["epochs"], prev["curve"]
+        a.config, a.overrides, a.evals = prev["config"], prev["overrides"], prev.get("evals", a.evals)
+        base[2] = a.config
+        total = prev.get("iterations") or epochs * epoch_length(os.path.join(run, "train", "config.yaml"))
+        minutes = curve[-1]["train_minutes"] if curve else 0.0
+        print("continuing %s after iteration %d of %d" % (run, curve[-1]["iteration"] if curve else 0, total))
+    else:
+        run = os.path.join(a.dir, "run-%s" % time.strftime("%Y%m%d-%H%M%S"))
+        probe = os.path.join(run, "probe")
+        sh(*base, "--out", probe, "--max-iter", str(a.probe), *a.overrides)
+        with open(os.path.join(probe, "metrics.jsonl")) as f:
+            m = [json.loads(l) for l in f][a.probe // 3:]  # past the first iterations' warm-up
+        per_iter = 1.03 * sum(r["step_s"] + r["load_s"] for r in m) / len(m)  # a few % for saves and logging
+        total = max(a.evals, a.iterations or int(a.minutes * 60 / per_iter))
+        epoch_len = epoch_length(os.path.join(probe, "config.yaml"))
+        epochs = max(1, total // epoch_len)
+        total = epochs * epoch_len
+        print("probe: %.3f s per iteration -> %d iterations (%d epochs of %d)%s" %
+              (per_iter, total, epochs, epoch_len, "" if a.iterations else " for %.0f minutes" % a.minutes),
+              flush=True)
+        shutil.rmtree(probe)
+        curve, minutes = [], 0.0
     out = os.path.join(run, "train")
-    curve, minutes = [], 0.0
+    # Every interval passes the same settings: --resume refuses a configuration other than the run's.
+    settings = ["optim.epochs=%d" % epochs, *a.overrides]
     for e in range(1, a.evals + 1):
         it = total * e // a.evals
+        if curve and it <= curve[-1]["iteration"]:
+            continue
         t = time.time()
         sh(*base, "--out", out, "--max-iter", str(it), "--save-every", str(it),
-           *(["--resume"] if e > 1 else ["optim.epochs=%d" % epochs, *a.overrides]))
+           *(["--resume"] if os.path.exists(os.path.join(out, "training_state.safetensors")) else []), *settings)
         minutes += (time.time() - t) / 60
         ck = os.path.join(run, "teacher-%06d.safetensors" % it)
         shutil.copy(os.path.join(out, "teacher_checkpoint.safetensors"), ck)
         r = knn(work, ck, a.threads)
-        top1 = [x for x in r["results"] if x["k"] == 20][0]["top1"] if "results" in r else r
+        top1 = [x for x in r["results"] if x["k"] == 20][0]["top1"]
         curve.append({"iteration": it, "train_minutes": round(minutes, 2), "knn20_top1": top1})
         print("iteration %6d  %6.1f min  k-NN(20) top-1 %.2f%%  raw pixels %.2f%%  difference %+.2f points" %
               (it, minutes, 100 * top1, 100 * floor, 100 * (top1 - floor)), flush=True)
         with open(os.path.join(run, "curve.json"), "w") as f:
-            json.dump({"raw_pixel_knn20": floor, "config": a.config, "overrides": a.overrides,
-                       "epochs": epochs, "curve": curve}, f, indent=1)
+            json.dump({"raw_pixel_knn20": floor, "config": a.config, "overrides": a.overrides, "epochs": epochs,
+                       "iterations": total, "evals": a.evals, "curve": curve}, f, indent=1)
     print(json.dumps({"raw_pixel_knn20": floor, "curve": curve}))
 
 
