@@ -187,7 +187,7 @@ build/lvd-embed --work "$work" --model "$dir/run/teacher_checkpoint.safetensors"
 echo "== ... and the next curation runs on its embeddings: lvd-dedup and lvd-retrieve with --model pico-trained"
 echo "   (recorded under that model's name: the manifests above stay as they are). 40 iterations are DINO's early"
 echo "   phase, in which the teacher's features are still close to one point (pairwise cosine about 1): dedup"
-echo "   joins nearly everything and the seeds retrieve the same few images. This shows the loop's mechanics, not"
+echo "   removes nearly every image and the seeds retrieve the same few. This shows the loop's mechanics, not"
 echo "   its quality; benchmarks/RESULTS.md has the Fashion-MNIST benchmark (84% k-NN after 51 minutes)."
 build/lvd-dedup --work "$work" --model pico-trained --threshold 0.999 --benchmark-threshold 0.999 \
     --benchmark-rule image --json
