@@ -169,14 +169,15 @@ def main():
     floor = raw_pixel_knn()
     print("raw-pixel k-NN (k 20, T 0.07, cosine): top-1 %.2f%%" % (100 * floor), flush=True)
 
-    base = [exe("lvd-train"), "--config", a.config, "--manifest", db, "--threads", str(a.threads)]
-    if a.resume_run:  # a run stopped between intervals: its curve so far, its schedules
-        run = a.resume_run
-        with open(os.path.join(run, "curve.json")) as f:
+    prev = None
+    if a.resume_run:  # a run stopped between intervals: its curve so far, its settings
+        with open(os.path.join(a.resume_run, "curve.json")) as f:
             prev = json.load(f)
-        epochs, curve = prev["epochs"], prev["curve"]
         a.config, a.overrides, a.evals = prev["config"], prev["overrides"], prev.get("evals", a.evals)
-        base[2] = a.config
+    base = [exe("lvd-train"), "--config", a.config, "--manifest", db, "--threads", str(a.threads)]
+    if prev:
+        run = a.resume_run
+        epochs, curve = prev["epochs"], prev["curve"]
         total = prev.get("iterations") or epochs * epoch_length(os.path.join(run, "train", "config.yaml"))
         minutes = curve[-1]["train_minutes"] if curve else 0.0
         print("continuing %s after iteration %d of %d" % (run, curve[-1]["iteration"] if curve else 0, total))

@@ -454,7 +454,12 @@ int train_init_from(train_model *m, const char *path)
     if (check_arch(f, path, bprefix, m) != 0)
         goto out;
     char name[NAME_CAP];
-    int32_t found[8] = {0};
+    enum { MAX_MODULES = 8 }; /* backbone, dino_head, ibot_head today */
+    int32_t found[MAX_MODULES] = {0};
+    if (m->opt.n_modules > MAX_MODULES) {
+        lvd_fail("internal: %d optimizer modules, --init-from handles %d", m->opt.n_modules, MAX_MODULES);
+        goto out;
+    }
     for (size_t i = 0; i < m->opt.n_tensors; i++) { /* which heads a checkpoint has */
         const optim_tensor *t = &m->opt.tensors[i];
         snprintf(name, sizeof name, "%s%s.%s", is_state ? "student." : "", m->opt.modules[t->module].name, t->name);
